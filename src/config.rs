@@ -1,0 +1,426 @@
+//! The pipeline configuration: which streams, cleaned by which SQL, land in which Delta tables.
+//!
+//! One source of truth, in layers: the shipped `kinesis-delta.toml` is embedded in the binary as the
+//! default; a `--config` file replaces it; command-line flags (and their environment variables,
+//! declared in `cli`) override single values. [`PipelineConfig::validate`] turns the raw file into a
+//! [`Pipeline`] before anything starts, so a bad value fails at start-up with the fix in the message.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+/// The shipped Pinterest pipeline, used when no `--config` is given.
+pub const DEFAULT_CONFIG: &str = include_str!("../kinesis-delta.toml");
+
+/// A configuration that cannot run. Always the user's to fix; retrying does not help.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read the config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML does not match the expected shape.
+    #[error("the config {origin} is not valid: {source}")]
+    Parse {
+        /// The file, or "(built-in)".
+        origin: String,
+        /// What TOML or serde said.
+        source: toml::de::Error,
+    },
+    /// A value is out of range or inconsistent; the message says what to change.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// The config file, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// `[pipeline]`: names and locations.
+    pub pipeline: PipelineSection,
+    /// `[kinesis]`: how to reach the streams.
+    #[serde(default)]
+    pub kinesis: KinesisSettings,
+    /// `[engine]`: micro-batch policy.
+    #[serde(default)]
+    pub engine: EngineSettings,
+    /// `[[streams]]`: one entry per stream → table.
+    pub streams: Vec<StreamConfig>,
+}
+
+/// `[pipeline]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSection {
+    /// Names the pipeline in the Delta transaction ids.
+    pub name: String,
+    /// A local folder or an `s3://bucket/prefix` URL under which each table is a folder.
+    pub table_root: String,
+    /// Substituted for `{user_id}` in stream names.
+    #[serde(default)]
+    pub user_id: String,
+}
+
+/// `[kinesis]`: region, endpoint and where new shards start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KinesisSettings {
+    /// AWS region.
+    pub region: String,
+    /// Overrides the Kinesis endpoint (a local server); `None` uses AWS (or the SDK's
+    /// `AWS_ENDPOINT_URL_KINESIS` / `AWS_ENDPOINT_URL`).
+    pub endpoint_url: Option<String>,
+    /// An AWS profile name; `None` uses the default credential chain.
+    pub profile: Option<String>,
+    /// Where a shard without a checkpoint starts.
+    pub initial_position: InitialPosition,
+    /// The start time with `initial_position = "at_timestamp"`.
+    pub initial_timestamp: Option<DateTime<Utc>>,
+}
+
+impl Default for KinesisSettings {
+    fn default() -> Self {
+        Self {
+            region: "us-east-1".into(),
+            endpoint_url: None,
+            profile: None,
+            initial_position: InitialPosition::TrimHorizon,
+            initial_timestamp: None,
+        }
+    }
+}
+
+/// Where a shard without a checkpoint starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum InitialPosition {
+    /// The oldest record the shard still holds.
+    TrimHorizon,
+    /// Only records put after the engine starts.
+    Latest,
+    /// Records put at or after `initial_timestamp`.
+    AtTimestamp,
+}
+
+/// `[engine]`: when a micro-batch is cut.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSettings {
+    /// How long a batch collects records while the shards are not caught up.
+    #[serde(with = "humantime_serde")]
+    pub trigger_interval: Duration,
+    /// A batch is cut at this many records.
+    pub max_batch_records: usize,
+    /// A batch is cut at this many bytes of record data.
+    pub max_batch_bytes: usize,
+    /// GetRecords calls per second per shard (Kinesis allows 5 per shard, shared by all consumers).
+    pub max_get_records_per_second: u32,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            trigger_interval: Duration::from_secs(2),
+            max_batch_records: 100_000,
+            max_batch_bytes: 64 * 1024 * 1024,
+            max_get_records_per_second: 5,
+        }
+    }
+}
+
+/// `[[streams]]`: one Kinesis stream, its raw schema and cleaning SQL, and its table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    /// Short name (`pin`), used in progress lines.
+    pub name: String,
+    /// The Kinesis stream name; `{user_id}` is substituted.
+    pub stream: String,
+    /// A SQL file with one `CREATE TABLE raw (...)` declaring the record's JSON fields.
+    pub schema: PathBuf,
+    /// The cleaning query over the table `raw`.
+    pub sql: PathBuf,
+    /// The Delta table's folder name under `table_root`.
+    pub table: String,
+    /// The dead-letter table's folder name; default `<table>_dead_letters`.
+    pub dead_letter_table: Option<String>,
+}
+
+/// A validated pipeline, ready to run: names resolved, files read, limits checked.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    /// The pipeline's name.
+    pub name: String,
+    /// Table root URL (`file:///…` or `s3://…`), without a trailing slash.
+    pub table_root: String,
+    /// Kinesis settings.
+    pub kinesis: KinesisSettings,
+    /// Engine settings.
+    pub engine: EngineSettings,
+    /// One entry per stream.
+    pub streams: Vec<StreamSpec>,
+}
+
+/// One validated stream of a [`Pipeline`].
+#[derive(Debug, Clone)]
+pub struct StreamSpec {
+    /// Short name.
+    pub name: String,
+    /// The Kinesis stream name, `{user_id}` substituted.
+    pub stream: String,
+    /// The schema file, for messages.
+    pub schema_path: PathBuf,
+    /// The schema file's text.
+    pub schema_sql: String,
+    /// The cleaning SQL file, for messages.
+    pub sql_path: PathBuf,
+    /// The cleaning SQL's text.
+    pub sql: String,
+    /// The table's URL.
+    pub table_uri: String,
+    /// The dead-letter table's URL.
+    pub dead_letter_uri: String,
+}
+
+impl StreamSpec {
+    /// The Delta transaction id of this stream's batches (`kinesis-delta/<pipeline>/<stream>`).
+    pub fn app_id(&self, pipeline: &str) -> String {
+        format!("kinesis-delta/{pipeline}/{}", self.stream)
+    }
+}
+
+impl PipelineConfig {
+    /// Reads a config file, or the built-in one when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> Result<(Self, PathBuf), ConfigError> {
+        match path {
+            None => Ok((
+                Self::parse(DEFAULT_CONFIG, "(built-in)")?,
+                PathBuf::from("."),
+            )),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                let base = path
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or_else(|| PathBuf::from("."));
+                Ok((Self::parse(&text, &path.display().to_string())?, base))
+            }
+        }
+    }
+
+    /// Parses TOML text.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|source| ConfigError::Parse {
+            origin: origin.to_owned(),
+            source,
+        })
+    }
+
+    /// Checks every value and reads the SQL files (relative paths against `base`).
+    pub fn validate(self, base: &Path) -> Result<Pipeline, ConfigError> {
+        let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        let p = &self.pipeline;
+        if p.name.is_empty()
+            || !p
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return invalid(format!(
+                "pipeline.name `{}` must be non-empty and use only letters, digits, `-`, `_` or `.`",
+                p.name
+            ));
+        }
+        let e = &self.engine;
+        if e.max_batch_records == 0 || e.max_batch_bytes == 0 {
+            return invalid(
+                "engine.max_batch_records and engine.max_batch_bytes must be above 0".into(),
+            );
+        }
+        if !(1..=5).contains(&e.max_get_records_per_second) {
+            return invalid(format!(
+                "engine.max_get_records_per_second is {}; Kinesis allows 1 to 5 GetRecords calls per second per shard",
+                e.max_get_records_per_second
+            ));
+        }
+        if e.trigger_interval.is_zero() {
+            return invalid("engine.trigger_interval must be above 0 (for example \"1s\")".into());
+        }
+        let k = &self.kinesis;
+        if k.initial_position == InitialPosition::AtTimestamp && k.initial_timestamp.is_none() {
+            return invalid(
+                "kinesis.initial_position = \"at_timestamp\" needs kinesis.initial_timestamp (RFC 3339, e.g. \"2024-01-01T00:00:00Z\")".into(),
+            );
+        }
+        if let Some(url) = &k.endpoint_url {
+            if url::Url::parse(url).is_err() {
+                return invalid(format!(
+                    "kinesis.endpoint_url `{url}` is not a URL (e.g. http://127.0.0.1:4567)"
+                ));
+            }
+        }
+        if self.streams.is_empty() {
+            return invalid("the config has no [[streams]]: add at least one".into());
+        }
+        let table_root = table_root_url(&p.table_root, base)?;
+        let mut streams = Vec::with_capacity(self.streams.len());
+        for s in self.streams {
+            let stream = s.stream.replace("{user_id}", &p.user_id);
+            if !valid_stream_name(&stream) {
+                return invalid(format!(
+                    "stream `{stream}` (of [[streams]] `{}`) is not a Kinesis stream name: 1 to 128 of a-z A-Z 0-9 _ . -",
+                    s.name
+                ));
+            }
+            for table in std::iter::once(&s.table).chain(s.dead_letter_table.as_ref()) {
+                if table.is_empty() || table.contains(['/', '\\']) || table.starts_with(['.', '_'])
+                {
+                    return invalid(format!(
+                        "table `{table}` of stream `{}` must be a plain folder name",
+                        s.name
+                    ));
+                }
+            }
+            if streams
+                .iter()
+                .any(|o: &StreamSpec| o.name == s.name || o.stream == stream)
+            {
+                return invalid(format!(
+                    "[[streams]] `{}` ({stream}) is listed twice",
+                    s.name
+                ));
+            }
+            let read = |path: &Path| {
+                let full = base.join(path);
+                std::fs::read_to_string(&full).map(|text| (full.clone(), text)).map_err(|e| {
+                    ConfigError::Invalid(format!(
+                        "cannot read {} for stream `{}`: {e} (paths are relative to the config file)",
+                        full.display(),
+                        s.name
+                    ))
+                })
+            };
+            let (schema_path, schema_sql) = read(&s.schema)?;
+            let (sql_path, sql) = read(&s.sql)?;
+            let dead_letter = s
+                .dead_letter_table
+                .clone()
+                .unwrap_or_else(|| format!("{}_dead_letters", s.table));
+            streams.push(StreamSpec {
+                table_uri: format!("{table_root}/{}", s.table),
+                dead_letter_uri: format!("{table_root}/{dead_letter}"),
+                name: s.name,
+                stream,
+                schema_path,
+                schema_sql,
+                sql_path,
+                sql,
+            });
+        }
+        Ok(Pipeline {
+            name: p.name.clone(),
+            table_root,
+            kinesis: self.kinesis,
+            engine: self.engine,
+            streams,
+        })
+    }
+}
+
+/// Kinesis stream names: 1–128 of `[a-zA-Z0-9_.-]`.
+pub fn valid_stream_name(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+}
+
+/// Turns a table root (a URL, or a local path relative to `base`) into a URL without a trailing slash.
+fn table_root_url(root: &str, base: &Path) -> Result<String, ConfigError> {
+    if root.contains("://") {
+        let url = url::Url::parse(root).map_err(|e| {
+            ConfigError::Invalid(format!("pipeline.table_root `{root}` is not a URL: {e}"))
+        })?;
+        return Ok(url.as_str().trim_end_matches('/').to_owned());
+    }
+    let path = base.join(root);
+    std::fs::create_dir_all(&path).map_err(|e| {
+        ConfigError::Invalid(format!(
+            "cannot create the table root {}: {e}",
+            path.display()
+        ))
+    })?;
+    let absolute = std::path::absolute(&path)
+        .map_err(|e| ConfigError::Invalid(format!("table root {}: {e}", path.display())))?;
+    let url = url::Url::from_directory_path(&absolute).map_err(|()| {
+        ConfigError::Invalid(format!(
+            "table root {} is not an absolute path",
+            absolute.display()
+        ))
+    })?;
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_config_validates() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut config, _) = PipelineConfig::load(None).unwrap();
+        config.pipeline.table_root = dir.path().join("tables").display().to_string();
+        let pipeline = config
+            .validate(Path::new(env!("CARGO_MANIFEST_DIR")))
+            .unwrap();
+        let names: Vec<_> = pipeline.streams.iter().map(|s| s.stream.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "streaming-0a40ea42f8d1-pin",
+                "streaming-0a40ea42f8d1-geo",
+                "streaming-0a40ea42f8d1-user"
+            ]
+        );
+        assert!(
+            pipeline.streams[0]
+                .dead_letter_uri
+                .ends_with("/pin_dead_letters")
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_fix() {
+        let (mut config, _) = PipelineConfig::load(None).unwrap();
+        config.engine.max_get_records_per_second = 9;
+        let err = config
+            .validate(Path::new(env!("CARGO_MANIFEST_DIR")))
+            .unwrap_err();
+        assert!(err.to_string().contains("1 to 5"), "{err}");
+
+        let err = PipelineConfig::parse(
+            "[pipeline]\nname='x'\ntable_root='t'\nbogus=1\nstreams=[]",
+            "t.toml",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn stream_names_follow_kinesis_rules() {
+        assert!(valid_stream_name("streaming-0a40ea42f8d1-pin"));
+        assert!(!valid_stream_name(""));
+        assert!(!valid_stream_name("a/b"));
+        assert!(!valid_stream_name(&"a".repeat(129)));
+    }
+}

@@ -1,0 +1,330 @@
+//! Decodes Kinesis records (JSON objects) into Arrow against the stream's declared raw schema.
+//!
+//! The raw schema is declared by the user in SQL (`sql/<stream>.schema.sql`, one
+//! `CREATE TABLE raw (...)`), so users edit SQL, not Rust. Every decoded row also carries the
+//! record's Kinesis metadata as columns ([`METADATA_COLUMNS`]). A record that is not UTF-8, not one
+//! JSON object, or has a value of the wrong type becomes a dead letter: kept with its raw bytes,
+//! metadata and the reason, never dropped and never fatal.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BinaryArray, RecordBatch, StringArray, TimestampMillisecondArray};
+use arrow::compute::concat_batches;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::error::ArrowError;
+use arrow::json::ReaderBuilder;
+use datafusion::prelude::SessionContext;
+
+use crate::source::KinesisRecord;
+
+/// The metadata columns every raw row carries, after the declared fields.
+pub const METADATA_COLUMNS: [&str; 5] = [
+    "_stream",
+    "_shard_id",
+    "_sequence_number",
+    "_partition_key",
+    "_approximate_arrival",
+];
+
+/// The schema file is not usable. The user's to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    /// The SQL did not run.
+    #[error("{path}: {message} (the file must hold one `CREATE TABLE raw (column TYPE, ...)`)")]
+    Sql {
+        /// The schema file.
+        path: String,
+        /// DataFusion's message.
+        message: String,
+    },
+    /// A declared column collides with a metadata column.
+    #[error("{path}: column `{column}` is reserved for Kinesis metadata; rename it")]
+    Reserved {
+        /// The schema file.
+        path: String,
+        /// The column.
+        column: String,
+    },
+}
+
+/// Reads the raw schema declared in a `CREATE TABLE raw (...)` statement. All columns are nullable:
+/// a field missing from a record is NULL.
+pub async fn raw_schema_from_sql(sql: &str, path: &Path) -> Result<SchemaRef, SchemaError> {
+    let err = |e: datafusion::error::DataFusionError| SchemaError::Sql {
+        path: path.display().to_string(),
+        message: e.strip_backtrace(),
+    };
+    let ctx = SessionContext::new();
+    ctx.sql(sql)
+        .await
+        .map_err(err)?
+        .collect()
+        .await
+        .map_err(err)?;
+    let table = ctx.table("raw").await.map_err(err)?;
+    let fields: Vec<Field> = table
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_nullable(true))
+        .collect();
+    if let Some(field) = fields
+        .iter()
+        .find(|f| METADATA_COLUMNS.contains(&f.name().as_str()))
+    {
+        return Err(SchemaError::Reserved {
+            path: path.display().to_string(),
+            column: field.name().clone(),
+        });
+    }
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// A record that could not be decoded, with the reason.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// The record.
+    pub record: KinesisRecord,
+    /// Why it was rejected.
+    pub error: String,
+}
+
+/// One batch, decoded.
+#[derive(Debug)]
+pub struct DecodedBatch {
+    /// The good records: declared columns then metadata columns.
+    pub rows: RecordBatch,
+    /// The records that did not decode.
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+/// Decodes the records of one stream.
+#[derive(Debug, Clone)]
+pub struct RecordDecoder {
+    stream: Arc<str>,
+    raw_schema: SchemaRef,
+    row_schema: SchemaRef,
+}
+
+impl RecordDecoder {
+    /// A decoder for `stream` with the declared raw schema.
+    pub fn new(stream: &str, raw_schema: SchemaRef) -> Self {
+        let mut fields: Vec<Field> = raw_schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.extend(metadata_fields());
+        Self {
+            stream: Arc::from(stream),
+            raw_schema,
+            row_schema: Arc::new(Schema::new(fields)),
+        }
+    }
+
+    /// The schema of decoded rows (what the cleaning SQL sees as `raw`).
+    pub fn row_schema(&self) -> SchemaRef {
+        Arc::clone(&self.row_schema)
+    }
+
+    /// Decodes every record; the bad ones become dead letters.
+    pub fn decode(&self, records: &[KinesisRecord]) -> Result<DecodedBatch, ArrowError> {
+        let mut dead_letters = Vec::new();
+        let mut good: Vec<&KinesisRecord> = Vec::with_capacity(records.len());
+        for record in records {
+            match check_one_object(&record.data) {
+                Ok(()) => good.push(record),
+                Err(error) => dead_letters.push(DeadLetter {
+                    record: record.clone(),
+                    error,
+                }),
+            }
+        }
+        let values = match self.decode_all(&good) {
+            Ok(values) => values,
+            Err(_) => {
+                // A value of the wrong type somewhere: find which records, one by one.
+                let mut kept = Vec::with_capacity(good.len());
+                let mut parts = Vec::with_capacity(good.len());
+                for record in good {
+                    match self.decode_all(&[record]) {
+                        Ok(part) => {
+                            kept.push(record);
+                            parts.push(part);
+                        }
+                        Err(e) => dead_letters.push(DeadLetter {
+                            record: record.clone(),
+                            error: e.to_string(),
+                        }),
+                    }
+                }
+                good = kept;
+                concat_batches(&self.raw_schema, &parts)?
+            }
+        };
+        let mut columns: Vec<ArrayRef> = values.columns().to_vec();
+        columns.extend(self.metadata_columns(&good));
+        let rows = RecordBatch::try_new(self.row_schema(), columns)?;
+        Ok(DecodedBatch { rows, dead_letters })
+    }
+
+    fn decode_all(&self, records: &[&KinesisRecord]) -> Result<RecordBatch, ArrowError> {
+        let mut decoder = ReaderBuilder::new(Arc::clone(&self.raw_schema))
+            .with_batch_size(records.len().max(1))
+            .with_coerce_primitive(true)
+            .build_decoder()?;
+        for record in records {
+            decoder.decode(&record.data)?;
+            // Records are whole objects (checked before), so each one ends a row.
+            decoder.decode(b"\n")?;
+        }
+        Ok(decoder
+            .flush()?
+            .unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(&self.raw_schema))))
+    }
+
+    fn metadata_columns(&self, records: &[&KinesisRecord]) -> Vec<ArrayRef> {
+        let n = records.len();
+        let stream: ArrayRef = Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+            self.stream.as_ref(),
+            n,
+        )));
+        vec![
+            stream,
+            Arc::new(StringArray::from_iter_values(
+                records.iter().map(|r| r.shard_id.as_ref()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                records.iter().map(|r| r.sequence_number.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                records.iter().map(|r| r.partition_key.as_str()),
+            )),
+            Arc::new(
+                TimestampMillisecondArray::from_iter(
+                    records.iter().map(|r| r.approximate_arrival_ms),
+                )
+                .with_timezone("UTC"),
+            ),
+        ]
+    }
+}
+
+fn metadata_fields() -> Vec<Field> {
+    vec![
+        Field::new("_stream", DataType::Utf8, false),
+        Field::new("_shard_id", DataType::Utf8, false),
+        Field::new("_sequence_number", DataType::Utf8, false),
+        Field::new("_partition_key", DataType::Utf8, false),
+        Field::new(
+            "_approximate_arrival",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            true,
+        ),
+    ]
+}
+
+/// Checks that `data` is UTF-8 holding exactly one JSON object, without building it.
+fn check_one_object(data: &[u8]) -> Result<(), String> {
+    let text = std::str::from_utf8(data).map_err(|e| format!("record is not UTF-8: {e}"))?;
+    if !text.trim_start().starts_with('{') {
+        return Err("record is not a JSON object".to_owned());
+    }
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .map(|_| ())
+        .map_err(|e| format!("malformed JSON: {e}"))
+}
+
+/// The dead-letter table's schema: the record's metadata, its raw bytes and the reason.
+pub fn dead_letter_schema() -> SchemaRef {
+    let mut fields = metadata_fields();
+    fields.push(Field::new("data", DataType::Binary, false));
+    fields.push(Field::new("error", DataType::Utf8, false));
+    Arc::new(Schema::new(fields))
+}
+
+/// Turns dead letters into a batch of [`dead_letter_schema`].
+pub fn dead_letter_batch(stream: &str, dead: &[DeadLetter]) -> Result<RecordBatch, ArrowError> {
+    let records: Vec<&KinesisRecord> = dead.iter().map(|d| &d.record).collect();
+    let decoder = RecordDecoder::new(stream, Arc::new(Schema::empty()));
+    let mut columns = decoder.metadata_columns(&records);
+    columns.push(Arc::new(BinaryArray::from_iter_values(
+        records.iter().map(|r| r.data.as_ref()),
+    )));
+    columns.push(Arc::new(StringArray::from_iter_values(
+        dead.iter().map(|d| d.error.as_str()),
+    )));
+    RecordBatch::try_new(dead_letter_schema(), columns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sequence::SequenceNumber;
+    use arrow::array::{Array, Int64Array};
+    use bytes::Bytes;
+
+    fn record(seq: u32, data: &[u8]) -> KinesisRecord {
+        KinesisRecord {
+            shard_id: Arc::from("shardId-000000000000"),
+            sequence_number: SequenceNumber::parse(&seq.to_string()).unwrap(),
+            partition_key: "pk".into(),
+            approximate_arrival_ms: Some(1_700_000_000_000),
+            data: Bytes::copy_from_slice(data),
+        }
+    }
+
+    async fn user_decoder() -> RecordDecoder {
+        let schema = raw_schema_from_sql(
+            "CREATE TABLE raw (ind BIGINT, first_name VARCHAR, age BIGINT)",
+            Path::new("user.schema.sql"),
+        )
+        .await
+        .unwrap();
+        RecordDecoder::new("s", schema)
+    }
+
+    #[tokio::test]
+    async fn bad_records_become_dead_letters_and_good_ones_stay_in_order() {
+        let decoder = user_decoder().await;
+        let records = vec![
+            record(1, br#"{"ind": 1, "first_name": "Ann", "age": 20}"#),
+            record(2, b"{\"ind\": 2, \"first_name\": \"\xff\"}"),
+            record(3, br#"{"ind": 3"#),
+            record(4, br#"{"ind": "three"}"#),
+            record(5, br#"[1, 2]"#),
+            record(6, br#"{"ind": 6} {"ind": 7}"#),
+            record(7, b""),
+            record(8, br#"{"ind": "8", "age": 31, "extra": true}"#),
+        ];
+        let decoded = decoder.decode(&records).unwrap();
+        let ind = decoded
+            .rows
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        assert_eq!(ind.iter().collect::<Vec<_>>(), [Some(1), Some(8)]);
+        let seqs = decoded.rows.column_by_name("_sequence_number").unwrap();
+        assert_eq!(seqs.len(), 2);
+        let mut dead: Vec<_> = decoded
+            .dead_letters
+            .iter()
+            .map(|d| d.record.sequence_number.to_string())
+            .collect();
+        dead.sort();
+        assert_eq!(dead, ["2", "3", "4", "5", "6", "7"]);
+        assert!(decoded.dead_letters.iter().all(|d| !d.error.is_empty()));
+        let batch = dead_letter_batch("s", &decoded.dead_letters).unwrap();
+        assert_eq!(batch.num_rows(), 6);
+    }
+
+    #[tokio::test]
+    async fn metadata_names_are_reserved() {
+        let err = raw_schema_from_sql("CREATE TABLE raw (_stream VARCHAR)", Path::new("x.sql"))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("reserved"), "{err}");
+    }
+}

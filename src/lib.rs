@@ -1,0 +1,25 @@
+//! kinesis-delta: land AWS Kinesis streams in Delta Lake tables, cleaned with SQL, exactly once.
+//!
+//! The data flow, one micro-batch at a time and per stream (see [`pipeline`]):
+//!
+//! ```text
+//!  Kinesis shards ─► source ─► decode ─► transform ─► sink ─► Delta table (+ dead letters)
+//!   (GetRecords)    records    Arrow     SQL file     one commit: data files + txn(batch id)
+//! ```
+//!
+//! * [`source`]: shard discovery, ordered reading, retries; [`sequence`]: sequence numbers.
+//! * [`decode`]: JSON records → Arrow against the schema the user declares in SQL.
+//! * [`transform`]: the user's cleaning SQL, run by DataFusion.
+//! * [`sink`]: Delta commits and the write-ahead batch manifests (the exactly-once protocol,
+//!   `doc/DESIGN.md`).
+//! * [`config`] and [`cli`]: the pipeline file and the flags that override it.
+
+pub mod cli;
+pub mod config;
+pub mod decode;
+pub mod pipeline;
+pub mod progress;
+pub mod sequence;
+pub mod sink;
+pub mod source;
+pub mod transform;

@@ -1,0 +1,71 @@
+//! The engine's error: which step failed, whose fault it is, and whether a restart can help.
+
+use crate::config::ConfigError;
+use crate::decode::SchemaError;
+use crate::sink::SinkError;
+use crate::source::SourceError;
+use crate::transform::TransformError;
+
+/// Whose fault an error is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The user's: config, schema, SQL, missing stream. Fix, then restart.
+    User,
+    /// An outside service (Kinesis, storage) failed. Restarting later resumes safely.
+    External,
+    /// A bug in kinesis-delta. Please report it.
+    Internal,
+}
+
+/// Why the engine stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The configuration is not valid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A raw schema file is not valid.
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    /// The cleaning SQL failed.
+    #[error(transparent)]
+    Transform(#[from] TransformError),
+    /// Kinesis failed in a way retrying cannot fix.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// Delta or the object store failed.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// The committed checkpoint points at a batch manifest that is missing.
+    #[error(
+        "table {table} records batch {batch_id} but its manifest is missing from {table}/_kinesis_delta: the checkpoint cannot be read; restore the folder, or write to a new table"
+    )]
+    MissingManifest {
+        /// The table.
+        table: String,
+        /// The batch.
+        batch_id: i64,
+    },
+    /// A bug.
+    #[error("internal error (a bug in kinesis-delta, please report it): {0}")]
+    Internal(String),
+}
+
+impl EngineError {
+    /// Whose fault it is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Config(_)
+            | Self::Schema(_)
+            | Self::Transform(_)
+            | Self::MissingManifest { .. } => ErrorKind::User,
+            Self::Source(SourceError::StreamNotFound { .. }) => ErrorKind::User,
+            Self::Source(_) | Self::Sink(_) => ErrorKind::External,
+            Self::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    /// Whether running again unchanged may succeed.
+    pub fn retryable(&self) -> bool {
+        self.kind() == ErrorKind::External
+    }
+}

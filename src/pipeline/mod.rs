@@ -1,0 +1,71 @@
+//! The engine: every stream of the pipeline runs as its own micro-batch loop.
+//!
+//! ```text
+//!  shards ──collect──► records ──decode──► raw rows ──SQL──► clean rows ──commit──► Delta table
+//!    ▲                    │                    └──────────────────────────────► dead letters
+//!    └──── positions ◄────┴── batch manifest (write-ahead) + txn(app, batch) in the commit
+//! ```
+//!
+//! All streams are validated (schemas, SQL, tables) before any of them reads a record. One
+//! cancellation token stops them all; each finishes its in-flight commit first.
+
+mod error;
+mod stream_job;
+
+pub use error::{EngineError, ErrorKind};
+pub use stream_job::{RunMode, StreamJob, StreamSummary};
+
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Pipeline;
+use crate::progress::BatchProgress;
+use crate::source::connect;
+
+/// Runs every stream until `cancel` fires (continuous) or every shard is read to its current end
+/// ([`RunMode::AvailableNow`]). The first failing stream stops the others.
+pub async fn run(
+    pipeline: &Pipeline,
+    mode: RunMode,
+    cancel: CancellationToken,
+    progress: UnboundedSender<BatchProgress>,
+) -> Result<Vec<StreamSummary>, EngineError> {
+    let client = connect(&pipeline.kinesis).await;
+    let mut jobs = Vec::with_capacity(pipeline.streams.len());
+    for spec in &pipeline.streams {
+        jobs.push(
+            StreamJob::start(pipeline, spec, client.clone(), progress.clone(), &cancel).await?,
+        );
+    }
+    let mut tasks = JoinSet::new();
+    for job in jobs {
+        let cancel = cancel.clone();
+        tasks.spawn(async move { job.run(mode, &cancel).await });
+    }
+    let mut summaries = Vec::new();
+    let mut failure = None;
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok(summary)) => summaries.push(summary),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "a stream failed; stopping the others after their in-flight commit");
+                cancel.cancel();
+                failure.get_or_insert(e);
+            }
+            Err(join) => {
+                cancel.cancel();
+                failure.get_or_insert(EngineError::Internal(format!(
+                    "a stream task panicked: {join}"
+                )));
+            }
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => {
+            summaries.sort_by(|a, b| a.stream.cmp(&b.stream));
+            Ok(summaries)
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! One stream's micro-batch loop: plan (or replay) a batch, decode, clean, commit, repeat.
+
+use std::time::{Duration, Instant};
+
+use arrow::datatypes::SchemaRef;
+use chrono::Utc;
+use serde_json::{Map, Value, json};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+
+use super::EngineError;
+use crate::config::{InitialPosition, Pipeline, StreamSpec};
+use crate::decode::{RecordDecoder, dead_letter_batch, dead_letter_schema, raw_schema_from_sql};
+use crate::progress::BatchProgress;
+use crate::sink::{BatchManifest, CommitOutcome, DeltaSink, ManifestLog, ManifestOutcome};
+use crate::source::{BatchLimits, KinesisClient, KinesisRecord, StartPosition, StreamSource};
+use crate::transform::Cleaning;
+
+/// How long the engine runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunMode {
+    /// Until cancelled.
+    Continuous,
+    /// Until every shard is read to its current end (like Spark's `Trigger.AvailableNow`).
+    AvailableNow,
+}
+
+/// What one stream did in a run.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct StreamSummary {
+    /// The stream's short name.
+    pub stream: String,
+    /// Batches committed.
+    pub batches: u64,
+    /// Records read and committed (rows plus dead letters).
+    pub records: u64,
+    /// Dead letters among them.
+    pub dead_letters: u64,
+    /// The last committed batch id.
+    pub last_batch_id: i64,
+}
+
+/// A batch ready to process: its plan and its records.
+struct PlannedBatch {
+    manifest: BatchManifest,
+    records: Vec<KinesisRecord>,
+    fetch: Duration,
+    millis_behind: i64,
+    replayed: bool,
+}
+
+/// One stream: its source, its cleaning and its two tables.
+#[derive(Debug)]
+pub struct StreamJob {
+    name: String,
+    source: StreamSource,
+    decoder: RecordDecoder,
+    cleaning: Cleaning,
+    output_schema: SchemaRef,
+    table: DeltaSink,
+    dead_letters: DeltaSink,
+    manifests: ManifestLog,
+    limits: BatchLimits,
+    trigger_interval: Duration,
+    committed: i64,
+    /// The last collect found every shard at its end.
+    caught_up: bool,
+    progress: UnboundedSender<BatchProgress>,
+    summary: StreamSummary,
+}
+
+impl StreamJob {
+    /// Validates the stream's schema and SQL, opens its tables and resumes from the committed
+    /// checkpoint.
+    pub async fn start(
+        pipeline: &Pipeline,
+        spec: &StreamSpec,
+        client: KinesisClient,
+        progress: UnboundedSender<BatchProgress>,
+        cancel: &CancellationToken,
+    ) -> Result<Self, EngineError> {
+        let raw_schema = raw_schema_from_sql(&spec.schema_sql, &spec.schema_path).await?;
+        let decoder = RecordDecoder::new(&spec.stream, raw_schema);
+        let cleaning = Cleaning::new(&spec.sql, &spec.sql_path, decoder.row_schema()).await?;
+        let output_schema = cleaning.output_schema();
+        let app_id = spec.app_id(&pipeline.name);
+        let mut table = DeltaSink::open(&spec.table_uri, &app_id).await?;
+        table.check_schema(&output_schema)?;
+        let dead_letters = DeltaSink::open(&spec.dead_letter_uri, &app_id).await?;
+        let manifests = ManifestLog::new(table.object_store(), &pipeline.name, &spec.stream);
+
+        let initial = match pipeline.kinesis.initial_position {
+            InitialPosition::TrimHorizon => StartPosition::TrimHorizon,
+            InitialPosition::Latest => StartPosition::Latest,
+            InitialPosition::AtTimestamp => StartPosition::AtTimestamp(
+                pipeline.kinesis.initial_timestamp.unwrap_or_else(Utc::now),
+            ),
+        };
+        let mut source = StreamSource::new(
+            client,
+            &spec.stream,
+            initial,
+            pipeline.engine.max_get_records_per_second,
+        );
+        source.refresh_shards(cancel).await?;
+        let committed = table.committed_batch().await?.unwrap_or(0);
+        if committed > 0 {
+            let manifest =
+                manifests
+                    .get(committed)
+                    .await?
+                    .ok_or_else(|| EngineError::MissingManifest {
+                        table: spec.table_uri.clone(),
+                        batch_id: committed,
+                    })?;
+            source.restore(&manifest.positions);
+            tracing::info!(stream = %spec.stream, batch_id = committed, "resuming after the last committed batch");
+        }
+        Ok(Self {
+            name: spec.name.clone(),
+            source,
+            decoder,
+            cleaning,
+            output_schema,
+            table,
+            dead_letters,
+            manifests,
+            limits: BatchLimits {
+                max_records: pipeline.engine.max_batch_records,
+                max_bytes: pipeline.engine.max_batch_bytes,
+                max_wait: pipeline.engine.trigger_interval,
+            },
+            trigger_interval: pipeline.engine.trigger_interval,
+            committed,
+            caught_up: false,
+            progress,
+            summary: StreamSummary {
+                stream: spec.name.clone(),
+                last_batch_id: committed,
+                ..StreamSummary::default()
+            },
+        })
+    }
+
+    /// Runs batches until cancelled or, with [`RunMode::AvailableNow`], caught up.
+    pub async fn run(
+        mut self,
+        mode: RunMode,
+        cancel: &CancellationToken,
+    ) -> Result<StreamSummary, EngineError> {
+        loop {
+            if cancel.is_cancelled() {
+                break;
+            }
+            let started = Instant::now();
+            let Some(planned) = self.plan(cancel).await? else {
+                if cancel.is_cancelled() || (mode == RunMode::AvailableNow && self.caught_up) {
+                    break;
+                }
+                if mode == RunMode::AvailableNow {
+                    continue;
+                }
+                // Caught up: wait out the rest of the trigger interval.
+                let rest = self.trigger_interval.saturating_sub(started.elapsed());
+                tokio::select! {
+                    () = tokio::time::sleep(rest.max(Duration::from_millis(200))) => {}
+                    () = cancel.cancelled() => break,
+                }
+                continue;
+            };
+            self.process(planned, started).await?;
+        }
+        Ok(self.summary)
+    }
+
+    /// The next batch: a pending plan from before a restart (replayed exactly), or new records.
+    /// `None` when there is nothing to do right now.
+    async fn plan(
+        &mut self,
+        cancel: &CancellationToken,
+    ) -> Result<Option<PlannedBatch>, EngineError> {
+        let batch_id = self.committed + 1;
+        let started = Instant::now();
+        if let Some(pending) = self.manifests.get(batch_id).await? {
+            return self.replay(pending, started, cancel).await;
+        }
+        let collected = self.source.collect_batch(self.limits, cancel).await?;
+        self.caught_up = collected.caught_up;
+        if collected.records.is_empty() {
+            return Ok(None);
+        }
+        let manifest = BatchManifest {
+            batch_id,
+            stream: self.source.stream().to_owned(),
+            ranges: collected.ranges,
+            positions: self.source.positions(),
+            planned_at: Utc::now(),
+        };
+        match self.manifests.create(&manifest).await? {
+            ManifestOutcome::Created => Ok(Some(PlannedBatch {
+                manifest,
+                records: collected.records,
+                fetch: started.elapsed(),
+                millis_behind: collected.millis_behind,
+                replayed: false,
+            })),
+            ManifestOutcome::Existing(theirs) if theirs.ranges == manifest.ranges => {
+                Ok(Some(PlannedBatch {
+                    manifest: theirs,
+                    records: collected.records,
+                    fetch: started.elapsed(),
+                    millis_behind: collected.millis_behind,
+                    replayed: false,
+                }))
+            }
+            // Another engine planned this batch first: its plan is the batch.
+            ManifestOutcome::Existing(theirs) => self.replay(theirs, started, cancel).await,
+        }
+    }
+
+    async fn replay(
+        &mut self,
+        manifest: BatchManifest,
+        started: Instant,
+        cancel: &CancellationToken,
+    ) -> Result<Option<PlannedBatch>, EngineError> {
+        tracing::info!(stream = %manifest.stream, batch_id = manifest.batch_id, "replaying a planned batch exactly");
+        let records = self.source.replay(&manifest.ranges, cancel).await?;
+        if cancel.is_cancelled() {
+            return Ok(None);
+        }
+        self.source.restore(&manifest.positions);
+        Ok(Some(PlannedBatch {
+            manifest,
+            records,
+            fetch: started.elapsed(),
+            millis_behind: 0,
+            replayed: true,
+        }))
+    }
+
+    async fn process(
+        &mut self,
+        planned: PlannedBatch,
+        started: Instant,
+    ) -> Result<(), EngineError> {
+        let batch_id = planned.manifest.batch_id;
+        let rows_in = planned.records.len();
+
+        let t = Instant::now();
+        let decoded = self
+            .decoder
+            .decode(&planned.records)
+            .map_err(|e| EngineError::Internal(format!("decoding batch {batch_id}: {e}")))?;
+        let decode = t.elapsed();
+
+        let t = Instant::now();
+        let cleaned = self.cleaning.apply(decoded.rows).await?;
+        let sql = t.elapsed();
+        let rows_out: usize = cleaned.iter().map(|b| b.num_rows()).sum();
+
+        let info = commit_info(&planned.manifest);
+        let mut write = Duration::ZERO;
+        let mut commit = Duration::ZERO;
+        let dead = decoded.dead_letters.len();
+        if dead > 0 {
+            let batch =
+                dead_letter_batch(self.source.stream(), &decoded.dead_letters).map_err(|e| {
+                    EngineError::Internal(format!("dead letters of batch {batch_id}: {e}"))
+                })?;
+            if let CommitOutcome::Committed {
+                write: w,
+                commit: c,
+                ..
+            } = self
+                .dead_letters
+                .commit(batch_id, &dead_letter_schema(), &[batch], info.clone())
+                .await?
+            {
+                write += w;
+                commit += c;
+            }
+        }
+        let outcome = self
+            .table
+            .commit(batch_id, &self.output_schema, &cleaned, info)
+            .await?;
+        let version = match outcome {
+            CommitOutcome::Committed {
+                version,
+                write: w,
+                commit: c,
+            } => {
+                write += w;
+                commit += c;
+                Some(version)
+            }
+            CommitOutcome::AlreadyCommitted => {
+                // Another writer committed this very plan: the positions are the plan's.
+                self.source.restore(&planned.manifest.positions);
+                None
+            }
+        };
+        self.committed = batch_id;
+        self.manifests.prune(batch_id).await;
+
+        self.summary.batches += 1;
+        self.summary.records += rows_in as u64;
+        self.summary.dead_letters += dead as u64;
+        self.summary.last_batch_id = batch_id;
+        let elapsed = started.elapsed().as_secs_f64().max(1e-6);
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let report = BatchProgress {
+            stream: self.name.clone(),
+            table: self.table.uri().to_owned(),
+            batch_id,
+            rows_in,
+            rows_out,
+            dead_letters: dead,
+            rows_per_second: rows_in as f64 / elapsed,
+            fetch_ms: ms(planned.fetch),
+            decode_ms: ms(decode),
+            sql_ms: ms(sql),
+            write_ms: ms(write),
+            commit_ms: ms(commit),
+            millis_behind_latest: planned.millis_behind,
+            delta_version: version,
+            replayed: planned.replayed,
+        };
+        tracing::debug!(stream = %self.name, batch_id, rows_in, "batch committed");
+        // The receiver may be gone (a library caller that does not watch progress): not an error.
+        let _ = self.progress.send(report);
+        Ok(())
+    }
+}
+
+/// What a commit records in its `commitInfo` for people reading the log (the checkpoint itself is
+/// the `txn` action plus the manifest).
+fn commit_info(manifest: &BatchManifest) -> Map<String, Value> {
+    let ranges: Map<String, Value> = manifest
+        .ranges
+        .iter()
+        .map(|(shard, r)| {
+            (
+                shard.clone(),
+                json!({"first": r.first.as_str(), "last": r.last.as_str()}),
+            )
+        })
+        .collect();
+    let mut info = Map::new();
+    info.insert(
+        "kinesisDelta".to_owned(),
+        json!({"stream": manifest.stream, "batchId": manifest.batch_id, "ranges": Value::Object(ranges)}),
+    );
+    info
+}

@@ -1,0 +1,67 @@
+//! One progress report per committed batch and table, printed by the binary as a line of text or
+//! JSON (`--progress json`).
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// What one committed micro-batch did.
+#[derive(Debug, Clone, Serialize)]
+pub struct BatchProgress {
+    /// The stream's short name (`pin`).
+    pub stream: String,
+    /// The Delta table's URL.
+    pub table: String,
+    /// The batch id (its Delta `txn` version).
+    pub batch_id: i64,
+    /// Records read from Kinesis.
+    pub rows_in: usize,
+    /// Rows the cleaning SQL produced.
+    pub rows_out: usize,
+    /// Records sent to the dead-letter table.
+    pub dead_letters: usize,
+    /// `rows_in` per second of the batch's whole processing time.
+    pub rows_per_second: f64,
+    /// Milliseconds reading Kinesis.
+    pub fetch_ms: u64,
+    /// Milliseconds decoding JSON.
+    pub decode_ms: u64,
+    /// Milliseconds in the cleaning SQL.
+    pub sql_ms: u64,
+    /// Milliseconds writing Parquet files.
+    pub write_ms: u64,
+    /// Milliseconds committing to the Delta log.
+    pub commit_ms: u64,
+    /// The largest `MillisBehindLatest` seen while reading.
+    pub millis_behind_latest: i64,
+    /// The table version holding the batch (`None` if another writer committed it).
+    pub delta_version: Option<i64>,
+    /// The batch was planned before a restart and read again exactly.
+    pub replayed: bool,
+}
+
+impl fmt::Display for BatchProgress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let version = self
+            .delta_version
+            .map_or_else(|| "-".to_owned(), |v| v.to_string());
+        write!(
+            f,
+            "{:<6} batch {:>5}  in {:>7}  out {:>7}  dead {:>5}  {:>9.0} rows/s  fetch {}ms decode {}ms sql {}ms write {}ms commit {}ms  behind {}ms  v{}{}",
+            self.stream,
+            self.batch_id,
+            self.rows_in,
+            self.rows_out,
+            self.dead_letters,
+            self.rows_per_second,
+            self.fetch_ms,
+            self.decode_ms,
+            self.sql_ms,
+            self.write_ms,
+            self.commit_ms,
+            self.millis_behind_latest,
+            version,
+            if self.replayed { "  (replayed)" } else { "" },
+        )
+    }
+}

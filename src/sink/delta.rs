@@ -1,0 +1,269 @@
+//! One Delta table written by one stream: created on the first batch, then one commit per batch
+//! carrying `txn(app_id, batch_id)`; a batch whose id is already recorded is never committed again.
+
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, StructType, Transaction};
+use deltalake::logstore::ObjectStoreRef;
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::{DeltaTable, DeltaTableBuilder};
+
+use super::SinkError;
+use super::schema::{conform, delta_compatible};
+
+/// What a commit did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// The batch is now in the table.
+    Committed {
+        /// The new table version.
+        version: i64,
+        /// Time spent writing Parquet files.
+        write: Duration,
+        /// Time spent committing to the log.
+        commit: Duration,
+    },
+    /// The table already holds this batch (a replay, or a competing engine won).
+    AlreadyCommitted,
+}
+
+/// A Delta table and the transaction id under which one stream writes to it.
+pub struct DeltaSink {
+    uri: String,
+    app_id: String,
+    table: DeltaTable,
+    schema: Option<SchemaRef>,
+}
+
+impl std::fmt::Debug for DeltaSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeltaSink")
+            .field("uri", &self.uri)
+            .field("app_id", &self.app_id)
+            .finish()
+    }
+}
+
+impl DeltaSink {
+    /// Opens the table at `uri` (it need not exist yet).
+    pub async fn open(uri: &str, app_id: &str) -> Result<Self, SinkError> {
+        let err = |source| SinkError::Delta {
+            table: uri.to_owned(),
+            source,
+        };
+        let url = url::Url::parse(uri).map_err(|e| {
+            err(deltalake::DeltaTableError::InvalidTableLocation(
+                e.to_string(),
+            ))
+        })?;
+        let mut table = DeltaTableBuilder::from_url(url)
+            .map_err(err)?
+            .build()
+            .map_err(err)?;
+        let schema = match table.load().await {
+            Ok(()) => Some(table_arrow_schema(&table).map_err(err)?),
+            Err(deltalake::DeltaTableError::NotATable(_)) => None,
+            Err(e) => return Err(err(e)),
+        };
+        Ok(Self {
+            uri: uri.to_owned(),
+            app_id: app_id.to_owned(),
+            table,
+            schema,
+        })
+    }
+
+    /// The table's URL.
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    /// The object store rooted at the table's folder.
+    pub fn object_store(&self) -> ObjectStoreRef {
+        self.table.log_store().object_store(None)
+    }
+
+    /// The table's current version, once it exists.
+    pub fn version(&self) -> Option<i64> {
+        self.table.version().and_then(|v| i64::try_from(v).ok())
+    }
+
+    /// The newest batch id committed under this sink's transaction id (`None`: none yet).
+    pub async fn committed_batch(&mut self) -> Result<Option<i64>, SinkError> {
+        let err = |source| SinkError::Delta {
+            table: self.uri.clone(),
+            source,
+        };
+        match self.table.update_state().await {
+            Ok(()) => {}
+            Err(deltalake::DeltaTableError::NotATable(_)) => return Ok(None),
+            Err(e) => return Err(err(e)),
+        }
+        if self.schema.is_none() {
+            self.schema = Some(table_arrow_schema(&self.table).map_err(err)?);
+        }
+        let log_store = self.table.log_store();
+        let snapshot = self.table.snapshot().map_err(err)?;
+        snapshot
+            .transaction_version(log_store.as_ref(), &self.app_id)
+            .await
+            .map_err(err)
+    }
+
+    /// Checks that rows of `schema` can go into the table (when it exists).
+    pub fn check_schema(&self, schema: &SchemaRef) -> Result<(), SinkError> {
+        let wanted = delta_compatible(schema);
+        match &self.schema {
+            Some(existing) if !same_columns(existing, &wanted) => Err(SinkError::SchemaMismatch {
+                table: self.uri.clone(),
+                table_columns: describe(existing),
+                sql_columns: describe(&wanted),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Commits one batch's rows with `txn(app_id, batch_id)`, creating the table from `schema` if
+    /// needed. Never commits a batch id the table already records.
+    pub async fn commit(
+        &mut self,
+        batch_id: i64,
+        schema: &SchemaRef,
+        rows: &[RecordBatch],
+        info: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<CommitOutcome, SinkError> {
+        if self
+            .committed_batch()
+            .await?
+            .is_some_and(|done| done >= batch_id)
+        {
+            return Ok(CommitOutcome::AlreadyCommitted);
+        }
+        let table_schema = self.ensure_table(schema).await?;
+        let uri = self.uri.clone();
+        let err = |source| SinkError::Delta {
+            table: uri.clone(),
+            source,
+        };
+        let started = Instant::now();
+        let mut writer = RecordBatchWriter::for_table(&self.table).map_err(err)?;
+        for batch in rows.iter().filter(|b| b.num_rows() > 0) {
+            let batch = conform(batch, &table_schema).map_err(|source| SinkError::Arrow {
+                table: self.uri.clone(),
+                source,
+            })?;
+            writer.write(batch).await.map_err(err)?;
+        }
+        let adds = writer.flush().await.map_err(err)?;
+        let write = started.elapsed();
+
+        let started = Instant::now();
+        let properties = CommitProperties::default()
+            .with_application_transaction(Transaction::new(&self.app_id, batch_id))
+            .with_metadata(info);
+        let operation = DeltaOperation::Write {
+            mode: SaveMode::Append,
+            partition_by: None,
+            predicate: None,
+        };
+        let snapshot = self.table.snapshot().map_err(err)?;
+        let result = CommitBuilder::from(properties)
+            .with_actions(adds.into_iter().map(Action::Add).collect())
+            .build(Some(snapshot), self.table.log_store(), operation)
+            .await;
+        match result {
+            Ok(finalized) => {
+                let version = i64::try_from(finalized.version()).unwrap_or(i64::MAX);
+                self.table.update_state().await.map_err(err)?;
+                Ok(CommitOutcome::Committed {
+                    version,
+                    write,
+                    commit: started.elapsed(),
+                })
+            }
+            Err(e) => {
+                // A competing engine may have committed this batch id (a txn conflict): if so the
+                // batch is in the table once, which is all that matters. Otherwise it is a failure.
+                if self
+                    .committed_batch()
+                    .await?
+                    .is_some_and(|done| done >= batch_id)
+                {
+                    tracing::info!(table = %self.uri, batch_id, "batch already committed by another writer");
+                    Ok(CommitOutcome::AlreadyCommitted)
+                } else {
+                    Err(err(e))
+                }
+            }
+        }
+    }
+
+    async fn ensure_table(&mut self, schema: &SchemaRef) -> Result<SchemaRef, SinkError> {
+        if let Some(existing) = &self.schema {
+            return Ok(existing.clone());
+        }
+        let err = |source| SinkError::Delta {
+            table: self.uri.clone(),
+            source,
+        };
+        let wanted = delta_compatible(schema);
+        let kernel: StructType = wanted
+            .as_ref()
+            .try_into_kernel()
+            .map_err(|e| err(e.into()))?;
+        let created = self
+            .table
+            .create()
+            .with_columns(kernel.fields().cloned())
+            .with_save_mode(SaveMode::Ignore)
+            .await;
+        match created {
+            Ok(table) => self.table = table,
+            // Another engine created it at the same moment: use theirs.
+            Err(_) => self.table.load().await.map_err(err)?,
+        }
+        self.table.load().await.map_err(err)?;
+        let actual = table_arrow_schema(&self.table).map_err(err)?;
+        self.schema = Some(actual.clone());
+        self.check_schema(schema)?;
+        tracing::info!(table = %self.uri, "created Delta table");
+        Ok(actual)
+    }
+}
+
+fn table_arrow_schema(table: &DeltaTable) -> Result<SchemaRef, deltalake::DeltaTableError> {
+    use deltalake::kernel::engine::arrow_conversion::TryIntoArrow;
+    let schema = table.snapshot()?.schema();
+    let arrow: arrow::datatypes::Schema = schema.as_ref().try_into_arrow()?;
+    Ok(std::sync::Arc::new(arrow))
+}
+
+fn same_columns(a: &SchemaRef, b: &SchemaRef) -> bool {
+    a.fields().len() == b.fields().len()
+        && a.fields()
+            .iter()
+            .zip(b.fields())
+            .all(|(x, y)| x.name() == y.name() && types_match(x.data_type(), y.data_type()))
+}
+
+fn types_match(a: &arrow::datatypes::DataType, b: &arrow::datatypes::DataType) -> bool {
+    use arrow::datatypes::DataType::List;
+    match (a, b) {
+        (List(x), List(y)) => types_match(x.data_type(), y.data_type()),
+        _ => a == b,
+    }
+}
+
+fn describe(schema: &SchemaRef) -> String {
+    let columns: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| format!("{} {}", f.name(), f.data_type()))
+        .collect();
+    format!("({})", columns.join(", "))
+}

@@ -1,0 +1,129 @@
+//! The write-ahead batch manifests: what each planned batch reads from each shard.
+//!
+//! `<table>/_kinesis_delta/<pipeline>/<stream>/batches/<batch id>.json` is created (put-if-absent)
+//! before the batch's data is written; the Delta commit carrying `txn(app_id, batch id)` makes it
+//! authoritative. The file lives beside the log, so Delta log checkpoints and log clean-up never
+//! touch it, and VACUUM skips `_`-prefixed folders.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use deltalake::logstore::ObjectStoreRef;
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use super::SinkError;
+use crate::source::{ShardPosition, ShardRange};
+
+/// How many committed manifests are kept behind the newest (for inspection; only the newest
+/// committed one and the one after it are ever read).
+const KEEP_COMMITTED: i64 = 20;
+
+/// One planned batch: the records it takes and where every shard stands after it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchManifest {
+    /// The batch id, the Delta `txn` version of its commit.
+    pub batch_id: i64,
+    /// The Kinesis stream.
+    pub stream: String,
+    /// The records taken, per shard: `first..=last`.
+    pub ranges: BTreeMap<String, ShardRange>,
+    /// Every shard's position once the batch is committed.
+    pub positions: BTreeMap<String, ShardPosition>,
+    /// When the batch was planned.
+    pub planned_at: DateTime<Utc>,
+}
+
+/// What happened when a manifest was written.
+#[derive(Debug)]
+pub enum ManifestOutcome {
+    /// Ours is now the plan of that batch.
+    Created,
+    /// A plan for that batch existed already (an earlier run, or a competing engine): it wins.
+    Existing(BatchManifest),
+}
+
+/// The manifests of one stream in one table.
+#[derive(Debug, Clone)]
+pub struct ManifestLog {
+    store: ObjectStoreRef,
+    dir: Path,
+}
+
+impl ManifestLog {
+    /// The log under a table's store (rooted at the table) for one pipeline and stream.
+    pub fn new(store: ObjectStoreRef, pipeline: &str, stream: &str) -> Self {
+        let dir = Path::from_iter(["_kinesis_delta", pipeline, stream, "batches"]);
+        Self { store, dir }
+    }
+
+    fn path(&self, batch_id: i64) -> Path {
+        self.dir.clone().join(format!("{batch_id:020}.json"))
+    }
+
+    /// Writes the manifest unless one exists for its batch id.
+    pub async fn create(&self, manifest: &BatchManifest) -> Result<ManifestOutcome, SinkError> {
+        let path = self.path(manifest.batch_id);
+        let body = serde_json::to_vec_pretty(manifest).map_err(|e| SinkError::DamagedManifest {
+            path: path.to_string(),
+            message: e.to_string(),
+        })?;
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        match self
+            .store
+            .put_opts(&path, PutPayload::from(body), options)
+            .await
+        {
+            Ok(_) => Ok(ManifestOutcome::Created),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                let existing = self.get(manifest.batch_id).await?.ok_or_else(|| {
+                    SinkError::DamagedManifest {
+                        path: path.to_string(),
+                        message: "reported as existing but cannot be read".into(),
+                    }
+                })?;
+                Ok(ManifestOutcome::Existing(existing))
+            }
+            Err(source) => Err(SinkError::Store {
+                path: path.to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// Reads the manifest of a batch, if there is one.
+    pub async fn get(&self, batch_id: i64) -> Result<Option<BatchManifest>, SinkError> {
+        let path = self.path(batch_id);
+        let bytes = match self.store.get(&path).await {
+            Ok(result) => result.bytes().await,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => Err(e),
+        }
+        .map_err(|source| SinkError::Store {
+            path: path.to_string(),
+            source,
+        })?;
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| SinkError::DamagedManifest {
+                path: path.to_string(),
+                message: e.to_string(),
+            })
+    }
+
+    /// Deletes manifests of batches well behind `committed` (best effort).
+    pub async fn prune(&self, committed: i64) {
+        let old = committed - KEEP_COMMITTED;
+        if old >= 1 {
+            if let Err(e) = self.store.delete(&self.path(old)).await {
+                if !matches!(e, object_store::Error::NotFound { .. }) {
+                    tracing::debug!(error = %e, "could not prune an old batch manifest");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! The Delta sink: one table per stream (plus its dead-letter table), where every micro-batch is
+//! one commit holding the batch's data files and the batch's transaction id, and a write-ahead
+//! manifest of the Kinesis ranges the batch read. The protocol is in `doc/DESIGN.md`.
+
+mod delta;
+mod manifest;
+mod schema;
+
+pub use delta::{CommitOutcome, DeltaSink};
+pub use manifest::{BatchManifest, ManifestLog, ManifestOutcome};
+pub use schema::delta_compatible;
+
+/// A Delta or object-store failure. Outside the user's hands unless the message says otherwise;
+/// the engine stops without advancing any checkpoint, and a restart resumes safely.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// delta-rs failed (storage, log, schema).
+    #[error("Delta table {table}: {source}")]
+    Delta {
+        /// The table's URL.
+        table: String,
+        /// delta-rs's error.
+        source: deltalake::DeltaTableError,
+    },
+    /// The object store holding the manifests failed.
+    #[error("batch manifest {path}: {source}")]
+    Store {
+        /// The manifest's path.
+        path: String,
+        /// object_store's error.
+        source: object_store::Error,
+    },
+    /// A manifest file could not be parsed: someone edited or truncated it.
+    #[error(
+        "batch manifest {path} is damaged ({message}); restore it or remove the table to start over"
+    )]
+    DamagedManifest {
+        /// The manifest's path.
+        path: String,
+        /// serde's message.
+        message: String,
+    },
+    /// The table's schema does not accept the cleaned rows (the SQL changed incompatibly).
+    #[error(
+        "Delta table {table} has columns {table_columns} but the cleaning SQL produces {sql_columns}: keep the SQL's output compatible or write to a new table"
+    )]
+    SchemaMismatch {
+        /// The table's URL.
+        table: String,
+        /// The table's schema.
+        table_columns: String,
+        /// The SQL's output schema.
+        sql_columns: String,
+    },
+    /// The rows could not be converted to the table's types.
+    #[error("Delta table {table}: cannot convert the cleaned rows: {source}")]
+    Arrow {
+        /// The table's URL.
+        table: String,
+        /// arrow's error.
+        source: arrow::error::ArrowError,
+    },
+}

@@ -1,0 +1,65 @@
+//! Builds the AWS SDK Kinesis client from the pipeline's Kinesis settings.
+
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_kinesis::config::Credentials;
+
+use crate::config::KinesisSettings;
+
+/// The Kinesis client every command uses.
+pub type KinesisClient = aws_sdk_kinesis::Client;
+
+/// Connects with the default credential chain and region, or the configured endpoint.
+///
+/// Retries are left to the engine (one backoff policy, aware of shutdown), so the SDK's own are off.
+/// A loopback endpoint (a local Kinesis server) gets fixed dummy credentials: such servers accept any
+/// signature, and a laptop without an AWS account has none to find.
+pub async fn connect(settings: &KinesisSettings) -> KinesisClient {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(settings.region.clone()))
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .operation_attempt_timeout(Duration::from_secs(30))
+                .build(),
+        );
+    if let Some(profile) = &settings.profile {
+        loader = loader.profile_name(profile);
+    }
+    if let Some(endpoint) = &settings.endpoint_url {
+        loader = loader.endpoint_url(endpoint);
+        if is_loopback(endpoint) {
+            loader = loader.credentials_provider(Credentials::new(
+                "local",
+                "local",
+                None,
+                None,
+                "kinesis-delta-local-endpoint",
+            ));
+        }
+    }
+    KinesisClient::new(&loader.load().await)
+}
+
+fn is_loopback(endpoint: &str) -> bool {
+    url::Url::parse(endpoint)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .is_some_and(|h| h == "localhost" || h == "[::1]" || h.starts_with("127."))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn loopback_endpoints_are_recognised() {
+        assert!(super::is_loopback("http://127.0.0.1:4567"));
+        assert!(super::is_loopback("http://localhost:4567/"));
+        assert!(!super::is_loopback(
+            "https://kinesis.us-east-1.amazonaws.com"
+        ));
+    }
+}

@@ -1,0 +1,46 @@
+//! The Kinesis source: shard discovery, ordered per-shard reading and the records it yields.
+//!
+//! ```text
+//!   ListShards ──► ShardMap (parents before children)
+//!                      │ readable shards
+//!                      ▼
+//!   ShardReader::fetch (GetShardIterator / GetRecords, ≤ N calls/s, backoff, iterator renewal)
+//!                      │ KinesisRecord …
+//!                      ▼
+//!   StreamSource::collect_batch ──► the records of one micro-batch + the range read per shard
+//! ```
+
+mod backoff;
+mod client;
+mod error;
+mod reader;
+mod shards;
+mod stream;
+
+pub use backoff::Backoff;
+pub use client::{KinesisClient, connect};
+pub use error::{ErrorClass, SourceError, classify};
+pub use reader::{FetchOutcome, ShardReader, StartPosition};
+pub use shards::{ShardInfo, list_shards, readable_shards};
+pub use stream::{BatchLimits, CollectedBatch, ShardPosition, ShardRange, StreamSource};
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::sequence::SequenceNumber;
+
+/// One record as read from a shard.
+#[derive(Debug, Clone)]
+pub struct KinesisRecord {
+    /// The shard it was read from.
+    pub shard_id: Arc<str>,
+    /// Its sequence number within the shard.
+    pub sequence_number: SequenceNumber,
+    /// The partition key it was put with.
+    pub partition_key: String,
+    /// When Kinesis accepted it, in milliseconds since the epoch.
+    pub approximate_arrival_ms: Option<i64>,
+    /// The record's bytes.
+    pub data: Bytes,
+}

@@ -1,0 +1,302 @@
+//! One stream's shards, read together into micro-batches.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::error::SourceError;
+use super::reader::{FetchOutcome, ShardReader, StartPosition};
+use super::shards::{ShardInfo, list_shards, readable_shards};
+use super::{Backoff, KinesisClient, KinesisRecord};
+use crate::sequence::SequenceNumber;
+
+/// Where one shard stands after a batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardPosition {
+    /// The last sequence number consumed; `None` when nothing was read yet.
+    pub last: Option<SequenceNumber>,
+    /// The shard is closed and was read to its end.
+    #[serde(default)]
+    pub finished: bool,
+}
+
+/// The records one batch read from one shard: `first..=last`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardRange {
+    /// The first sequence number taken.
+    pub first: SequenceNumber,
+    /// The last sequence number taken.
+    pub last: SequenceNumber,
+}
+
+/// When a batch is cut.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    /// At most this many records.
+    pub max_records: usize,
+    /// At most about this many bytes (one GetRecords response may overshoot).
+    pub max_bytes: usize,
+    /// Stop collecting after this long, even when the shards still have records.
+    pub max_wait: Duration,
+}
+
+/// The records of one micro-batch.
+#[derive(Debug, Default)]
+pub struct CollectedBatch {
+    /// The records, shard by shard in shard order.
+    pub records: Vec<KinesisRecord>,
+    /// The range taken from each shard that gave records.
+    pub ranges: BTreeMap<String, ShardRange>,
+    /// The largest `MillisBehindLatest` seen.
+    pub millis_behind: i64,
+    /// Every readable shard reported no more records at the end of collecting.
+    pub caught_up: bool,
+}
+
+/// Reads the shards of one stream in order, keeping each shard's position.
+#[derive(Debug)]
+pub struct StreamSource {
+    client: KinesisClient,
+    stream: String,
+    initial: StartPosition,
+    calls_per_second: u32,
+    shards: Vec<ShardInfo>,
+    readers: BTreeMap<String, ShardReader>,
+    listed_at: Option<Instant>,
+}
+
+/// How often the shard list is refreshed while running (resharding is also noticed at once when a
+/// shard closes).
+const SHARD_REFRESH: Duration = Duration::from_secs(30);
+
+impl StreamSource {
+    /// A source for `stream`; shards without a position start at `initial`.
+    pub fn new(
+        client: KinesisClient,
+        stream: &str,
+        initial: StartPosition,
+        calls_per_second: u32,
+    ) -> Self {
+        Self {
+            client,
+            stream: stream.to_owned(),
+            initial,
+            calls_per_second,
+            shards: Vec::new(),
+            readers: BTreeMap::new(),
+            listed_at: None,
+        }
+    }
+
+    /// The stream name.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// Each known shard's position.
+    pub fn positions(&self) -> BTreeMap<String, ShardPosition> {
+        self.readers
+            .iter()
+            .map(|(id, r)| {
+                let position = ShardPosition {
+                    last: r.last_read().cloned(),
+                    finished: r.is_finished(),
+                };
+                (id.clone(), position)
+            })
+            .collect()
+    }
+
+    /// Puts every shard back at a committed position (shards not in `positions` start afresh).
+    pub fn restore(&mut self, positions: &BTreeMap<String, ShardPosition>) {
+        for (id, reader) in &mut self.readers {
+            let position = positions.get(id).cloned().unwrap_or_default();
+            reader.rewind_to(position.last);
+            if position.finished {
+                reader.mark_finished();
+            }
+        }
+        for (id, position) in positions {
+            if !self.readers.contains_key(id) {
+                let mut reader = self.reader_for(id);
+                reader.rewind_to(position.last.clone());
+                if position.finished {
+                    reader.mark_finished();
+                }
+                self.readers.insert(id.clone(), reader);
+            }
+        }
+    }
+
+    /// Lists the shards (retrying while the service is away) and adds readers for new ones.
+    pub async fn refresh_shards(&mut self, cancel: &CancellationToken) -> Result<(), SourceError> {
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        let shards = loop {
+            if let Some(shards) = list_shards(&self.client, &self.stream).await? {
+                break shards;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff.next_delay(&mut rand::rng())) => {}
+                () = cancel.cancelled() => return Ok(()),
+            }
+        };
+        self.shards = shards;
+        for shard in &self.shards {
+            if !self.readers.contains_key(&shard.shard_id) {
+                let reader = self.reader_for(&shard.shard_id);
+                self.readers.insert(shard.shard_id.clone(), reader);
+            }
+        }
+        self.listed_at = Some(Instant::now());
+        Ok(())
+    }
+
+    fn reader_for(&self, shard_id: &str) -> ShardReader {
+        let is_child = self
+            .shards
+            .iter()
+            .any(|s| s.shard_id == shard_id && s.parents().next().is_some());
+        // A child shard holds only records put after its parents closed: read it whole.
+        let start = if is_child {
+            StartPosition::TrimHorizon
+        } else {
+            self.initial.clone()
+        };
+        ShardReader::new(&self.stream, shard_id, start, None, self.calls_per_second)
+    }
+
+    fn finished_map(&self) -> BTreeMap<String, bool> {
+        self.readers
+            .iter()
+            .map(|(id, r)| (id.clone(), r.is_finished()))
+            .collect()
+    }
+
+    /// Reads new records from every readable shard until a limit is reached or every shard is
+    /// caught up. Returns an empty batch (caught up) when there is nothing new.
+    pub async fn collect_batch(
+        &mut self,
+        limits: BatchLimits,
+        cancel: &CancellationToken,
+    ) -> Result<CollectedBatch, SourceError> {
+        if self.listed_at.is_none_or(|t| t.elapsed() >= SHARD_REFRESH) {
+            self.refresh_shards(cancel).await?;
+        }
+        let deadline = Instant::now() + limits.max_wait;
+        let mut batch = CollectedBatch::default();
+        let mut bytes = 0usize;
+        loop {
+            let finished = self.finished_map();
+            let readable: Vec<String> = readable_shards(&self.shards, &finished)
+                .into_iter()
+                .map(|s| s.shard_id.clone())
+                .collect();
+            let room = limits.max_records.saturating_sub(batch.records.len());
+            if readable.is_empty()
+                || room == 0
+                || bytes >= limits.max_bytes
+                || cancel.is_cancelled()
+            {
+                batch.caught_up = readable.is_empty();
+                return Ok(batch);
+            }
+            let per_shard =
+                i32::try_from((room / readable.len()).clamp(1, 10_000)).unwrap_or(10_000);
+            let client = &self.client;
+            let fetches = self
+                .readers
+                .iter_mut()
+                .filter(|(id, _)| readable.contains(id))
+                .map(|(_, reader)| reader.fetch(client, per_shard, cancel));
+            let outcomes: Vec<Result<FetchOutcome, SourceError>> =
+                futures::future::join_all(fetches).await;
+            let mut all_caught_up = true;
+            let mut any_finished = false;
+            for outcome in outcomes {
+                let outcome = outcome?;
+                all_caught_up &= outcome.caught_up();
+                any_finished |= outcome.finished;
+                batch.millis_behind = batch.millis_behind.max(outcome.millis_behind.unwrap_or(0));
+                if let (Some(first), Some(last)) = (outcome.records.first(), outcome.records.last())
+                {
+                    let range = batch
+                        .ranges
+                        .entry(first.shard_id.to_string())
+                        .or_insert_with(|| ShardRange {
+                            first: first.sequence_number.clone(),
+                            last: last.sequence_number.clone(),
+                        });
+                    range.last = last.sequence_number.clone();
+                }
+                bytes += outcome.records.iter().map(|r| r.data.len()).sum::<usize>();
+                batch.records.extend(outcome.records);
+            }
+            if any_finished {
+                // A shard closed: its children (now readable) are listed and read in this batch.
+                self.refresh_shards(cancel).await?;
+                continue;
+            }
+            if all_caught_up || Instant::now() >= deadline {
+                batch.caught_up = all_caught_up;
+                return Ok(batch);
+            }
+        }
+    }
+
+    /// Reads exactly the records of a planned batch again: for each shard, `first..=last`.
+    ///
+    /// Fails with [`SourceError::RecordsGone`] when the shard no longer starts at `first` (its
+    /// records were trimmed, or the server lost them): a planned batch is never silently shrunk.
+    pub async fn replay(
+        &mut self,
+        ranges: &BTreeMap<String, ShardRange>,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<KinesisRecord>, SourceError> {
+        let mut records = Vec::new();
+        for (shard_id, range) in ranges {
+            let gone = || SourceError::RecordsGone {
+                stream: self.stream.clone(),
+                shard: shard_id.clone(),
+                sequence: range.first.to_string(),
+            };
+            let mut reader = ShardReader::new(
+                &self.stream,
+                shard_id,
+                StartPosition::AtSequence(range.first.clone()),
+                None,
+                self.calls_per_second,
+            );
+            let mut first_seen = false;
+            'shard: loop {
+                if cancel.is_cancelled() {
+                    return Ok(Vec::new());
+                }
+                let outcome = reader.fetch(&self.client, 10_000, cancel).await?;
+                let at_end = outcome.finished
+                    || (outcome.records.is_empty() && outcome.millis_behind == Some(0));
+                for record in outcome.records {
+                    if !first_seen {
+                        if record.sequence_number != range.first {
+                            return Err(gone());
+                        }
+                        first_seen = true;
+                    }
+                    let done = record.sequence_number >= range.last;
+                    if record.sequence_number <= range.last {
+                        records.push(record);
+                    }
+                    if done {
+                        break 'shard;
+                    }
+                }
+                if at_end {
+                    return Err(gone());
+                }
+            }
+        }
+        Ok(records)
+    }
+}

@@ -1,0 +1,61 @@
+//! The stream checkpoint survives a Delta log checkpoint and log clean-up.
+
+use deltalake::checkpoints::{cleanup_expired_logs_for, create_checkpoint};
+
+use crate::end_to_end::{assert_exactly_once, put_triples};
+use crate::support::data::triples;
+use crate::support::kinesis_mock::KinesisMock;
+use crate::support::{create_stream, load_pipeline, run_available_now, write_config};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resumes_after_delta_checkpoint_and_log_cleanup() {
+    let server = KinesisMock::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &server.endpoint,
+        "ckpt",
+        "max_batch_records = 100",
+    );
+    let pipeline = load_pipeline(&config);
+    let client = server.client().await;
+    for spec in &pipeline.streams {
+        create_stream(&client, &spec.stream, 2).await;
+    }
+    put_triples(&server, &pipeline, &triples(0, 400)).await;
+    run_available_now(&pipeline).await;
+
+    for spec in &pipeline.streams {
+        let table = deltalake::open_table(url::Url::parse(&spec.table_uri).unwrap())
+            .await
+            .unwrap();
+        let version = table.version().unwrap();
+        assert!(
+            version >= 4,
+            "several commits expected, got version {version}"
+        );
+        create_checkpoint(&table, None).await.unwrap();
+        let log_store = table.log_store();
+        let future = chrono::Utc::now().timestamp_millis() + 60_000;
+        let removed = cleanup_expired_logs_for(version, log_store.as_ref(), future, None)
+            .await
+            .unwrap();
+        assert!(removed > 0, "log clean-up removed nothing");
+        let first_commit = dir.path().join(format!(
+            "tables/{}/_delta_log/00000000000000000000.json",
+            spec.name
+        ));
+        assert!(
+            !first_commit.exists(),
+            "the first commit should be cleaned up"
+        );
+    }
+
+    put_triples(&server, &pipeline, &triples(400, 100)).await;
+    let (summaries, _) = run_available_now(&pipeline).await;
+    assert!(
+        summaries.iter().all(|s| s.records == 100),
+        "resumed from the checkpoint: {summaries:?}"
+    );
+    assert_exactly_once(&pipeline, 500).await;
+}

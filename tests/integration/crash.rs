@@ -1,0 +1,96 @@
+//! Crashes: the engine binary is killed with SIGKILL at random moments while records keep
+//! arriving, restarted each time; at the end every record is in its table exactly once. Also two
+//! engines on the same tables at once.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+
+use crate::end_to_end::{assert_exactly_once, put_triples};
+use crate::support::data::triples;
+use crate::support::kinesis_mock::KinesisMock;
+use crate::support::{create_stream, load_pipeline, run_available_now, write_config};
+
+fn engine(config: &std::path::Path, available_now: bool) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kinesis-delta"));
+    command
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null());
+    if available_now {
+        command.arg("--available-now");
+    }
+    command
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
+    let seed: u64 = rand::rng().random();
+    eprintln!("crash test seed: {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let server = KinesisMock::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &server.endpoint,
+        "crash",
+        "max_batch_records = 120",
+    );
+    let pipeline = load_pipeline(&config);
+    let client = server.client().await;
+    for spec in &pipeline.streams {
+        create_stream(&client, &spec.stream, 2).await;
+    }
+
+    let total = 1200;
+    let chunk = 150;
+    let mut put = 0;
+    for round in 0..10 {
+        if put < total {
+            put_triples(&server, &pipeline, &triples(put, chunk)).await;
+            put += chunk;
+        }
+        let mut child = engine(&config, false).spawn().unwrap();
+        let lifetime = Duration::from_millis(rng.random_range(300..4000));
+        tokio::time::sleep(lifetime).await;
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("round {round}: the engine exited by itself with {status}");
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    assert_eq!(put, total);
+    let status = engine(&config, true).status().unwrap();
+    assert!(
+        status.success(),
+        "the final --available-now run failed: {status}"
+    );
+    assert_exactly_once(&pipeline, total).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_engines_on_the_same_tables_commit_each_record_once() {
+    let server = KinesisMock::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &server.endpoint,
+        "twins",
+        "max_batch_records = 100",
+    );
+    let pipeline = load_pipeline(&config);
+    let client = server.client().await;
+    for spec in &pipeline.streams {
+        create_stream(&client, &spec.stream, 2).await;
+    }
+    put_triples(&server, &pipeline, &triples(0, 700)).await;
+    let a = engine(&config, true).spawn().unwrap();
+    let (summaries, _) = run_available_now(&pipeline).await;
+    let output = a.wait_with_output().unwrap();
+    assert!(output.status.success(), "the other engine failed");
+    assert!(summaries.iter().all(|s| s.last_batch_id > 0));
+    assert_exactly_once(&pipeline, 700).await;
+}

@@ -1,0 +1,207 @@
+//! Helpers shared by the integration tests: servers, streams, configs and table reads.
+
+pub mod data;
+pub mod fault_proxy;
+pub mod kinesis_mock;
+
+use std::path::{Path, PathBuf};
+
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
+use datafusion::prelude::SessionContext;
+use kinesis_delta::config::{KinesisSettings, Pipeline, PipelineConfig};
+use kinesis_delta::pipeline::{self, RunMode, StreamSummary};
+use kinesis_delta::progress::BatchProgress;
+use kinesis_delta::source::{KinesisClient, connect};
+use tokio_util::sync::CancellationToken;
+
+/// A client for a local endpoint.
+pub async fn client(endpoint: &str) -> KinesisClient {
+    connect(&KinesisSettings {
+        endpoint_url: Some(endpoint.to_owned()),
+        ..KinesisSettings::default()
+    })
+    .await
+}
+
+/// Creates a stream and waits until it is ACTIVE.
+pub async fn create_stream(client: &KinesisClient, name: &str, shards: i32) {
+    client
+        .create_stream()
+        .stream_name(name)
+        .shard_count(shards)
+        .send()
+        .await
+        .expect("CreateStream");
+    wait_active(client, name).await;
+}
+
+/// Waits until a stream is ACTIVE (after a create or a reshard).
+pub async fn wait_active(client: &KinesisClient, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let summary = client
+            .describe_stream_summary()
+            .stream_name(name)
+            .send()
+            .await;
+        if let Ok(s) = summary {
+            if s.stream_description_summary()
+                .is_some_and(|d| d.stream_status() == &StreamStatus::Active)
+            {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stream {name} never became ACTIVE"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Puts records (partition key, bytes) with PutRecords, retrying failed entries until all are in.
+pub async fn put_records(client: &KinesisClient, stream: &str, records: &[(String, Vec<u8>)]) {
+    for chunk in records.chunks(500) {
+        let mut pending: Vec<PutRecordsRequestEntry> = chunk
+            .iter()
+            .map(|(key, data)| {
+                PutRecordsRequestEntry::builder()
+                    .partition_key(key)
+                    .data(Blob::new(data.clone()))
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !pending.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "PutRecords kept failing on {stream}"
+            );
+            let Ok(out) = client
+                .put_records()
+                .stream_name(stream)
+                .set_records(Some(pending.clone()))
+                .send()
+                .await
+            else {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            pending = pending
+                .into_iter()
+                .zip(out.records())
+                .filter(|(_, result)| result.error_code().is_some())
+                .map(|(entry, _)| entry)
+                .collect();
+        }
+    }
+}
+
+/// The repository folder.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Writes a pipeline config for a test: the shipped SQL, the given endpoint, a temp table root.
+pub fn write_config(dir: &Path, endpoint: &str, user_id: &str, extra_engine: &str) -> PathBuf {
+    let sql = repo().join("sql");
+    let mut text = std::fs::read_to_string(repo().join("kinesis-delta.toml")).unwrap();
+    text = text.replace("\"sql/", &format!("\"{}/", sql.display()));
+    text = text.replace(
+        "table_root = \"data/tables\"",
+        &format!("table_root = \"{}\"", dir.join("tables").display()),
+    );
+    text = text.replace(
+        "user_id = \"0a40ea42f8d1\"",
+        &format!("user_id = \"{user_id}\""),
+    );
+    text = text.replace(
+        "# endpoint_url = \"http://127.0.0.1:4567\"",
+        &format!("endpoint_url = \"{endpoint}\""),
+    );
+    text = text.replace(
+        "trigger_interval = \"2s\"",
+        &format!("trigger_interval = \"300ms\"\n{extra_engine}"),
+    );
+    let path = dir.join("pipeline.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Loads and validates a config file.
+pub fn load_pipeline(path: &Path) -> Pipeline {
+    let (config, base) = PipelineConfig::load(Some(path)).unwrap();
+    config.validate(&base).unwrap()
+}
+
+/// Runs the engine in-process with `--available-now` and returns the summaries and progress.
+pub async fn run_available_now(pipeline: &Pipeline) -> (Vec<StreamSummary>, Vec<BatchProgress>) {
+    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+    let summaries = tokio::time::timeout(
+        Duration::from_secs(300),
+        pipeline::run(
+            pipeline,
+            RunMode::AvailableNow,
+            CancellationToken::new(),
+            sender,
+        ),
+    )
+    .await
+    .expect("available-now run did not finish")
+    .expect("available-now run failed");
+    let mut reports = Vec::new();
+    while let Ok(report) = receiver.try_recv() {
+        reports.push(report);
+    }
+    (summaries, reports)
+}
+
+/// Runs SQL over Delta tables registered under the given names.
+pub async fn query(tables: &[(&str, &str)], sql: &str) -> Vec<RecordBatch> {
+    let ctx = SessionContext::new();
+    for (name, uri) in tables {
+        let table = deltalake::open_table(url::Url::parse(uri).unwrap())
+            .await
+            .expect("open table");
+        table.update_datafusion_session(&ctx.state()).unwrap();
+        ctx.register_table(*name, table.table_provider().await.unwrap())
+            .unwrap();
+    }
+    ctx.sql(sql).await.unwrap().collect().await.unwrap()
+}
+
+/// Runs a query returning one row of integer columns.
+pub async fn query_counts(tables: &[(&str, &str)], sql: &str) -> Vec<i64> {
+    let batches = query(tables, sql).await;
+    let batch = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+    assert_eq!(batch.num_rows(), 1, "{sql}");
+    batch
+        .columns()
+        .iter()
+        .map(|c| {
+            let c = arrow::compute::cast(c, &arrow::datatypes::DataType::Int64).unwrap();
+            c.as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+                .unwrap()
+                .value(0)
+        })
+        .collect()
+}
+
+/// Polls `check` until it returns true or the deadline passes.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
