@@ -65,10 +65,11 @@ impl DeltaSink {
             .map_err(err)?
             .build()
             .map_err(err)?;
-        let schema = match table.load().await {
-            Ok(()) => Some(table_arrow_schema(&table).map_err(err)?),
-            Err(deltalake::DeltaTableError::NotATable(_)) => None,
-            Err(e) => return Err(err(e)),
+        let schema = if table.verify_deltatable_existence().await.map_err(err)? {
+            table.load().await.map_err(err)?;
+            Some(table_arrow_schema(&table).map_err(err)?)
+        } else {
+            None
         };
         Ok(Self {
             uri: uri.to_owned(),
@@ -99,11 +100,10 @@ impl DeltaSink {
             table: self.uri.clone(),
             source,
         };
-        match self.table.update_state().await {
-            Ok(()) => {}
-            Err(deltalake::DeltaTableError::NotATable(_)) => return Ok(None),
-            Err(e) => return Err(err(e)),
+        if self.schema.is_none() && !self.table.verify_deltatable_existence().await.map_err(err)? {
+            return Ok(None);
         }
+        self.table.update_state().await.map_err(err)?;
         if self.schema.is_none() {
             self.schema = Some(table_arrow_schema(&self.table).map_err(err)?);
         }
@@ -266,4 +266,39 @@ fn describe(schema: &SchemaRef) -> String {
         .map(|f| format!("{} {}", f.name(), f.data_type()))
         .collect();
     format!("({})", columns.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, RecordBatch};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    fn rows(values: &[i64]) -> (SchemaRef, RecordBatch) {
+        let schema = Arc::new(Schema::new(vec![Field::new("ind", DataType::Int64, false)]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(values.to_vec()))]).unwrap();
+        (schema, batch)
+    }
+
+    #[tokio::test]
+    async fn a_batch_id_is_committed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let uri = url::Url::from_directory_path(dir.path().join("t")).unwrap().to_string();
+        let uri = uri.trim_end_matches('/');
+        let mut sink = DeltaSink::open(uri, "app").await.unwrap();
+        assert_eq!(sink.committed_batch().await.unwrap(), None);
+        let (schema, batch) = rows(&[1, 2, 3]);
+        let first = sink.commit(1, &schema, &[batch.clone()], Default::default()).await.unwrap();
+        assert!(matches!(first, CommitOutcome::Committed { .. }), "{first:?}");
+        let again = sink.commit(1, &schema, &[batch], Default::default()).await.unwrap();
+        assert_eq!(again, CommitOutcome::AlreadyCommitted);
+
+        let mut reopened = DeltaSink::open(uri, "app").await.unwrap();
+        assert_eq!(reopened.committed_batch().await.unwrap(), Some(1));
+        let mut other_app = DeltaSink::open(uri, "other").await.unwrap();
+        assert_eq!(other_app.committed_batch().await.unwrap(), None);
+    }
 }

@@ -15,7 +15,7 @@ async fn resumes_after_delta_checkpoint_and_log_cleanup() {
         dir.path(),
         &server.endpoint,
         "ckpt",
-        "max_batch_records = 100",
+        100,
     );
     let pipeline = load_pipeline(&config);
     let client = server.client().await;

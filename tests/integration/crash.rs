@@ -37,7 +37,7 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
         dir.path(),
         &server.endpoint,
         "crash",
-        "max_batch_records = 120",
+        120,
     );
     let pipeline = load_pipeline(&config);
     let client = server.client().await;
@@ -79,7 +79,7 @@ async fn two_engines_on_the_same_tables_commit_each_record_once() {
         dir.path(),
         &server.endpoint,
         "twins",
-        "max_batch_records = 100",
+        100,
     );
     let pipeline = load_pipeline(&config);
     let client = server.client().await;

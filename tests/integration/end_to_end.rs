@@ -57,7 +57,7 @@ async fn available_now_lands_every_record_once_then_only_new_ones() {
         dir.path(),
         &server.endpoint,
         "e2e",
-        "max_batch_records = 1000",
+        1000,
     );
     let pipeline = load_pipeline(&config);
     let client = server.client().await;

@@ -29,7 +29,7 @@ async fn throttling_expired_iterators_and_outages_lose_and_duplicate_nothing() {
         dir.path(),
         &proxy.endpoint,
         "faults",
-        "max_batch_records = 150",
+        150,
     );
     let pipeline = load_pipeline(&config);
     let client = server.client().await;
@@ -59,7 +59,7 @@ async fn throttling_expired_iterators_and_outages_lose_and_duplicate_nothing() {
 async fn malformed_records_go_to_the_dead_letter_table() {
     let server = KinesisMock::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &server.endpoint, "dead", "");
+    let config = write_config(dir.path(), &server.endpoint, "dead", 100_000);
     let pipeline = load_pipeline(&config);
     let client = server.client().await;
     for spec in &pipeline.streams {

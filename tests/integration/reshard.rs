@@ -15,7 +15,7 @@ use crate::support::{
 async fn splitting_a_shard_mid_stream_loses_and_duplicates_nothing() {
     let server = KinesisMock::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &server.endpoint, "reshard", "");
+    let config = write_config(dir.path(), &server.endpoint, "reshard", 100_000);
     let pipeline = load_pipeline(&config);
     let client = server.client().await;
     for spec in &pipeline.streams {

@@ -108,7 +108,7 @@ pub fn repo() -> PathBuf {
 }
 
 /// Writes a pipeline config for a test: the shipped SQL, the given endpoint, a temp table root.
-pub fn write_config(dir: &Path, endpoint: &str, user_id: &str, extra_engine: &str) -> PathBuf {
+pub fn write_config(dir: &Path, endpoint: &str, user_id: &str, max_batch_records: usize) -> PathBuf {
     let sql = repo().join("sql");
     let mut text = std::fs::read_to_string(repo().join("kinesis-delta.toml")).unwrap();
     text = text.replace("\"sql/", &format!("\"{}/", sql.display()));
@@ -124,9 +124,10 @@ pub fn write_config(dir: &Path, endpoint: &str, user_id: &str, extra_engine: &st
         "# endpoint_url = \"http://127.0.0.1:4567\"",
         &format!("endpoint_url = \"{endpoint}\""),
     );
+    text = text.replace("trigger_interval = \"2s\"", "trigger_interval = \"300ms\"");
     text = text.replace(
-        "trigger_interval = \"2s\"",
-        &format!("trigger_interval = \"300ms\"\n{extra_engine}"),
+        "max_batch_records = 100000",
+        &format!("max_batch_records = {max_batch_records}"),
     );
     let path = dir.join("pipeline.toml");
     std::fs::write(&path, text).unwrap();
