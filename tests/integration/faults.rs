@@ -109,8 +109,8 @@ async fn malformed_records_go_to_the_dead_letter_table() {
     )
     .await;
     let batch = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
-    let data = batch
-        .column(0)
+    let data = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Binary).unwrap();
+    let data = data
         .as_any()
         .downcast_ref::<arrow::array::BinaryArray>()
         .unwrap();
