@@ -10,8 +10,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use kinesis_delta::decode::{raw_schema_from_sql, RecordDecoder};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use kinesis_delta::decode::{RecordDecoder, raw_schema_from_sql};
 use kinesis_delta::sequence::SequenceNumber;
 use kinesis_delta::sink::DeltaSink;
 use kinesis_delta::source::KinesisRecord;
@@ -56,22 +56,42 @@ fn pin_records(n: usize) -> Vec<KinesisRecord> {
 }
 
 fn bench(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let schema_sql = std::fs::read_to_string(root.join("sql/pin.schema.sql")).unwrap();
     let sql = std::fs::read_to_string(root.join("sql/pin.sql")).unwrap();
-    let raw = runtime.block_on(raw_schema_from_sql(&schema_sql, Path::new("pin.schema.sql"))).unwrap();
+    let raw = runtime
+        .block_on(raw_schema_from_sql(
+            &schema_sql,
+            Path::new("pin.schema.sql"),
+        ))
+        .unwrap();
     let decoder = RecordDecoder::new("streaming-bench-pin", raw);
-    let cleaning = runtime.block_on(Cleaning::new(&sql, Path::new("pin.sql"), decoder.row_schema())).unwrap();
+    let cleaning = runtime
+        .block_on(Cleaning::new(
+            &sql,
+            Path::new("pin.sql"),
+            decoder.row_schema(),
+        ))
+        .unwrap();
     let output_schema = cleaning.output_schema();
     let records = pin_records(RECORDS);
     let bytes: usize = records.iter().map(|r| r.data.len()).sum();
     let decoded = decoder.decode(&records).unwrap();
-    let cleaned = runtime.block_on(cleaning.apply(decoded.rows.clone())).unwrap();
+    let cleaned = runtime
+        .block_on(cleaning.apply(decoded.rows.clone()))
+        .unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let uri = url::Url::from_directory_path(dir.path().join("pin")).unwrap().to_string();
-    let mut sink = runtime.block_on(DeltaSink::open(uri.trim_end_matches('/'), "bench")).unwrap();
+    let uri = url::Url::from_directory_path(dir.path().join("pin"))
+        .unwrap()
+        .to_string();
+    let mut sink = runtime
+        .block_on(DeltaSink::open(uri.trim_end_matches('/'), "bench"))
+        .unwrap();
     let mut batch_id = 0;
 
     let mut group = c.benchmark_group("micro_batch_pin");
@@ -79,14 +99,22 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(bytes as u64));
     group.bench_function("decode", |b| b.iter(|| decoder.decode(&records).unwrap()));
     group.throughput(Throughput::Elements(RECORDS as u64));
-    group.bench_function("decode_records", |b| b.iter(|| decoder.decode(&records).unwrap()));
+    group.bench_function("decode_records", |b| {
+        b.iter(|| decoder.decode(&records).unwrap())
+    });
     group.bench_function("sql", |b| {
-        b.iter_batched(|| decoded.rows.clone(), |rows| runtime.block_on(cleaning.apply(rows)).unwrap(), BatchSize::LargeInput)
+        b.iter_batched(
+            || decoded.rows.clone(),
+            |rows| runtime.block_on(cleaning.apply(rows)).unwrap(),
+            BatchSize::LargeInput,
+        )
     });
     group.bench_function("write_commit", |b| {
         b.iter(|| {
             batch_id += 1;
-            runtime.block_on(sink.commit(batch_id, &output_schema, &cleaned, Default::default())).unwrap()
+            runtime
+                .block_on(sink.commit(batch_id, &output_schema, &cleaned, Default::default()))
+                .unwrap()
         })
     });
     group.bench_function("whole_batch", |b| {
@@ -94,7 +122,9 @@ fn bench(c: &mut Criterion) {
             batch_id += 1;
             let decoded = decoder.decode(&records).unwrap();
             let rows = runtime.block_on(cleaning.apply(decoded.rows)).unwrap();
-            runtime.block_on(sink.commit(batch_id, &output_schema, &rows, Default::default())).unwrap()
+            runtime
+                .block_on(sink.commit(batch_id, &output_schema, &rows, Default::default()))
+                .unwrap()
         })
     });
     group.finish();

@@ -10,7 +10,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::EngineError;
 use crate::config::{InitialPosition, Pipeline, StreamSpec};
-use crate::decode::{RecordDecoder, dead_letter_batch, dead_letter_schema, raw_schema_from_sql};
+use crate::decode::{
+    METADATA_COLUMNS, RecordDecoder, dead_letter_batch, dead_letter_schema, raw_schema_from_sql,
+};
 use crate::progress::BatchProgress;
 use crate::sink::{BatchManifest, CommitOutcome, DeltaSink, ManifestLog, ManifestOutcome};
 use crate::source::{BatchLimits, KinesisClient, KinesisRecord, StartPosition, StreamSource};
@@ -86,7 +88,13 @@ impl StreamJob {
         let app_id = spec.app_id(&pipeline.name);
         let mut table = DeltaSink::open(&spec.table_uri, &app_id).await?;
         table.check_schema(&output_schema)?;
-        let dead_letters = DeltaSink::open(&spec.dead_letter_uri, &app_id).await?;
+        // No min/max statistics for the raw bytes: they serve no query and bloat the log.
+        let dead_letters = DeltaSink::open(&spec.dead_letter_uri, &app_id)
+            .await?
+            .with_table_property(
+                "delta.dataSkippingStatsColumns",
+                &METADATA_COLUMNS.join(","),
+            );
         let manifests = ManifestLog::new(table.object_store(), &pipeline.name, &spec.stream);
 
         let initial = match pipeline.kinesis.initial_position {

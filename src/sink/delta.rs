@@ -38,6 +38,7 @@ pub struct DeltaSink {
     app_id: String,
     table: DeltaTable,
     schema: Option<SchemaRef>,
+    properties: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for DeltaSink {
@@ -76,7 +77,15 @@ impl DeltaSink {
             app_id: app_id.to_owned(),
             table,
             schema,
+            properties: Vec::new(),
         })
+    }
+
+    /// Sets a Delta table property (`delta.…`) used when this sink creates the table.
+    #[must_use]
+    pub fn with_table_property(mut self, key: &str, value: &str) -> Self {
+        self.properties.push((key.to_owned(), value.to_owned()));
+        self
     }
 
     /// The table's URL.
@@ -100,7 +109,13 @@ impl DeltaSink {
             table: self.uri.clone(),
             source,
         };
-        if self.schema.is_none() && !self.table.verify_deltatable_existence().await.map_err(err)? {
+        if self.schema.is_none()
+            && !self
+                .table
+                .verify_deltatable_existence()
+                .await
+                .map_err(err)?
+        {
             return Ok(None);
         }
         self.table.update_state().await.map_err(err)?;
@@ -220,6 +235,11 @@ impl DeltaSink {
             .table
             .create()
             .with_columns(kernel.fields().cloned())
+            .with_configuration(
+                self.properties
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Some(v.clone()))),
+            )
             .with_save_mode(SaveMode::Ignore)
             .await;
         match created {
@@ -279,21 +299,36 @@ mod tests {
 
     fn rows(values: &[i64]) -> (SchemaRef, RecordBatch) {
         let schema = Arc::new(Schema::new(vec![Field::new("ind", DataType::Int64, false)]));
-        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(values.to_vec()))]).unwrap();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from(values.to_vec()))],
+        )
+        .unwrap();
         (schema, batch)
     }
 
     #[tokio::test]
     async fn a_batch_id_is_committed_once() {
         let dir = tempfile::tempdir().unwrap();
-        let uri = url::Url::from_directory_path(dir.path().join("t")).unwrap().to_string();
+        let uri = url::Url::from_directory_path(dir.path().join("t"))
+            .unwrap()
+            .to_string();
         let uri = uri.trim_end_matches('/');
         let mut sink = DeltaSink::open(uri, "app").await.unwrap();
         assert_eq!(sink.committed_batch().await.unwrap(), None);
         let (schema, batch) = rows(&[1, 2, 3]);
-        let first = sink.commit(1, &schema, &[batch.clone()], Default::default()).await.unwrap();
-        assert!(matches!(first, CommitOutcome::Committed { .. }), "{first:?}");
-        let again = sink.commit(1, &schema, &[batch], Default::default()).await.unwrap();
+        let first = sink
+            .commit(1, &schema, &[batch.clone()], Default::default())
+            .await
+            .unwrap();
+        assert!(
+            matches!(first, CommitOutcome::Committed { .. }),
+            "{first:?}"
+        );
+        let again = sink
+            .commit(1, &schema, &[batch], Default::default())
+            .await
+            .unwrap();
         assert_eq!(again, CommitOutcome::AlreadyCommitted);
 
         let mut reopened = DeltaSink::open(uri, "app").await.unwrap();

@@ -11,12 +11,7 @@ use crate::support::{create_stream, load_pipeline, run_available_now, write_conf
 async fn resumes_after_delta_checkpoint_and_log_cleanup() {
     let server = KinesisMock::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        &server.endpoint,
-        "ckpt",
-        100,
-    );
+    let config = write_config(dir.path(), &server.endpoint, "ckpt", 100);
     let pipeline = load_pipeline(&config);
     let client = server.client().await;
     for spec in &pipeline.streams {

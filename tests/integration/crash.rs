@@ -10,7 +10,9 @@ use rand::{Rng, SeedableRng};
 use crate::end_to_end::{assert_exactly_once, put_triples};
 use crate::support::data::triples;
 use crate::support::kinesis_mock::KinesisMock;
-use crate::support::{create_stream, load_pipeline, run_available_now, write_config};
+use crate::support::{
+    create_stream, load_pipeline, put_records, query_counts, run_available_now, write_config,
+};
 
 fn engine(config: &std::path::Path, available_now: bool) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_kinesis-delta"));
@@ -33,12 +35,7 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let server = KinesisMock::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        &server.endpoint,
-        "crash",
-        120,
-    );
+    let config = write_config(dir.path(), &server.endpoint, "crash", 120);
     let pipeline = load_pipeline(&config);
     let client = server.client().await;
     for spec in &pipeline.streams {
@@ -48,10 +45,22 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     let total = 1200;
     let chunk = 150;
     let mut put = 0;
+    let mut dead = 0;
     for round in 0..10 {
         if put < total {
             put_triples(&server, &pipeline, &triples(put, chunk)).await;
             put += chunk;
+            // Malformed records too, so dead-letter commits are interrupted as well.
+            let bad: Vec<(String, Vec<u8>)> = (0..3)
+                .map(|i| {
+                    (
+                        format!("bad-{round}-{i}"),
+                        format!("{{\"index\": \"bad {round} {i}\"}}").into_bytes(),
+                    )
+                })
+                .collect();
+            put_records(&client, &pipeline.streams[0].stream, &bad).await;
+            dead += 3;
         }
         let mut child = engine(&config, false).spawn().unwrap();
         let lifetime = Duration::from_millis(rng.random_range(300..4000));
@@ -69,18 +78,20 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
         "the final --available-now run failed: {status}"
     );
     assert_exactly_once(&pipeline, total).await;
+    let spec = &pipeline.streams[0];
+    let counts = query_counts(
+        &[("dead", &spec.dead_letter_uri)],
+        "SELECT count(*), count(DISTINCT _sequence_number) FROM dead",
+    )
+    .await;
+    assert_eq!(counts, [dead, dead], "every dead letter once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_engines_on_the_same_tables_commit_each_record_once() {
     let server = KinesisMock::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        &server.endpoint,
-        "twins",
-        100,
-    );
+    let config = write_config(dir.path(), &server.endpoint, "twins", 100);
     let pipeline = load_pipeline(&config);
     let client = server.client().await;
     for spec in &pipeline.streams {

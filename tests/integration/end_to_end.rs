@@ -53,12 +53,7 @@ pub async fn assert_exactly_once(pipeline: &Pipeline, n: i64) {
 async fn available_now_lands_every_record_once_then_only_new_ones() {
     let server = KinesisMock::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        &server.endpoint,
-        "e2e",
-        1000,
-    );
+    let config = write_config(dir.path(), &server.endpoint, "e2e", 1000);
     let pipeline = load_pipeline(&config);
     let client = server.client().await;
     for spec in &pipeline.streams {

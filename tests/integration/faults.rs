@@ -25,12 +25,7 @@ async fn throttling_expired_iterators_and_outages_lose_and_duplicate_nothing() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     // The engine talks to the proxy; the test puts records straight to the server.
-    let config = write_config(
-        dir.path(),
-        &proxy.endpoint,
-        "faults",
-        150,
-    );
+    let config = write_config(dir.path(), &proxy.endpoint, "faults", 150);
     let pipeline = load_pipeline(&config);
     let client = server.client().await;
     for spec in &pipeline.streams {

@@ -8,3 +8,4 @@ mod end_to_end;
 mod faults;
 mod reshard;
 mod support;
+mod user_errors;

@@ -108,7 +108,12 @@ pub fn repo() -> PathBuf {
 }
 
 /// Writes a pipeline config for a test: the shipped SQL, the given endpoint, a temp table root.
-pub fn write_config(dir: &Path, endpoint: &str, user_id: &str, max_batch_records: usize) -> PathBuf {
+pub fn write_config(
+    dir: &Path,
+    endpoint: &str,
+    user_id: &str,
+    max_batch_records: usize,
+) -> PathBuf {
     let sql = repo().join("sql");
     let mut text = std::fs::read_to_string(repo().join("kinesis-delta.toml")).unwrap();
     text = text.replace("\"sql/", &format!("\"{}/", sql.display()));
