@@ -262,12 +262,12 @@ impl PipelineConfig {
                 "kinesis.initial_position = \"at_timestamp\" needs kinesis.initial_timestamp (RFC 3339, e.g. \"2024-01-01T00:00:00Z\")".into(),
             );
         }
-        if let Some(url) = &k.endpoint_url {
-            if url::Url::parse(url).is_err() {
-                return invalid(format!(
-                    "kinesis.endpoint_url `{url}` is not a URL (e.g. http://127.0.0.1:4567)"
-                ));
-            }
+        if let Some(url) = &k.endpoint_url
+            && url::Url::parse(url).is_err()
+        {
+            return invalid(format!(
+                "kinesis.endpoint_url `{url}` is not a URL (e.g. http://127.0.0.1:4567)"
+            ));
         }
         if self.streams.is_empty() {
             return invalid("the config has no [[streams]]: add at least one".into());

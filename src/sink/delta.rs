@@ -318,7 +318,7 @@ mod tests {
         assert_eq!(sink.committed_batch().await.unwrap(), None);
         let (schema, batch) = rows(&[1, 2, 3]);
         let first = sink
-            .commit(1, &schema, &[batch.clone()], Default::default())
+            .commit(1, &schema, std::slice::from_ref(&batch), Default::default())
             .await
             .unwrap();
         assert!(

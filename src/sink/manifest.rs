@@ -118,12 +118,12 @@ impl ManifestLog {
     /// Deletes manifests of batches well behind `committed` (best effort).
     pub async fn prune(&self, committed: i64) {
         let old = committed - KEEP_COMMITTED;
-        if old >= 1 {
-            if let Err(e) = self.store.delete(&self.path(old)).await {
-                if !matches!(e, object_store::Error::NotFound { .. }) {
-                    tracing::debug!(error = %e, "could not prune an old batch manifest");
-                }
-            }
+        if old < 1 {
+            return;
+        }
+        match self.store.delete(&self.path(old)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => tracing::debug!(error = %e, "could not prune an old batch manifest"),
         }
     }
 }

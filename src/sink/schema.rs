@@ -13,7 +13,7 @@ use arrow::error::ArrowError;
 
 /// The Delta-storable version of a schema.
 pub fn delta_compatible(schema: &Schema) -> SchemaRef {
-    let fields: Vec<Field> = schema.fields().iter().map(|f| storable_field(f)).collect();
+    let fields: Vec<Field> = schema.fields().iter().map(storable_field).collect();
     Arc::new(Schema::new(fields))
 }
 

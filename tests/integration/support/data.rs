@@ -42,7 +42,7 @@ pub fn triple(ind: i64) -> Triple {
         3 => format!("{}M", k % 9 + 1),
         _ => format!("{}k", k % 900 + 1),
     };
-    let story = k % 17 == 0;
+    let story = k.is_multiple_of(17);
     let pin = if story {
         json!({"index": ind, "unique_id": format!("uuid-{ind}"), "title": "No Title Data Available",
                "description": "No description available Story format", "poster_name": "User Info Error",
@@ -51,13 +51,13 @@ pub fn triple(ind: i64) -> Triple {
                "downloaded": 0, "save_location": format!("Local save in /data/{category}"), "category": category})
     } else {
         json!({"index": ind, "unique_id": format!("uuid-{ind}"), "title": format!("Τίτλος {ind}"),
-               "description": if k % 5 == 0 { String::new() } else { format!("Nice post {ind} …\u{a0}") },
+               "description": if k.is_multiple_of(5) { String::new() } else { format!("Nice post {ind} …\u{a0}") },
                "poster_name": format!("Poster {} ", k % 50), "follower_count": follower_count,
                "tag_list": "Lowrider,Old Vintage Cars", "is_image_or_video": "image",
                "image_src": format!("https://i.pinimg.com/originals/{ind}.jpg"), "downloaded": 1,
                "save_location": format!("Local save in /data/{category}"), "category": category})
     };
-    let sep = if k % 2 == 0 { " " } else { "T" };
+    let sep = if k.is_multiple_of(2) { " " } else { "T" };
     let geo = json!({"ind": ind, "timestamp": format!("2020-08-28{sep}03:52:{:02}", k % 60),
                      "latitude": -89.9787, "longitude": -173.293, "country": "Albania"});
     let user = json!({"ind": ind, "first_name": "Abigail", "last_name": format!("Ali{}", k % 7),

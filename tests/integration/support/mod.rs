@@ -48,12 +48,11 @@ pub async fn wait_active(client: &KinesisClient, name: &str) {
             .stream_name(name)
             .send()
             .await;
-        if let Ok(s) = summary {
-            if s.stream_description_summary()
+        if let Ok(s) = summary
+            && s.stream_description_summary()
                 .is_some_and(|d| d.stream_status() == &StreamStatus::Active)
-            {
-                return;
-            }
+        {
+            return;
         }
         assert!(
             Instant::now() < deadline,
