@@ -29,6 +29,94 @@ pub struct Cli {
 pub enum Command {
     /// Run the streaming engine: Kinesis → cleaning SQL → Delta tables, exactly once.
     Run(RunArgs),
+    /// Create, list, describe or delete Kinesis streams.
+    Streams(StreamsArgs),
+    /// Serve the REST API (the seed's API Gateway resource tree) in front of Kinesis.
+    Api(ApiArgs),
+    /// Serve an embedded Kinesis-compatible endpoint on loopback (local mode, no AWS account).
+    Kinesis(KinesisArgs),
+}
+
+/// `kinesis-delta streams`.
+#[derive(Debug, Args)]
+pub struct StreamsArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: StreamsAction,
+    /// Pipeline settings (Kinesis endpoint, region; the config's stream names).
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// The `streams` actions.
+#[derive(Debug, Subcommand)]
+pub enum StreamsAction {
+    /// Create streams (default: the pipeline's) and wait until they are ACTIVE; existing ones are
+    /// reported, not an error.
+    Create {
+        /// Stream names; none means every stream of the pipeline config.
+        names: Vec<String>,
+        /// Shards per new stream.
+        #[arg(long, default_value_t = 5)]
+        shards: i32,
+    },
+    /// List every stream.
+    List,
+    /// Describe a stream and its shards.
+    Describe {
+        /// The stream.
+        name: String,
+    },
+    /// Delete streams (default: the pipeline's).
+    Delete {
+        /// Stream names; none means every stream of the pipeline config.
+        names: Vec<String>,
+    },
+}
+
+/// `kinesis-delta api`.
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    /// Pipeline settings (the Kinesis endpoint and region).
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// Address to listen on.
+    #[arg(long, env = "KINESIS_DELTA_API_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: std::net::SocketAddr,
+    /// Require this value in every request's `x-api-key` header (403 otherwise).
+    #[arg(long, env = "KINESIS_DELTA_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "KINESIS_DELTA_API_MAX_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// How long a request may take before it is answered 408 (e.g. "30s").
+    #[arg(long, env = "KINESIS_DELTA_API_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub request_timeout: std::time::Duration,
+}
+
+/// `kinesis-delta kinesis`.
+#[derive(Debug, Args)]
+pub struct KinesisArgs {
+    /// Address to listen on (keep it on loopback).
+    #[arg(
+        long,
+        env = "KINESIS_DELTA_LOCAL_KINESIS_BIND",
+        default_value = "127.0.0.1:4567"
+    )]
+    pub bind: std::net::SocketAddr,
+    /// Folder for the durable state (WAL + snapshots).
+    #[arg(
+        long,
+        env = "KINESIS_DELTA_LOCAL_KINESIS_DIR",
+        default_value = "data/kinesis"
+    )]
+    pub state_dir: PathBuf,
+    /// Keep the state in memory only (lost on exit).
+    #[arg(long)]
+    pub in_memory: bool,
 }
 
 /// The settings every command that talks to Kinesis and the tables shares.
@@ -156,7 +244,9 @@ mod tests {
             root.to_str().unwrap(),
         ])
         .unwrap();
-        let Command::Run(args) = cli.command;
+        let Command::Run(args) = cli.command else {
+            panic!("parsed as run")
+        };
         let pipeline = args.pipeline().unwrap();
         assert_eq!(pipeline.streams[0].stream, "streaming-abc-pin");
         assert_eq!(

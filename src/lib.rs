@@ -13,13 +13,18 @@
 //! * [`sink`]: Delta commits and the write-ahead batch manifests (the exactly-once protocol,
 //!   `doc/DESIGN.md`).
 //! * [`config`] and [`cli`]: the pipeline file and the flags that override it.
+//! * [`streams`] and [`api`]: stream administration and the REST API in front of Kinesis.
+//! * [`local`]: the embedded Kinesis-compatible server of local mode.
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod decode;
+pub mod local;
 pub mod pipeline;
 pub mod progress;
 pub mod sequence;
 pub mod sink;
 pub mod source;
+pub mod streams;
 pub mod transform;

@@ -1,11 +1,13 @@
 //! Integration tests, compiled into one binary. The Kinesis tests start their own kinesis-mock
 //! (`kinesis-local@0.6.2`) on free loopback ports; tables go to temporary folders.
 
+mod api;
 mod checkpoint;
 mod cleaning_sql;
 mod crash;
 mod end_to_end;
 mod faults;
 mod reshard;
+mod streams_cli;
 mod support;
 mod user_errors;

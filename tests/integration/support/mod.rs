@@ -198,6 +198,24 @@ pub async fn query_counts(tables: &[(&str, &str)], sql: &str) -> Vec<i64> {
         .collect()
 }
 
+/// Polls `check` until it returns true (true) or the timeout passes (false).
+pub async fn poll<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Polls `check` until it returns true or the deadline passes.
 pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
 where
