@@ -19,6 +19,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod dataset;
 pub mod decode;
 pub mod local;
 pub mod pipeline;
