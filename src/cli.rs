@@ -35,6 +35,144 @@ pub enum Command {
     Api(ApiArgs),
     /// Serve an embedded Kinesis-compatible endpoint on loopback (local mode, no AWS account).
     Kinesis(KinesisArgs),
+    /// Write the Pinterest source tables (generated) as files or into a SQL database.
+    Dataset(DatasetArgs),
+    /// Post Pinterest data to the streams, through the API or straight to Kinesis.
+    Emulate(EmulateArgs),
+}
+
+/// Which generated dataset.
+#[derive(Debug, Clone, Args)]
+pub struct GeneratorArgs {
+    /// Rows per table.
+    #[arg(long, default_value_t = 11_150)]
+    pub rows: usize,
+    /// Seed of the generator (the same seed gives the same rows).
+    #[arg(long, default_value_t = 100)]
+    pub seed: u64,
+    /// Write datetimes in the `T` form (Python's isoformat()) instead of the space form.
+    #[arg(long)]
+    pub isoformat: bool,
+}
+
+impl GeneratorArgs {
+    /// The dataset these flags describe.
+    pub fn spec(&self) -> crate::dataset::DatasetSpec {
+        crate::dataset::DatasetSpec {
+            rows: self.rows,
+            seed: self.seed,
+            isoformat: self.isoformat,
+        }
+    }
+}
+
+/// `kinesis-delta dataset`.
+#[derive(Debug, Args)]
+pub struct DatasetArgs {
+    /// What to generate.
+    #[command(flatten)]
+    pub generator: GeneratorArgs,
+    /// Write files into this folder (with --format) instead of a database.
+    #[arg(long, conflicts_with = "database")]
+    pub out: Option<PathBuf>,
+    /// File format with --out.
+    #[arg(long, value_enum, default_value_t = crate::dataset::FileFormat::Jsonl)]
+    pub format: crate::dataset::FileFormat,
+    /// Load into this database: sqlite://path?mode=rwc or mysql://user:password@127.0.0.1:3306/db.
+    #[arg(
+        long,
+        env = "KINESIS_DELTA_DATABASE_URL",
+        default_value = "sqlite://data/pinterest.db?mode=rwc"
+    )]
+    pub database: String,
+}
+
+/// `kinesis-delta emulate`.
+#[derive(Debug, Args)]
+pub struct EmulateArgs {
+    /// Pipeline settings (stream names; the Kinesis endpoint with --direct).
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// The generated dataset (the default source).
+    #[command(flatten)]
+    pub generator: GeneratorArgs,
+    /// Read posts from the JSON-lines files of `kinesis-delta dataset --out DIR`.
+    #[arg(long, conflicts_with = "from_database")]
+    pub from_files: Option<PathBuf>,
+    /// Read posts from a database holding pinterest_data, geolocation_data and user_data.
+    #[arg(long)]
+    pub from_database: Option<String>,
+    /// Read rows in order instead of at random offsets.
+    #[arg(long)]
+    pub sequential: bool,
+    /// The API to post to.
+    #[arg(
+        long,
+        env = "KINESIS_DELTA_API_URL",
+        default_value = "http://127.0.0.1:8080",
+        conflicts_with = "direct"
+    )]
+    pub api: String,
+    /// The API key, sent as x-api-key.
+    #[arg(long, env = "KINESIS_DELTA_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Skip the API: PutRecords straight to Kinesis (for engine load tests).
+    #[arg(long)]
+    pub direct: bool,
+    /// Posts per request (`/records` batches, or PutRecords with --direct); without it each record
+    /// is PUT on its own to `/record`, as the original did.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=500))]
+    pub batch: Option<u16>,
+    /// Posts per second, or `max`; default: the original's random 0-1 s sleep between posts.
+    #[arg(long)]
+    pub rate: Option<String>,
+    /// Stop after this many posts.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Stop after this long (e.g. "5m").
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<std::time::Duration>,
+    /// Partition keys: `uuid` (random, default), `id` (the post id), or `constant:<key>`.
+    #[arg(long, default_value = "uuid")]
+    pub partition_key: String,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Print the final summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl EmulateArgs {
+    /// The pace these flags ask for.
+    pub fn pace(&self) -> Result<crate::emulator::Pace, ConfigError> {
+        use crate::emulator::Pace;
+        match self.rate.as_deref() {
+            None => Ok(Pace::Original),
+            Some("max") => Ok(Pace::Max),
+            Some(text) => match text.trim_end_matches("/s").parse::<f64>() {
+                Ok(rate) if rate > 0.0 => Ok(Pace::Rate(rate)),
+                _ => Err(ConfigError::Invalid(format!(
+                    "--rate `{text}`: give posts per second (e.g. 50) or `max`"
+                ))),
+            },
+        }
+    }
+
+    /// The partition-key mode these flags ask for.
+    pub fn keys(&self) -> Result<crate::emulator::KeyMode, ConfigError> {
+        use crate::emulator::KeyMode;
+        match self.partition_key.as_str() {
+            "uuid" => Ok(KeyMode::Uuid),
+            "id" => Ok(KeyMode::Id),
+            other => match other.strip_prefix("constant:") {
+                Some(key) if !key.is_empty() => Ok(KeyMode::Constant(key.to_owned())),
+                _ => Err(ConfigError::Invalid(format!(
+                    "--partition-key `{other}`: use `uuid`, `id` or `constant:<key>`"
+                ))),
+            },
+        }
+    }
 }
 
 /// `kinesis-delta streams`.

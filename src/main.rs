@@ -7,8 +7,11 @@ use anyhow::Context;
 use clap::Parser;
 use kinesis_delta::api::{self, ApiSettings};
 use kinesis_delta::cli::{
-    ApiArgs, Cli, Command, KinesisArgs, ProgressFormat, RunArgs, StreamsAction, StreamsArgs,
+    ApiArgs, Cli, Command, DatasetArgs, EmulateArgs, KinesisArgs, ProgressFormat, RunArgs,
+    StreamsAction, StreamsArgs,
 };
+use kinesis_delta::dataset::{self, Dataset, SqlTables};
+use kinesis_delta::emulator::{self, Counters, EmulatorSettings, PostSource, Target};
 use kinesis_delta::local::{LocalKinesis, LocalKinesisSettings};
 use kinesis_delta::pipeline::{self, RunMode};
 use kinesis_delta::source::connect;
@@ -36,6 +39,8 @@ fn main() -> ExitCode {
             Command::Streams(args) => streams_command(args).await,
             Command::Api(args) => serve_api(args).await,
             Command::Kinesis(args) => serve_kinesis(args).await,
+            Command::Dataset(args) => write_dataset(args).await,
+            Command::Emulate(args) => emulate(args).await,
         }
     });
     match result {
@@ -245,4 +250,150 @@ async fn serve_kinesis(args: KinesisArgs) -> anyhow::Result<()> {
         })?;
     eprintln!("Kinesis endpoint: {} (Ctrl-C to stop)", server.endpoint);
     server.stopped().await.context("embedded Kinesis")
+}
+
+#[allow(clippy::print_stdout)]
+async fn write_dataset(args: DatasetArgs) -> anyhow::Result<()> {
+    let data = Dataset::new(args.generator.spec());
+    if let Some(dir) = &args.out {
+        for path in dataset::write_files(&data, dir, args.format)? {
+            println!("wrote {}", path.display());
+        }
+        return Ok(());
+    }
+    if let Some(path) = args
+        .database
+        .strip_prefix("sqlite://")
+        .map(|p| p.split('?').next().unwrap_or(p))
+    {
+        if let Some(parent) = std::path::Path::new(path)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+    }
+    let rows = dataset::load_sql(&data, &args.database).await?;
+    println!("loaded {rows} rows into each of pinterest_data, geolocation_data, user_data");
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)]
+async fn emulate(args: EmulateArgs) -> anyhow::Result<()> {
+    let pipeline = args.pipeline.pipeline()?;
+    let stream = |name: &str| {
+        pipeline.streams.iter().find(|s| s.name == name).map(|s| s.stream.clone()).with_context(|| {
+            format!("the pipeline config has no stream named `{name}` (the emulator posts to pin, geo and user)")
+        })
+    };
+    let settings = EmulatorSettings {
+        streams: [stream("pin")?, stream("geo")?, stream("user")?],
+        pace: args.pace()?,
+        count: args.count,
+        duration: args.duration,
+        batch: args.batch.map(usize::from),
+        sequential: args.sequential,
+        seed: args.generator.seed,
+        keys: args.keys()?,
+        concurrency: args.concurrency,
+        max_attempts: 10,
+    };
+    let source = if let Some(dir) = &args.from_files {
+        PostSource::Files(std::sync::Arc::new(dataset::read_json_lines(dir)?))
+    } else if let Some(url) = &args.from_database {
+        PostSource::Sql(SqlTables::open(url).await?)
+    } else {
+        PostSource::Generator(Dataset::new(args.generator.spec()))
+    };
+    let target = if args.direct {
+        Target::Direct(connect(&pipeline.kinesis).await)
+    } else {
+        Target::api(&args.api, args.api_key.clone())
+    };
+    target.check().await?;
+    let counters = std::sync::Arc::new(Counters::default());
+    let cancel = shutdown_on_signal();
+    let progress = tokio::spawn(show_progress(
+        std::sync::Arc::clone(&counters),
+        args.count,
+        cancel.child_token(),
+    ));
+    let result = emulator::run(
+        &source,
+        &target,
+        &settings,
+        std::sync::Arc::clone(&counters),
+        &cancel,
+    )
+    .await;
+    progress.abort();
+    let summary = result?;
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        println!("posts sent: {}", summary.posts);
+        for (stream, accepted) in &summary.accepted {
+            println!("  {stream}: {accepted} records accepted");
+        }
+        println!("retried: {}, failed: {}", summary.retried, summary.failed);
+    }
+    if summary.failed > 0 {
+        anyhow::bail!(
+            "{} records were not accepted (see the errors above)",
+            summary.failed
+        );
+    }
+    Ok(())
+}
+
+/// A progress bar with the live rate on a terminal; a plain line every 5 s otherwise.
+async fn show_progress(
+    counters: std::sync::Arc<Counters>,
+    count: Option<u64>,
+    cancel: CancellationToken,
+) {
+    use std::io::IsTerminal;
+    use std::sync::atomic::Ordering;
+    let accepted = |c: &Counters| {
+        c.accepted
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .sum::<u64>()
+    };
+    if std::io::stderr().is_terminal() {
+        let bar = count.map_or_else(
+            indicatif::ProgressBar::new_spinner,
+            indicatif::ProgressBar::new,
+        );
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {pos} posts [{elapsed_precise}] {per_sec} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        while !cancel.is_cancelled() {
+            bar.set_position(counters.posts.load(Ordering::Relaxed));
+            bar.set_message(format!(
+                "records accepted {}, retried {}, failed {}",
+                accepted(&counters),
+                counters.retried.load(Ordering::Relaxed),
+                counters.failed.load(Ordering::Relaxed)
+            ));
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    } else {
+        let started = std::time::Instant::now();
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            let posts = counters.posts.load(Ordering::Relaxed);
+            eprintln!(
+                "{posts} posts ({:.0}/s), {} records accepted, {} retried, {} failed",
+                posts as f64 / started.elapsed().as_secs_f64(),
+                accepted(&counters),
+                counters.retried.load(Ordering::Relaxed),
+                counters.failed.load(Ordering::Relaxed)
+            );
+        }
+    }
 }

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::support::kinesis_mock::KinesisMock;
-use crate::support::{client, create_stream};
+use crate::support::{client, create_stream, read_stream};
 
 /// Sends one request through the router, without a socket.
 async fn call(
@@ -246,42 +246,6 @@ async fn serve(endpoint: &str, cancel: &CancellationToken) -> String {
     url
 }
 
-/// Reads every record of a stream back: (partition key, bytes).
-async fn read_back(endpoint: &str, stream: &str) -> Vec<(String, Vec<u8>)> {
-    let client = client(endpoint).await;
-    let shards = client
-        .list_shards()
-        .stream_name(stream)
-        .send()
-        .await
-        .unwrap();
-    let mut records = Vec::new();
-    for shard in shards.shards() {
-        let iterator = client
-            .get_shard_iterator()
-            .stream_name(stream)
-            .shard_id(shard.shard_id())
-            .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .unwrap();
-        let out = client
-            .get_records()
-            .shard_iterator(iterator.shard_iterator().unwrap())
-            .send()
-            .await
-            .unwrap();
-        for r in out.records() {
-            records.push((
-                r.partition_key().unwrap_or_default().to_owned(),
-                r.data().as_ref().to_vec(),
-            ));
-        }
-    }
-    records.sort();
-    records
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_against_a_real_kinesis_through_a_socket() {
     let server = KinesisMock::start().await;
@@ -394,7 +358,7 @@ async fn every_route_against_a_real_kinesis_through_a_socket() {
     assert_eq!(batch["FailedRecordCount"], 0);
     assert_eq!(batch["Records"].as_array().unwrap().len(), 3);
 
-    let records = read_back(&server.endpoint, "api-one").await;
+    let records = read_stream(&server.endpoint, "api-one").await;
     let expected: Vec<(String, Vec<u8>)> = vec![
         (
             "pk-1".into(),
@@ -461,7 +425,7 @@ with urllib.request.urlopen(request) as response:
         stdout.starts_with("200 ") && stdout.contains("SequenceNumber"),
         "{stdout}"
     );
-    let records = read_back(&server.endpoint, "streaming-0a40ea42f8d1-pin").await;
+    let records = read_stream(&server.endpoint, "streaming-0a40ea42f8d1-pin").await;
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].0, "partition-1");
     let sent: Value = serde_json::from_slice(&records[0].1).unwrap();

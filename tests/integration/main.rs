@@ -5,6 +5,7 @@ mod api;
 mod checkpoint;
 mod cleaning_sql;
 mod crash;
+mod emulator;
 mod end_to_end;
 mod faults;
 mod reshard;

@@ -127,3 +127,137 @@ async fn forward(
         Err(_) => StatusCode::BAD_GATEWAY.into_response(),
     }
 }
+
+/// A proxy in front of the REST API that fails whole requests (503) and single entries of
+/// `/records` batches, the way an overloaded API Gateway and Kinesis do. Dropped entries are never
+/// forwarded, so a client that retries exactly the failed ones ends with exact counts.
+pub struct ApiFaultProxy {
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    /// Requests answered 503.
+    pub unavailable: Arc<AtomicU64>,
+    /// Entries reported failed.
+    pub dropped_entries: Arc<AtomicU64>,
+}
+
+struct ApiProxyState {
+    upstream: String,
+    http: reqwest::Client,
+    unavailable_every: u64,
+    drop_entry_every: u64,
+    requests: AtomicU64,
+    entries: AtomicU64,
+    unavailable: Arc<AtomicU64>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl ApiFaultProxy {
+    /// Starts a proxy to the API at `upstream`.
+    pub async fn start(upstream: &str, unavailable_every: u64, drop_entry_every: u64) -> Self {
+        let unavailable = Arc::new(AtomicU64::new(0));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let state = Arc::new(ApiProxyState {
+            upstream: upstream.to_owned(),
+            http: reqwest::Client::new(),
+            unavailable_every,
+            drop_entry_every,
+            requests: AtomicU64::new(0),
+            entries: AtomicU64::new(0),
+            unavailable: Arc::clone(&unavailable),
+            dropped: Arc::clone(&dropped),
+        });
+        let app = Router::new().fallback(forward_api).with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self {
+            url,
+            unavailable,
+            dropped_entries: dropped,
+        }
+    }
+}
+
+async fn forward_api(
+    State(state): State<Arc<ApiProxyState>>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    body: Bytes,
+) -> Response {
+    let n = state.requests.fetch_add(1, Ordering::SeqCst) + 1;
+    let is_put = method == axum::http::Method::PUT;
+    if is_put && state.unavailable_every > 0 && n % state.unavailable_every == 0 {
+        state.unavailable.fetch_add(1, Ordering::SeqCst);
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{\"message\": \"Service Unavailable\"}",
+        )
+            .into_response();
+    }
+    let url = format!("{}{}", state.upstream, uri.path());
+    let mut dropped_at: Vec<usize> = Vec::new();
+    let mut body = body;
+    if is_put && uri.path().ends_with("/records") && state.drop_entry_every > 0 {
+        // Raw entries: what is forwarded keeps each record's JSON text byte for byte.
+        #[derive(serde::Deserialize)]
+        struct Batch {
+            records: Vec<Box<serde_json::value::RawValue>>,
+        }
+        let parsed: Batch = serde_json::from_slice(&body).unwrap();
+        let mut kept = Vec::new();
+        for (i, record) in parsed.records.into_iter().enumerate() {
+            let m = state.entries.fetch_add(1, Ordering::SeqCst) + 1;
+            if m % state.drop_entry_every == 0 {
+                dropped_at.push(i);
+            } else {
+                kept.push(record.get().to_owned());
+            }
+        }
+        if kept.is_empty() {
+            state
+                .dropped
+                .fetch_add(dropped_at.len() as u64, Ordering::SeqCst);
+            let results: Vec<serde_json::Value> = dropped_at
+                .iter()
+                .map(|_| serde_json::json!({"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "Rate exceeded"}))
+                .collect();
+            let body = serde_json::json!({"FailedRecordCount": results.len(), "Records": results});
+            return (StatusCode::OK, axum::Json(body)).into_response();
+        }
+        body = Bytes::from(format!("{{\"records\":[{}]}}", kept.join(",")));
+    }
+    let response = state
+        .http
+        .request(
+            reqwest::Method::from_bytes(method.as_str().as_bytes()).unwrap(),
+            &url,
+        )
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await;
+    let Ok(response) = response else {
+        return StatusCode::BAD_GATEWAY.into_response();
+    };
+    let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
+    let mut json: serde_json::Value = response.json().await.unwrap_or(serde_json::Value::Null);
+    if !dropped_at.is_empty() && status == StatusCode::OK {
+        // Splice a failure back in at each dropped position.
+        let mut results = json["Records"].as_array().cloned().unwrap_or_default();
+        for &i in &dropped_at {
+            results.insert(
+                i,
+                serde_json::json!({"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "Rate exceeded"}),
+            );
+        }
+        let failed = results
+            .iter()
+            .filter(|r| r.get("ErrorCode").is_some())
+            .count();
+        json = serde_json::json!({"FailedRecordCount": failed, "Records": results});
+        state
+            .dropped
+            .fetch_add(dropped_at.len() as u64, Ordering::SeqCst);
+    }
+    (status, axum::Json(json)).into_response()
+}

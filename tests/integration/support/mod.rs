@@ -3,6 +3,7 @@
 pub mod data;
 pub mod fault_proxy;
 pub mod kinesis_mock;
+pub mod mariadb;
 
 use std::path::{Path, PathBuf};
 
@@ -99,6 +100,51 @@ pub async fn put_records(client: &KinesisClient, stream: &str, records: &[(Strin
                 .collect();
         }
     }
+}
+
+/// Reads every record of a stream back, all shards to their current end: (partition key, bytes),
+/// sorted.
+pub async fn read_stream(endpoint: &str, stream: &str) -> Vec<(String, Vec<u8>)> {
+    let client = client(endpoint).await;
+    let shards = client
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .unwrap();
+    let mut records = Vec::new();
+    for shard in shards.shards() {
+        let mut iterator = client
+            .get_shard_iterator()
+            .stream_name(stream)
+            .shard_id(shard.shard_id())
+            .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .unwrap()
+            .shard_iterator
+            .unwrap();
+        loop {
+            let out = client
+                .get_records()
+                .shard_iterator(&iterator)
+                .send()
+                .await
+                .unwrap();
+            for r in out.records() {
+                records.push((
+                    r.partition_key().unwrap_or_default().to_owned(),
+                    r.data().as_ref().to_vec(),
+                ));
+            }
+            match out.next_shard_iterator {
+                Some(next) if !out.records.is_empty() => iterator = next,
+                _ => break,
+            }
+        }
+    }
+    records.sort();
+    records
 }
 
 /// The repository folder.
