@@ -39,6 +39,52 @@ pub enum Command {
     Dataset(DatasetArgs),
     /// Post Pinterest data to the streams, through the API or straight to Kinesis.
     Emulate(EmulateArgs),
+    /// Run SQL over the Delta tables (inline, from a file, or interactively).
+    Query(QueryArgs),
+    /// Answer the analysts' questions (sql/analytics) in an HTML report, and CSVs on request.
+    Report(ReportArgs),
+}
+
+/// `kinesis-delta query`.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// Pipeline settings (which tables, where).
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// The SQL to run; none (and no --file) opens an interactive prompt on a terminal.
+    pub sql: Option<String>,
+    /// Run the SQL in this file.
+    #[arg(long, conflicts_with = "sql")]
+    pub file: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = crate::query::OutputFormat::Table)]
+    pub format: crate::query::OutputFormat,
+    /// Write the result to this file (required for parquet).
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Rows shown in the table format before the rest is cut (visibly).
+    #[arg(long, default_value_t = 40)]
+    pub max_rows: usize,
+    /// Read a table as of a version or time: TABLE=VERSION or TABLE=TIMESTAMP (repeatable).
+    #[arg(long = "as-of")]
+    pub as_of: Vec<String>,
+}
+
+/// `kinesis-delta report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Pipeline settings (which tables, where).
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// The folder of analytics SQL files.
+    #[arg(long, default_value = "sql/analytics")]
+    pub analytics: PathBuf,
+    /// Where the HTML report goes.
+    #[arg(long, default_value = "data/report.html")]
+    pub html: PathBuf,
+    /// Also write one CSV per question into this folder (q1.csv, q3a.csv, …).
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
 }
 
 /// Which generated dataset.

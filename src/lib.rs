@@ -25,6 +25,8 @@ pub mod emulator;
 pub mod local;
 pub mod pipeline;
 pub mod progress;
+pub mod query;
+pub mod report;
 pub mod sequence;
 pub mod sink;
 pub mod source;

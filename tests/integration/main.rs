@@ -1,6 +1,7 @@
 //! Integration tests, compiled into one binary. The Kinesis tests start their own kinesis-mock
 //! (`kinesis-local@0.6.2`) on free loopback ports; tables go to temporary folders.
 
+mod analytics;
 mod api;
 mod checkpoint;
 mod cleaning_sql;

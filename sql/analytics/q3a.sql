@@ -1,0 +1,17 @@
+-- Q3a: the user with the most followers in each country (ties kept; unknown counts left out).
+WITH pins AS (SELECT DISTINCT ON (ind) ind, poster_name, follower_count FROM pin ORDER BY ind),
+geos AS (SELECT DISTINCT ON (ind) ind, country FROM geo ORDER BY ind),
+posts AS (
+  SELECT g.country, p.poster_name, p.follower_count
+  FROM pins p JOIN geos g ON p.ind = g.ind
+  WHERE p.follower_count IS NOT NULL AND g.country IS NOT NULL
+),
+ranked AS (
+  SELECT country, poster_name, follower_count,
+         RANK() OVER (PARTITION BY country ORDER BY follower_count DESC) AS place
+  FROM posts
+)
+SELECT DISTINCT country, poster_name, follower_count
+FROM ranked
+WHERE place = 1
+ORDER BY country, poster_name

@@ -1,0 +1,215 @@
+//! SQL over the pipeline's Delta tables with DataFusion: every table of the config (and its
+//! dead-letter table) registered through delta-rs's table provider (file pruning, no copy into
+//! memory), local or on object storage, optionally as of a Delta version or timestamp.
+
+mod output;
+
+pub use output::{OutputFormat, render_table, write_output};
+
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use chrono::{DateTime, Utc};
+use datafusion::prelude::SessionContext;
+
+use crate::config::Pipeline;
+
+/// A query failed. The message is one line that says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The SQL is wrong (syntax, unknown column or table). The user's to fix.
+    #[error("{0}")]
+    Sql(String),
+    /// A table could not be opened.
+    #[error("table {name} ({uri}): {message}")]
+    Table {
+        /// The table's name.
+        name: String,
+        /// Its location.
+        uri: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// `--as-of` is malformed.
+    #[error(
+        "--as-of `{0}`: write TABLE=VERSION (e.g. pin=3) or TABLE=TIMESTAMP (e.g. pin=2024-05-01T12:00:00Z)"
+    )]
+    AsOf(String),
+    /// Writing the result failed.
+    #[error("cannot write the result: {0}")]
+    Output(String),
+}
+
+/// Which version of a table to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AsOf {
+    /// A table version.
+    Version(u64),
+    /// The version current at a time.
+    Timestamp(DateTime<Utc>),
+}
+
+impl AsOf {
+    /// Parses `TABLE=VERSION` or `TABLE=TIMESTAMP`.
+    pub fn parse(text: &str) -> Result<(String, Self), QueryError> {
+        let (table, at) = text
+            .split_once('=')
+            .ok_or_else(|| QueryError::AsOf(text.to_owned()))?;
+        let at = match at.parse::<u64>() {
+            Ok(version) => Self::Version(version),
+            Err(_) => Self::Timestamp(
+                DateTime::parse_from_rfc3339(at)
+                    .map_err(|_| QueryError::AsOf(text.to_owned()))?
+                    .to_utc(),
+            ),
+        };
+        Ok((table.to_owned(), at))
+    }
+}
+
+/// One registered table.
+#[derive(Debug, Clone)]
+pub struct TableInfo {
+    /// Its SQL name.
+    pub name: String,
+    /// Its location.
+    pub uri: String,
+    /// The version read; `None` when the table does not exist yet.
+    pub version: Option<u64>,
+}
+
+/// The pipeline's tables in a DataFusion session.
+pub struct TableSet {
+    ctx: SessionContext,
+    /// Every table of the config, registered or missing.
+    pub tables: Vec<TableInfo>,
+}
+
+impl std::fmt::Debug for TableSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableSet")
+            .field("tables", &self.tables)
+            .finish()
+    }
+}
+
+/// A query's result.
+#[derive(Debug)]
+pub struct QueryResult {
+    /// The rows.
+    pub batches: Vec<RecordBatch>,
+    /// Their schema (also when there are no rows).
+    pub schema: SchemaRef,
+    /// How long planning and running took.
+    pub elapsed: Duration,
+}
+
+impl QueryResult {
+    /// Rows in the result.
+    pub fn rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
+impl TableSet {
+    /// Registers the pipeline's tables and dead-letter tables; `as_of` pins some to a version.
+    pub async fn open(pipeline: &Pipeline, as_of: &[(String, AsOf)]) -> Result<Self, QueryError> {
+        let ctx = SessionContext::new();
+        let mut tables = Vec::new();
+        let mut names = Vec::new();
+        for spec in &pipeline.streams {
+            for uri in [&spec.table_uri, &spec.dead_letter_uri] {
+                let name = uri.rsplit('/').next().unwrap_or(uri).to_owned();
+                names.push(name.clone());
+                let pinned = as_of.iter().find(|(t, _)| *t == name).map(|(_, a)| a);
+                tables.push(register(&ctx, &name, uri, pinned).await?);
+            }
+        }
+        if let Some((unknown, _)) = as_of.iter().find(|(t, _)| !names.contains(t)) {
+            return Err(QueryError::AsOf(format!(
+                "{unknown}=…: no table {unknown} (tables: {})",
+                names.join(", ")
+            )));
+        }
+        Ok(Self { ctx, tables })
+    }
+
+    /// Runs one SQL statement.
+    pub async fn sql(&self, sql: &str) -> Result<QueryResult, QueryError> {
+        let started = Instant::now();
+        let frame = self.ctx.sql(sql).await.map_err(|e| self.explain(e))?;
+        let schema: SchemaRef = std::sync::Arc::new(frame.schema().as_arrow().clone());
+        let batches = frame.collect().await.map_err(|e| self.explain(e))?;
+        Ok(QueryResult {
+            batches,
+            schema,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// One line, with a hint when a known table simply has no data yet.
+    fn explain(&self, e: datafusion::error::DataFusionError) -> QueryError {
+        let message = e.strip_backtrace().replace('\n', " ");
+        for table in self.tables.iter().filter(|t| t.version.is_none()) {
+            let named = |prefix: &str| message.contains(&format!("{prefix}{}'", table.name));
+            if named("'") || named(".") {
+                return QueryError::Sql(format!(
+                    "{message} (table {} has no data yet: no Delta table at {}; run the engine first)",
+                    table.name, table.uri
+                ));
+            }
+        }
+        QueryError::Sql(message)
+    }
+}
+
+async fn register(
+    ctx: &SessionContext,
+    name: &str,
+    uri: &str,
+    as_of: Option<&AsOf>,
+) -> Result<TableInfo, QueryError> {
+    let err = |message: String| QueryError::Table {
+        name: name.to_owned(),
+        uri: uri.to_owned(),
+        message,
+    };
+    let url = url::Url::parse(uri).map_err(|e| err(e.to_string()))?;
+    let mut table = deltalake::DeltaTableBuilder::from_url(url.clone())
+        .map_err(|e| err(e.to_string()))?
+        .build()
+        .map_err(|e| err(e.to_string()))?;
+    if url.to_file_path().is_ok_and(|p| !p.exists())
+        || !table.verify_deltatable_existence().await.unwrap_or(false)
+    {
+        if as_of.is_some() {
+            return Err(err("no Delta table here to time-travel in".into()));
+        }
+        return Ok(TableInfo {
+            name: name.to_owned(),
+            uri: uri.to_owned(),
+            version: None,
+        });
+    }
+    match as_of {
+        None => table.load().await,
+        Some(AsOf::Version(v)) => table.load_version(*v).await,
+        Some(AsOf::Timestamp(at)) => table.load_with_datetime(*at).await,
+    }
+    .map_err(|e| err(e.to_string()))?;
+    table
+        .update_datafusion_session(&ctx.state())
+        .map_err(|e| err(e.to_string()))?;
+    let provider = table
+        .table_provider()
+        .await
+        .map_err(|e| err(e.strip_backtrace()))?;
+    ctx.register_table(name, provider)
+        .map_err(|e| err(e.strip_backtrace()))?;
+    Ok(TableInfo {
+        name: name.to_owned(),
+        uri: uri.to_owned(),
+        version: table.version(),
+    })
+}
