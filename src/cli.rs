@@ -43,6 +43,34 @@ pub enum Command {
     Query(QueryArgs),
     /// Answer the analysts' questions (sql/analytics) in an HTML report, and CSVs on request.
     Report(ReportArgs),
+    /// The whole pipeline on this machine: embedded Kinesis, streams, API, emulator, engine, report.
+    Demo(DemoArgs),
+}
+
+/// `kinesis-delta demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Pipeline settings (the config; its Kinesis endpoint is replaced by the embedded one).
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// The data folder: Kinesis state, tables (unless --table-root), report.
+    #[arg(long, env = "KINESIS_DELTA_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Posts the emulator sends.
+    #[arg(long, default_value_t = 2000)]
+    pub posts: u64,
+    /// Posts per second.
+    #[arg(long, default_value_t = 200.0)]
+    pub rate: f64,
+    /// Shards per stream.
+    #[arg(long, default_value_t = 2)]
+    pub shards: i32,
+    /// The analytics SQL folder.
+    #[arg(long, default_value = "sql/analytics")]
+    pub analytics: PathBuf,
+    /// Progress output of the engine.
+    #[arg(long, value_enum, default_value_t = ProgressFormat::Text)]
+    pub progress: ProgressFormat,
 }
 
 /// `kinesis-delta query`.

@@ -21,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod dataset;
 pub mod decode;
+pub mod demo;
 pub mod emulator;
 pub mod local;
 pub mod pipeline;

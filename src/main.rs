@@ -10,7 +10,7 @@ use kinesis_delta::cli::{
     ApiArgs, Cli, Command, DatasetArgs, EmulateArgs, KinesisArgs, ProgressFormat, RunArgs,
     StreamsAction, StreamsArgs,
 };
-use kinesis_delta::cli::{QueryArgs, ReportArgs};
+use kinesis_delta::cli::{DemoArgs, QueryArgs, ReportArgs};
 use kinesis_delta::dataset::{self, Dataset, SqlTables};
 use kinesis_delta::emulator::{self, Counters, EmulatorSettings, PostSource, Target};
 use kinesis_delta::local::{LocalKinesis, LocalKinesisSettings};
@@ -45,6 +45,7 @@ fn main() -> ExitCode {
             Command::Emulate(args) => emulate(args).await,
             Command::Query(args) => query(args).await,
             Command::Report(args) => report(args).await,
+            Command::Demo(args) => demo(args).await,
         }
     });
     match result {
@@ -536,6 +537,78 @@ async fn report(args: ReportArgs) -> anyhow::Result<()> {
         for path in kinesis_delta::report::write_csvs(&report, dir)? {
             println!("csv: {}", path.display());
         }
+    }
+    Ok(())
+}
+
+/// Prints engine progress lines as they come.
+#[allow(clippy::print_stdout)]
+fn print_progress(
+    format: ProgressFormat,
+) -> (
+    tokio::sync::mpsc::UnboundedSender<kinesis_delta::progress::BatchProgress>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (sender, mut receiver) =
+        tokio::sync::mpsc::unbounded_channel::<kinesis_delta::progress::BatchProgress>();
+    let printer = tokio::spawn(async move {
+        while let Some(report) = receiver.recv().await {
+            match format {
+                ProgressFormat::Text => println!("{report}"),
+                ProgressFormat::Json => {
+                    println!("{}", serde_json::to_string(&report).unwrap_or_default())
+                }
+            }
+        }
+    });
+    (sender, printer)
+}
+
+#[allow(clippy::print_stdout)]
+async fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    let mut pipeline_args = args.pipeline.clone();
+    if pipeline_args.table_root.is_none() {
+        pipeline_args.table_root = Some(args.data_dir.join("tables").display().to_string());
+    }
+    let pipeline = pipeline_args.pipeline()?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+    let settings = kinesis_delta::demo::DemoSettings {
+        data_dir: args.data_dir.clone(),
+        posts: args.posts,
+        rate: args.rate,
+        shards: args.shards,
+        analytics: args.analytics.clone(),
+    };
+    let cancel = shutdown_on_signal();
+    let counters = std::sync::Arc::new(Counters::default());
+    let (sender, printer) = print_progress(args.progress);
+    let outcome =
+        kinesis_delta::demo::run(pipeline.clone(), &settings, sender, counters, &cancel).await?;
+    printer.await?;
+    println!();
+    println!("posts sent: {}", outcome.emulator.posts);
+    for (stream, n) in &outcome.emulator.accepted {
+        println!("  {stream}: {n} records accepted by Kinesis");
+    }
+    for s in &outcome.engine {
+        println!(
+            "  {}: {} records committed in {} batches ({} dead letters)",
+            s.stream, s.records, s.batches, s.dead_letters
+        );
+    }
+    println!(
+        "tables:  {}",
+        pipeline.table_root.trim_start_matches("file://")
+    );
+    println!("report:  {}", outcome.report_html.display());
+    println!("csv:     {}", outcome.report_csv.display());
+    println!(
+        "query:   cargo run --release -- query --table-root {} \"SELECT category, count(*) FROM pin GROUP BY category\"",
+        pipeline.table_root.trim_start_matches("file://")
+    );
+    if cancel.is_cancelled() {
+        println!("stopped early: run the same command again to resume");
     }
     Ok(())
 }

@@ -129,7 +129,7 @@ fn format_number(v: f64) -> String {
 }
 
 fn table(answer: &Answer) -> String {
-    let mut html = String::from("<table><thead><tr>");
+    let mut html = String::from(r#"<div class="scroll"><table><thead><tr>"#);
     for field in answer.result.schema.fields() {
         let _ = write!(html, "<th>{}</th>", escape(field.name()));
     }
@@ -149,7 +149,7 @@ fn table(answer: &Answer) -> String {
         }
         html.push_str("</tr>");
     }
-    html.push_str("</tbody></table>");
+    html.push_str("</tbody></table></div>");
     html
 }
 
@@ -209,6 +209,8 @@ nav a {{ margin-right: .6rem; color: #e60023; }}
 table {{ border-collapse: collapse; margin: .6rem 0; font-size: .9rem; }}
 th, td {{ border: 1px solid #ddd; padding: .25rem .6rem; text-align: left; }} th {{ background: #f6f6f6; }}
 td.empty {{ color: #999; font-style: italic; }}
+.scroll {{ max-height: 24rem; overflow-y: auto; display: inline-block; border-bottom: 1px solid #eee; }}
+thead th {{ position: sticky; top: 0; }}
 .chart .bar {{ fill: #e60023; }} .chart .label {{ font-size: 12px; fill: #333; }} .chart .value {{ font-size: 12px; fill: #555; }}
 pre {{ background: #f6f6f6; padding: .8rem; overflow-x: auto; font-size: .8rem; }}
 </style></head><body>{body}</body></html>

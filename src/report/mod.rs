@@ -68,11 +68,14 @@ pub async fn build(tables: &TableSet, analytics: &Path) -> Result<Report, QueryE
             .and_then(|s| s.to_str())
             .unwrap_or_default()
             .to_owned();
+        // The question is the file's leading comment, up to the first blank comment line.
         let title = sql
             .lines()
-            .next()
-            .and_then(|l| l.strip_prefix("--"))
-            .map_or_else(|| id.clone(), |t| t.trim().to_owned());
+            .map_while(|l| l.trim().strip_prefix("--").map(str::trim))
+            .take_while(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let title = if title.is_empty() { id.clone() } else { title };
         let result = tables
             .sql(&sql)
             .await

@@ -4,14 +4,14 @@ use deltalake::checkpoints::{cleanup_expired_logs_for, create_checkpoint};
 
 use crate::end_to_end::{assert_exactly_once, put_triples};
 use crate::support::data::triples;
-use crate::support::kinesis_mock::KinesisMock;
+use crate::support::servers::{Kind, TestKinesis};
 use crate::support::{create_stream, load_pipeline, run_available_now, write_config};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resumes_after_delta_checkpoint_and_log_cleanup() {
-    let server = KinesisMock::start().await;
+    let server = TestKinesis::start(Kind::KinesisMock).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &server.endpoint, "ckpt", 100);
+    let config = write_config(dir.path(), server.endpoint(), "ckpt", 100);
     let pipeline = load_pipeline(&config);
     let client = server.client().await;
     for spec in &pipeline.streams {

@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::end_to_end::{assert_exactly_once, put_triples};
 use crate::support::data::triples;
-use crate::support::kinesis_mock::KinesisMock;
+use crate::support::servers::{Kind, TestKinesis};
 use crate::support::{
     create_stream, load_pipeline, put_records, query_counts, run_available_now, write_config,
 };
@@ -33,9 +33,9 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     let seed: u64 = rand::rng().random();
     eprintln!("crash test seed: {seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let server = KinesisMock::start().await;
+    let server = TestKinesis::start(Kind::KinesisMock).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &server.endpoint, "crash", 120);
+    let config = write_config(dir.path(), server.endpoint(), "crash", 120);
     let pipeline = load_pipeline(&config);
     let client = server.client().await;
     for spec in &pipeline.streams {
@@ -89,9 +89,9 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_engines_on_the_same_tables_commit_each_record_once() {
-    let server = KinesisMock::start().await;
+    let server = TestKinesis::start(Kind::KinesisMock).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &server.endpoint, "twins", 100);
+    let config = write_config(dir.path(), server.endpoint(), "twins", 100);
     let pipeline = load_pipeline(&config);
     let client = server.client().await;
     for spec in &pipeline.streams {

@@ -6,13 +6,13 @@ use arrow::array::{Array, Int64Array};
 use kinesis_delta::config::Pipeline;
 
 use crate::support::data::{Triple, expected_follower_count, records, triples};
-use crate::support::kinesis_mock::KinesisMock;
+use crate::support::servers::{Kind, TestKinesis};
 use crate::support::{
     create_stream, load_pipeline, put_records, query, query_counts, run_available_now, write_config,
 };
 
 /// Puts the triples on the pipeline's three streams.
-pub async fn put_triples(server: &KinesisMock, pipeline: &Pipeline, batch: &[Triple]) {
+pub async fn put_triples(server: &TestKinesis, pipeline: &Pipeline, batch: &[Triple]) {
     let client = server.client().await;
     let (pin, geo, user) = (
         &pipeline.streams[0],
@@ -51,9 +51,18 @@ pub async fn assert_exactly_once(pipeline: &Pipeline, n: i64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn available_now_lands_every_record_once_then_only_new_ones() {
-    let server = KinesisMock::start().await;
+    available_now_scenario(Kind::KinesisMock).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn available_now_on_the_embedded_server() {
+    available_now_scenario(Kind::Embedded).await;
+}
+
+async fn available_now_scenario(kind: Kind) {
+    let server = TestKinesis::start(kind).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &server.endpoint, "e2e", 1000);
+    let config = write_config(dir.path(), &server.endpoint(), "e2e", 1000);
     let pipeline = load_pipeline(&config);
     let client = server.client().await;
     for spec in &pipeline.streams {

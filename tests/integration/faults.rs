@@ -6,16 +6,25 @@ use std::sync::atomic::Ordering;
 use crate::end_to_end::{assert_exactly_once, put_triples};
 use crate::support::data::{records, triples};
 use crate::support::fault_proxy::{FaultPlan, FaultProxy};
-use crate::support::kinesis_mock::KinesisMock;
+use crate::support::servers::{Kind, TestKinesis};
 use crate::support::{
     create_stream, load_pipeline, put_records, query, query_counts, run_available_now, write_config,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_expired_iterators_and_outages_lose_and_duplicate_nothing() {
-    let server = KinesisMock::start().await;
+    faults_scenario(Kind::KinesisMock).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_faults_on_the_embedded_server() {
+    faults_scenario(Kind::Embedded).await;
+}
+
+async fn faults_scenario(kind: Kind) {
+    let server = TestKinesis::start(kind).await;
     let proxy = FaultProxy::start(
-        &server.endpoint,
+        server.endpoint(),
         FaultPlan {
             throttle_every: 3,
             expire_every: 5,
@@ -52,9 +61,9 @@ async fn throttling_expired_iterators_and_outages_lose_and_duplicate_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_records_go_to_the_dead_letter_table() {
-    let server = KinesisMock::start().await;
+    let server = TestKinesis::start(Kind::KinesisMock).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &server.endpoint, "dead", 100_000);
+    let config = write_config(dir.path(), server.endpoint(), "dead", 100_000);
     let pipeline = load_pipeline(&config);
     let client = server.client().await;
     for spec in &pipeline.streams {

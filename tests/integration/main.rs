@@ -6,6 +6,7 @@ mod api;
 mod checkpoint;
 mod cleaning_sql;
 mod crash;
+mod demo;
 mod emulator;
 mod end_to_end;
 mod faults;

@@ -6,16 +6,25 @@ use kinesis_delta::pipeline::{self, RunMode};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::data::{records, triples};
-use crate::support::kinesis_mock::KinesisMock;
+use crate::support::servers::{Kind, TestKinesis};
 use crate::support::{
     create_stream, load_pipeline, put_records, query_counts, wait_active, wait_until, write_config,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn splitting_a_shard_mid_stream_loses_and_duplicates_nothing() {
-    let server = KinesisMock::start().await;
+    split_scenario(Kind::KinesisMock).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn splitting_a_shard_on_the_embedded_server() {
+    split_scenario(Kind::Embedded).await;
+}
+
+async fn split_scenario(kind: Kind) {
+    let server = TestKinesis::start(kind).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &server.endpoint, "reshard", 100_000);
+    let config = write_config(dir.path(), server.endpoint(), "reshard", 100_000);
     let pipeline = load_pipeline(&config);
     let client = server.client().await;
     for spec in &pipeline.streams {

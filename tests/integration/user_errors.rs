@@ -8,14 +8,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::end_to_end::{assert_exactly_once, put_triples};
 use crate::support::data::triples;
-use crate::support::kinesis_mock::KinesisMock;
+use crate::support::servers::{Kind, TestKinesis};
 use crate::support::{create_stream, load_pipeline, repo, run_available_now, write_config};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_cleaning_sql_commits_nothing_and_its_batch_replays_once_fixed() {
-    let server = KinesisMock::start().await;
+    let server = TestKinesis::start(Kind::KinesisMock).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &server.endpoint, "sqlerr", 100_000);
+    let config = write_config(dir.path(), server.endpoint(), "sqlerr", 100_000);
     let pin_sql = dir.path().join("pin.sql");
     let text = std::fs::read_to_string(&config).unwrap();
     let shipped = repo().join("sql/pin.sql");
@@ -101,9 +101,9 @@ fn a_bad_config_fails_at_start_with_the_fix() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_stream_is_named_with_the_fix() {
-    let server = KinesisMock::start().await;
+    let server = TestKinesis::start(Kind::KinesisMock).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &server.endpoint, "nostream", 100_000);
+    let config = write_config(dir.path(), server.endpoint(), "nostream", 100_000);
     let output = Command::new(env!("CARGO_BIN_EXE_kinesis-delta"))
         .args(["run", "--available-now", "--config"])
         .arg(&config)

@@ -9,8 +9,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use kinesis_delta::source::KinesisClient;
-
 static INSTALL: Mutex<bool> = Mutex::new(false);
 
 fn tools_dir() -> PathBuf {
@@ -105,11 +103,6 @@ impl KinesisMock {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-    }
-
-    /// A client for this server.
-    pub async fn client(&self) -> KinesisClient {
-        super::client(&self.endpoint).await
     }
 }
 

@@ -4,6 +4,7 @@ pub mod data;
 pub mod fault_proxy;
 pub mod kinesis_mock;
 pub mod mariadb;
+pub mod servers;
 
 use std::path::{Path, PathBuf};
 

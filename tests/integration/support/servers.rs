@@ -1,0 +1,68 @@
+//! The two Kinesis servers the engine suite runs against: kinesis-mock (npm, a separate process) and
+//! the embedded ferrokinesis of local mode (in-process), both on loopback ports.
+
+use kinesis_delta::local::{LocalKinesis, LocalKinesisSettings};
+use kinesis_delta::source::KinesisClient;
+use tokio_util::sync::CancellationToken;
+
+use super::kinesis_mock::KinesisMock;
+
+/// Which server.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    /// kinesis-local@0.6.2.
+    KinesisMock,
+    /// ferrokinesis, as `kinesis-delta kinesis` runs it.
+    Embedded,
+}
+
+/// A running server.
+pub enum TestKinesis {
+    /// kinesis-mock.
+    Mock(KinesisMock),
+    /// The embedded server and the token that stops it.
+    Embedded(String, CancellationToken),
+}
+
+impl TestKinesis {
+    /// Starts a server of `kind`.
+    pub async fn start(kind: Kind) -> Self {
+        match kind {
+            Kind::KinesisMock => Self::Mock(KinesisMock::start().await),
+            Kind::Embedded => {
+                let cancel = CancellationToken::new();
+                let settings = LocalKinesisSettings {
+                    bind: "127.0.0.1:0".parse().unwrap(),
+                    state_dir: None,
+                };
+                let server = LocalKinesis::start(&settings, cancel.clone())
+                    .await
+                    .unwrap();
+                let endpoint = server.endpoint.clone();
+                tokio::spawn(server.stopped());
+                Self::Embedded(endpoint, cancel)
+            }
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn endpoint(&self) -> &str {
+        match self {
+            Self::Mock(m) => &m.endpoint,
+            Self::Embedded(endpoint, _) => endpoint,
+        }
+    }
+
+    /// A client for it.
+    pub async fn client(&self) -> KinesisClient {
+        super::client(self.endpoint()).await
+    }
+}
+
+impl Drop for TestKinesis {
+    fn drop(&mut self) {
+        if let Self::Embedded(_, cancel) = self {
+            cancel.cancel();
+        }
+    }
+}
