@@ -399,6 +399,10 @@ pub struct RunArgs {
     /// Progress output: one line per committed batch and table, as text or JSON lines.
     #[arg(long, value_enum, default_value_t = ProgressFormat::Text, env = "KINESIS_DELTA_PROGRESS")]
     pub progress: ProgressFormat,
+    /// When a stream is not the one its checkpoints were taken on (recreated, or its server lost
+    /// its data): stop, or restart from its earliest record (overrides the config).
+    #[arg(long, value_enum)]
+    pub on_lost_stream: Option<crate::config::LostStreamPolicy>,
 }
 
 /// How progress is printed.
@@ -424,6 +428,9 @@ impl RunArgs {
                 ));
             }
             pipeline.kinesis.initial_position = position;
+        }
+        if let Some(policy) = self.on_lost_stream {
+            pipeline.engine.on_lost_stream = policy;
         }
         Ok(pipeline)
     }

@@ -121,6 +121,18 @@ pub struct EngineSettings {
     pub max_batch_bytes: usize,
     /// GetRecords calls per second per shard (Kinesis allows 5 per shard, shared by all consumers).
     pub max_get_records_per_second: u32,
+    /// What to do when a stream was recreated (or its server lost its data) since the checkpoint.
+    pub on_lost_stream: LostStreamPolicy,
+}
+
+/// What the engine does when a stream is not the one its checkpoints were taken on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LostStreamPolicy {
+    /// Stop with an error that explains the choice (the default: nothing is read or skipped).
+    Stop,
+    /// Read the new stream from its earliest record, with a warning; the table keeps its rows.
+    Restart,
 }
 
 impl Default for EngineSettings {
@@ -130,6 +142,7 @@ impl Default for EngineSettings {
             max_batch_records: 100_000,
             max_batch_bytes: 64 * 1024 * 1024,
             max_get_records_per_second: 5,
+            on_lost_stream: LostStreamPolicy::Stop,
         }
     }
 }

@@ -45,6 +45,18 @@ pub enum EngineError {
         /// The batch.
         batch_id: i64,
     },
+    /// The stream is not the one the checkpoints were taken on.
+    #[error(
+        "stream `{stream}` was created at {current} but the table's checkpoint was taken on a stream created at {recorded}: the stream was recreated, or the Kinesis server lost its data, so its sequence numbers mean nothing to the checkpoint. Run with `--on-lost-stream restart` (or engine.on_lost_stream = \"restart\") to read the new stream from its earliest record (records of the old stream that were never committed are gone), or write to a new table"
+    )]
+    LostStream {
+        /// The stream.
+        stream: String,
+        /// Its creation time in the checkpoint (ms since the epoch).
+        recorded: i64,
+        /// Its creation time now.
+        current: i64,
+    },
     /// A bug.
     #[error("internal error (a bug in kinesis-delta, please report it): {0}")]
     Internal(String),
@@ -57,7 +69,8 @@ impl EngineError {
             Self::Config(_)
             | Self::Schema(_)
             | Self::Transform(_)
-            | Self::MissingManifest { .. } => ErrorKind::User,
+            | Self::MissingManifest { .. }
+            | Self::LostStream { .. } => ErrorKind::User,
             Self::Source(SourceError::StreamNotFound { .. }) => ErrorKind::User,
             Self::Source(_) | Self::Sink(_) => ErrorKind::External,
             Self::Internal(_) => ErrorKind::Internal,

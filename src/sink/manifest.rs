@@ -33,6 +33,10 @@ pub struct BatchManifest {
     pub positions: BTreeMap<String, ShardPosition>,
     /// When the batch was planned.
     pub planned_at: DateTime<Utc>,
+    /// When the stream was created (ms since the epoch), to notice a stream recreated under the
+    /// same name, whose sequence numbers mean nothing to these positions.
+    #[serde(default)]
+    pub stream_created_ms: Option<i64>,
 }
 
 /// What happened when a manifest was written.

@@ -54,3 +54,53 @@ async fn resumes_after_delta_checkpoint_and_log_cleanup() {
     );
     assert_exactly_once(&pipeline, 500).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_stream_stops_the_engine_unless_told_to_restart() {
+    use kinesis_delta::config::LostStreamPolicy;
+    use kinesis_delta::pipeline::{self, EngineError, RunMode};
+    use tokio_util::sync::CancellationToken;
+
+    let dir = tempfile::tempdir().unwrap();
+    let first = TestKinesis::start(Kind::Embedded).await;
+    let config = write_config(dir.path(), first.endpoint(), "lost", 100_000);
+    let pipeline = load_pipeline(&config);
+    let client = first.client().await;
+    for spec in &pipeline.streams {
+        create_stream(&client, &spec.stream, 1).await;
+    }
+    put_triples(&first, &pipeline, &triples(0, 100)).await;
+    run_available_now(&pipeline).await;
+    drop(first);
+
+    // The local server's state is lost: a new, empty server; the streams made again.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let second = TestKinesis::start(Kind::Embedded).await;
+    let client = second.client().await;
+    let mut pipeline = pipeline.clone();
+    pipeline.kinesis.endpoint_url = Some(second.endpoint().to_owned());
+    for spec in &pipeline.streams {
+        create_stream(&client, &spec.stream, 1).await;
+    }
+    put_triples(&second, &pipeline, &triples(100, 50)).await;
+
+    let (sender, _receiver) = tokio::sync::mpsc::unbounded_channel();
+    let err = pipeline::run(
+        &pipeline,
+        RunMode::AvailableNow,
+        CancellationToken::new(),
+        sender,
+    )
+    .await
+    .expect_err("the default policy stops");
+    assert!(matches!(err, EngineError::LostStream { .. }), "{err}");
+    assert!(
+        err.to_string().contains("--on-lost-stream restart"),
+        "{err}"
+    );
+
+    pipeline.engine.on_lost_stream = LostStreamPolicy::Restart;
+    let (summaries, _) = run_available_now(&pipeline).await;
+    assert!(summaries.iter().all(|s| s.records == 50), "{summaries:?}");
+    assert_exactly_once(&pipeline, 150).await;
+}
