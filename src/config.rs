@@ -5,6 +5,7 @@
 //! declared in `cli`) override single values. [`PipelineConfig::validate`] turns the raw file into a
 //! [`Pipeline`] before anything starts, so a bad value fails at start-up with the fix in the message.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -50,6 +51,10 @@ pub struct PipelineConfig {
     /// `[engine]`: micro-batch policy.
     #[serde(default)]
     pub engine: EngineSettings,
+    /// `[storage]`: object-store options for the table root, as delta-rs names them
+    /// (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ALLOW_HTTP`, `AWS_PROFILE`, …).
+    #[serde(default)]
+    pub storage: BTreeMap<String, String>,
     /// `[[streams]]`: one entry per stream → table.
     pub streams: Vec<StreamConfig>,
 }
@@ -176,6 +181,8 @@ pub struct Pipeline {
     pub kinesis: KinesisSettings,
     /// Engine settings.
     pub engine: EngineSettings,
+    /// Object-store options for the tables.
+    pub storage: BTreeMap<String, String>,
     /// One entry per stream.
     pub streams: Vec<StreamSpec>,
 }
@@ -345,6 +352,7 @@ impl PipelineConfig {
             table_root,
             kinesis: self.kinesis,
             engine: self.engine,
+            storage: self.storage,
             streams,
         })
     }

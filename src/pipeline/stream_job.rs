@@ -88,10 +88,10 @@ impl StreamJob {
         let cleaning = Cleaning::new(&spec.sql, &spec.sql_path, decoder.row_schema()).await?;
         let output_schema = cleaning.output_schema();
         let app_id = spec.app_id(&pipeline.name);
-        let mut table = DeltaSink::open(&spec.table_uri, &app_id).await?;
+        let mut table = DeltaSink::open_with(&spec.table_uri, &app_id, &pipeline.storage).await?;
         table.check_schema(&output_schema)?;
         // No min/max statistics for the raw bytes: they serve no query and bloat the log.
-        let dead_letters = DeltaSink::open(&spec.dead_letter_uri, &app_id)
+        let dead_letters = DeltaSink::open_with(&spec.dead_letter_uri, &app_id, &pipeline.storage)
             .await?
             .with_table_property(
                 "delta.dataSkippingStatsColumns",

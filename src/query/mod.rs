@@ -123,7 +123,7 @@ impl TableSet {
                 let name = uri.rsplit('/').next().unwrap_or(uri).to_owned();
                 names.push(name.clone());
                 let pinned = as_of.iter().find(|(t, _)| *t == name).map(|(_, a)| a);
-                tables.push(register(&ctx, &name, uri, pinned).await?);
+                tables.push(register(&ctx, &name, uri, pinned, &pipeline.storage).await?);
             }
         }
         if let Some((unknown, _)) = as_of.iter().find(|(t, _)| !names.contains(t)) {
@@ -169,6 +169,7 @@ async fn register(
     name: &str,
     uri: &str,
     as_of: Option<&AsOf>,
+    storage: &std::collections::BTreeMap<String, String>,
 ) -> Result<TableInfo, QueryError> {
     let err = |message: String| QueryError::Table {
         name: name.to_owned(),
@@ -178,6 +179,12 @@ async fn register(
     let url = url::Url::parse(uri).map_err(|e| err(e.to_string()))?;
     let mut table = deltalake::DeltaTableBuilder::from_url(url.clone())
         .map_err(|e| err(e.to_string()))?
+        .with_storage_options(
+            storage
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        )
         .build()
         .map_err(|e| err(e.to_string()))?;
     if url.to_file_path().is_ok_and(|p| !p.exists())

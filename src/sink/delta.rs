@@ -53,6 +53,15 @@ impl std::fmt::Debug for DeltaSink {
 impl DeltaSink {
     /// Opens the table at `uri` (it need not exist yet).
     pub async fn open(uri: &str, app_id: &str) -> Result<Self, SinkError> {
+        Self::open_with(uri, app_id, &std::collections::BTreeMap::new()).await
+    }
+
+    /// Opens the table at `uri` with object-store options (`AWS_ENDPOINT_URL`, …).
+    pub async fn open_with(
+        uri: &str,
+        app_id: &str,
+        storage: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Self, SinkError> {
         let err = |source| SinkError::Delta {
             table: uri.to_owned(),
             source,
@@ -62,8 +71,13 @@ impl DeltaSink {
                 e.to_string(),
             ))
         })?;
+        let options = storage
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let mut table = DeltaTableBuilder::from_url(url)
             .map_err(err)?
+            .with_storage_options(options)
             .build()
             .map_err(err)?;
         let schema = if table.verify_deltatable_existence().await.map_err(err)? {

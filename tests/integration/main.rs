@@ -11,6 +11,7 @@ mod emulator;
 mod end_to_end;
 mod faults;
 mod reshard;
+mod s3;
 mod streams_cli;
 mod support;
 mod user_errors;
