@@ -266,18 +266,17 @@ async fn write_dataset(args: DatasetArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    if let Some(path) = args
+    // SQLite creates the file, not its folder.
+    let sqlite_file = args
         .database
         .strip_prefix("sqlite://")
-        .map(|p| p.split('?').next().unwrap_or(p))
+        .map(|p| p.split('?').next().unwrap_or(p));
+    if let Some(parent) = sqlite_file
+        .and_then(|path| std::path::Path::new(path).parent())
+        .filter(|p| !p.as_os_str().is_empty())
     {
-        if let Some(parent) = std::path::Path::new(path)
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
-        }
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
     }
     let rows = dataset::load_sql(&data, &args.database).await?;
     println!("loaded {rows} rows into each of pinterest_data, geolocation_data, user_data");

@@ -48,9 +48,9 @@ pub fn write_files(
         unreachable!("three tables")
     };
     if format == FileFormat::Csv {
-        header::<PinRow>(pin, &PIN_COLUMNS).map_err(io(&paths[0]))?;
-        header::<GeoRow>(geo, &GEO_COLUMNS).map_err(io(&paths[1]))?;
-        header::<UserRow>(user, &USER_COLUMNS).map_err(io(&paths[2]))?;
+        header(pin, &PIN_COLUMNS).map_err(io(&paths[0]))?;
+        header(geo, &GEO_COLUMNS).map_err(io(&paths[1]))?;
+        header(user, &USER_COLUMNS).map_err(io(&paths[2]))?;
     }
     for post in dataset.posts() {
         write_row(pin, &post.pin, format).map_err(io(&paths[0]))?;
@@ -80,7 +80,7 @@ const PIN_COLUMNS: [&str; 12] = [
 const GEO_COLUMNS: [&str; 5] = ["ind", "timestamp", "latitude", "longitude", "country"];
 const USER_COLUMNS: [&str; 5] = ["ind", "first_name", "last_name", "age", "date_joined"];
 
-fn header<T>(out: &mut impl Write, columns: &[&str]) -> std::io::Result<()> {
+fn header(out: &mut impl Write, columns: &[&str]) -> std::io::Result<()> {
     writeln!(out, "{}", columns.join(","))
 }
 

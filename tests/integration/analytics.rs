@@ -19,7 +19,18 @@ use serde_json::json;
 use crate::support::{load_pipeline, repo, write_config};
 
 /// (id, country, category, follower_count, poster, post time, age, joined)
-const POSTS: [(i64, &str, &str, &str, &str, &str, i64, &str); 9] = [
+type Post = (
+    i64,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    i64,
+    &'static str,
+);
+
+const POSTS: [Post; 9] = [
     (
         1,
         "Albania",

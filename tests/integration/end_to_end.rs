@@ -62,7 +62,7 @@ async fn available_now_on_the_embedded_server() {
 async fn available_now_scenario(kind: Kind) {
     let server = TestKinesis::start(kind).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &server.endpoint(), "e2e", 1000);
+    let config = write_config(dir.path(), server.endpoint(), "e2e", 1000);
     let pipeline = load_pipeline(&config);
     let client = server.client().await;
     for spec in &pipeline.streams {
