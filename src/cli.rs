@@ -356,6 +356,16 @@ pub struct PipelineArgs {
     pub user_id: Option<String>,
 }
 
+impl Cli {
+    /// The log filter: the one given, or a default that fits the command.
+    pub fn log_filter(&self) -> String {
+        self.log.clone().unwrap_or_else(|| match self.command {
+            Command::Api(_) => "warn,kinesis_delta=info".to_owned(),
+            _ => "warn,kinesis_delta=info,kinesis_delta::api::access=warn".to_owned(),
+        })
+    }
+}
+
 impl PipelineArgs {
     /// Loads the config, applies these overrides and validates the result.
     pub fn pipeline(&self) -> Result<Pipeline, ConfigError> {

@@ -24,7 +24,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_new(cli.log_filter())
+                .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -341,6 +342,15 @@ async fn emulate(args: EmulateArgs) -> anyhow::Result<()> {
             println!("  {stream}: {accepted} records accepted");
         }
         println!("retried: {}, failed: {}", summary.retried, summary.failed);
+        println!(
+            "{:.1} s: {:.0} posts/s; {} requests, {:.0} requests/s, round trip p50 {:.2} ms, p99 {:.2} ms",
+            summary.seconds,
+            summary.posts as f64 / summary.seconds.max(1e-9),
+            summary.latency.requests,
+            summary.latency.requests as f64 / summary.seconds.max(1e-9),
+            summary.latency.p50_ms,
+            summary.latency.p99_ms
+        );
     }
     if summary.failed > 0 {
         anyhow::bail!(

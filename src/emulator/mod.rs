@@ -85,10 +85,52 @@ pub struct Counters {
     pub retried: AtomicU64,
     /// Records given up on.
     pub failed: AtomicU64,
+    /// Every request's round trip, in microseconds.
+    pub latencies_us: std::sync::Mutex<Vec<u32>>,
+}
+
+impl Counters {
+    /// Records one request's round trip.
+    pub fn record_latency(&self, elapsed: Duration) {
+        let us = u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX);
+        if let Ok(mut all) = self.latencies_us.lock() {
+            all.push(us);
+        }
+    }
+
+    /// (requests, p50, p99) of the round trips so far.
+    pub fn latency(&self) -> RequestLatency {
+        let mut all = self
+            .latencies_us
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default();
+        all.sort_unstable();
+        let at = |q: f64| {
+            let i = ((all.len() as f64 * q).ceil() as usize).clamp(1, all.len().max(1)) - 1;
+            all.get(i).map_or(0.0, |us| f64::from(*us) / 1000.0)
+        };
+        RequestLatency {
+            requests: all.len() as u64,
+            p50_ms: at(0.50),
+            p99_ms: at(0.99),
+        }
+    }
+}
+
+/// Request round trips of a run.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct RequestLatency {
+    /// Requests made.
+    pub requests: u64,
+    /// Median round trip, ms.
+    pub p50_ms: f64,
+    /// 99th percentile round trip, ms.
+    pub p99_ms: f64,
 }
 
 /// The exact outcome of a run.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Summary {
     /// Posts sent (each is three records).
     pub posts: u64,
@@ -98,6 +140,10 @@ pub struct Summary {
     pub retried: u64,
     /// Records that were never accepted.
     pub failed: u64,
+    /// Wall-clock seconds of the run.
+    pub seconds: f64,
+    /// Request round trips.
+    pub latency: RequestLatency,
 }
 
 /// Why the emulator could not run.
@@ -202,6 +248,8 @@ pub async fn run(
         accepted,
         retried: counters.retried.load(Ordering::SeqCst),
         failed: counters.failed.load(Ordering::SeqCst),
+        seconds: started.elapsed().as_secs_f64(),
+        latency: counters.latency(),
     })
 }
 

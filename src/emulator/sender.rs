@@ -242,7 +242,10 @@ pub async fn send_all(
         let mut rest = entries.into_iter().peekable();
         while rest.peek().is_some() {
             let part: Vec<Entry> = rest.by_ref().take(chunk).collect();
-            match target.put(stream, &part, single).await {
+            let sent_at = std::time::Instant::now();
+            let outcome = target.put(stream, &part, single).await;
+            counters.record_latency(sent_at.elapsed());
+            match outcome {
                 Ok(results) => {
                     for (entry, error) in part.into_iter().zip(results) {
                         match error {
