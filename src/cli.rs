@@ -14,14 +14,10 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
-    /// Log filter (tracing's `RUST_LOG` syntax), e.g. `info` or `kinesis_delta=debug`.
-    #[arg(
-        long,
-        global = true,
-        env = "RUST_LOG",
-        default_value = "warn,kinesis_delta=info"
-    )]
-    pub log: String,
+    /// Log filter (tracing's `RUST_LOG` syntax), e.g. `info` or `kinesis_delta=debug`. The API's
+    /// access log is `kinesis_delta::api::access` (on by default for `api` only).
+    #[arg(long, global = true, env = "RUST_LOG")]
+    pub log: Option<String>,
 }
 
 /// The subcommands.
