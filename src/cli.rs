@@ -332,23 +332,23 @@ pub struct KinesisArgs {
 pub struct PipelineArgs {
     /// The pipeline config (TOML). Default: the built-in Pinterest pipeline, with paths relative
     /// to the current folder.
-    #[arg(long, short, env = "KINESIS_DELTA_CONFIG")]
+    #[arg(long, short, global = true, env = "KINESIS_DELTA_CONFIG")]
     pub config: Option<PathBuf>,
     /// Kinesis endpoint (a local server, e.g. http://127.0.0.1:4567). The AWS SDK's
     /// AWS_ENDPOINT_URL_KINESIS / AWS_ENDPOINT_URL are honoured too.
-    #[arg(long, env = "KINESIS_DELTA_ENDPOINT_URL")]
+    #[arg(long, global = true, env = "KINESIS_DELTA_ENDPOINT_URL")]
     pub endpoint_url: Option<String>,
     /// AWS region.
-    #[arg(long, env = "AWS_REGION")]
+    #[arg(long, global = true, env = "AWS_REGION")]
     pub region: Option<String>,
     /// AWS profile for credentials.
-    #[arg(long, env = "AWS_PROFILE")]
+    #[arg(long, global = true, env = "AWS_PROFILE")]
     pub profile: Option<String>,
     /// Where the tables are written: a folder or s3://bucket/prefix.
-    #[arg(long, env = "KINESIS_DELTA_TABLE_ROOT")]
+    #[arg(long, global = true, env = "KINESIS_DELTA_TABLE_ROOT")]
     pub table_root: Option<String>,
     /// Substituted for {user_id} in the config's stream names.
-    #[arg(long, env = "KINESIS_DELTA_USER_ID")]
+    #[arg(long, global = true, env = "KINESIS_DELTA_USER_ID")]
     pub user_id: Option<String>,
 }
 

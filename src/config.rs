@@ -15,6 +15,20 @@ use serde::Deserialize;
 /// The shipped Pinterest pipeline, used when no `--config` is given.
 pub const DEFAULT_CONFIG: &str = include_str!("../kinesis-delta.toml");
 
+/// The shipped SQL files, used by the built-in config when `./sql` does not hold them (the binary
+/// run outside the repository). Files on disk always win: users edit SQL, not Rust.
+const SHIPPED_SQL: [(&str, &str); 6] = [
+    ("sql/pin.schema.sql", include_str!("../sql/pin.schema.sql")),
+    ("sql/pin.sql", include_str!("../sql/pin.sql")),
+    ("sql/geo.schema.sql", include_str!("../sql/geo.schema.sql")),
+    ("sql/geo.sql", include_str!("../sql/geo.sql")),
+    (
+        "sql/user.schema.sql",
+        include_str!("../sql/user.schema.sql"),
+    ),
+    ("sql/user.sql", include_str!("../sql/user.sql")),
+];
+
 /// A configuration that cannot run. Always the user's to fix; retrying does not help.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -57,6 +71,9 @@ pub struct PipelineConfig {
     pub storage: BTreeMap<String, String>,
     /// `[[streams]]`: one entry per stream → table.
     pub streams: Vec<StreamConfig>,
+    /// Loaded from the built-in default (the shipped SQL may then come from the binary).
+    #[serde(skip)]
+    pub builtin: bool,
 }
 
 /// `[pipeline]`.
@@ -219,10 +236,11 @@ impl PipelineConfig {
     /// Reads a config file, or the built-in one when `path` is `None`.
     pub fn load(path: Option<&Path>) -> Result<(Self, PathBuf), ConfigError> {
         match path {
-            None => Ok((
-                Self::parse(DEFAULT_CONFIG, "(built-in)")?,
-                PathBuf::from("."),
-            )),
+            None => {
+                let mut config = Self::parse(DEFAULT_CONFIG, "(built-in)")?;
+                config.builtin = true;
+                Ok((config, PathBuf::from(".")))
+            }
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                     path: path.to_owned(),
@@ -320,8 +338,15 @@ impl PipelineConfig {
                     s.name
                 ));
             }
+            let builtin = self.builtin;
             let read = |path: &Path| {
                 let full = base.join(path);
+                let shipped = SHIPPED_SQL
+                    .iter()
+                    .find(|(p, _)| builtin && Path::new(p) == path);
+                if let (false, Some((_, text))) = (full.exists(), shipped) {
+                    return Ok((path.to_path_buf(), (*text).to_owned()));
+                }
                 std::fs::read_to_string(&full).map(|text| (full.clone(), text)).map_err(|e| {
                     ConfigError::Invalid(format!(
                         "cannot read {} for stream `{}`: {e} (paths are relative to the config file)",
@@ -417,6 +442,25 @@ mod tests {
             pipeline.streams[0]
                 .dead_letter_uri
                 .ends_with("/pin_dead_letters")
+        );
+    }
+
+    #[test]
+    fn the_built_in_config_runs_outside_the_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut config, _) = PipelineConfig::load(None).unwrap();
+        config.pipeline.table_root = dir.path().join("tables").display().to_string();
+        let pipeline = config.validate(dir.path()).unwrap();
+        assert!(pipeline.streams[0].sql.contains("follower_count"));
+        let (mut from_file, _) = PipelineConfig::load(Some(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/kinesis-delta.toml"
+        ))))
+        .unwrap();
+        from_file.pipeline.table_root = dir.path().join("tables").display().to_string();
+        assert!(
+            from_file.validate(dir.path()).is_err(),
+            "a config file's paths must exist"
         );
     }
 
