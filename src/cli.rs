@@ -55,6 +55,9 @@ pub struct DemoArgs {
     /// Posts the emulator sends.
     #[arg(long, default_value_t = 2000)]
     pub posts: u64,
+    /// Stop posting after this long (e.g. "2m"), even before --posts are sent.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<std::time::Duration>,
     /// Posts per second.
     #[arg(long, default_value_t = 200.0)]
     pub rate: f64,

@@ -37,6 +37,8 @@ pub struct DemoSettings {
     pub data_dir: PathBuf,
     /// Posts the emulator sends.
     pub posts: u64,
+    /// Stop posting after this long.
+    pub duration: Option<Duration>,
     /// Posts per second.
     pub rate: f64,
     /// Shards per stream.
@@ -136,7 +138,7 @@ pub async fn run(
         streams: [stream("pin")?, stream("geo")?, stream("user")?],
         pace: Pace::Rate(settings.rate),
         count: Some(settings.posts),
-        duration: None,
+        duration: settings.duration,
         batch: Some(10),
         sequential: false,
         seed: 100,

@@ -585,6 +585,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let settings = kinesis_delta::demo::DemoSettings {
         data_dir: args.data_dir.clone(),
         posts: args.posts,
+        duration: args.duration,
         rate: args.rate,
         shards: args.shards,
         analytics: args.analytics.clone(),

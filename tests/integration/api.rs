@@ -493,3 +493,23 @@ async fn the_openapi_document_matches_what_the_server_accepts() {
     }
     assert_eq!(operations, 7, "every documented operation was checked");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kinesis_throttling_is_a_429_with_its_type() {
+    use crate::support::fault_proxy::{FaultPlan, FaultProxy};
+    let server = KinesisMock::start().await;
+    create_stream(&client(&server.endpoint).await, "throttled", 1).await;
+    let proxy = FaultProxy::start_with(&server.endpoint, FaultPlan::NONE, true).await;
+    let app = api::app(client(&proxy.endpoint).await, &ApiSettings::default());
+    let (status, json) = call(
+        &app,
+        "PUT",
+        "/streams/throttled/record",
+        Some(r#"{"Data": 1, "PartitionKey": "k"}"#),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{json}");
+    assert_eq!(json["__type"], "ProvisionedThroughputExceededException");
+    assert!(json["message"].as_str().unwrap().contains("Rate exceeded"));
+}

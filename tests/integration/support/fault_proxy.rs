@@ -21,6 +21,15 @@ pub struct FaultPlan {
     pub unavailable_every: u64,
 }
 
+impl FaultPlan {
+    /// No faults on GetRecords.
+    pub const NONE: Self = Self {
+        throttle_every: 0,
+        expire_every: 0,
+        unavailable_every: 0,
+    };
+}
+
 /// Counts of what the proxy did.
 #[derive(Debug, Default)]
 pub struct FaultCounts {
@@ -35,6 +44,7 @@ pub struct FaultCounts {
 }
 
 struct ProxyState {
+    throttle_puts: bool,
     upstream: String,
     http: reqwest::Client,
     plan: FaultPlan,
@@ -52,8 +62,14 @@ pub struct FaultProxy {
 impl FaultProxy {
     /// Starts a proxy to `upstream`.
     pub async fn start(upstream: &str, plan: FaultPlan) -> Self {
+        Self::start_with(upstream, plan, false).await
+    }
+
+    /// Starts a proxy that also throttles every PutRecord when `throttle_puts`.
+    pub async fn start_with(upstream: &str, plan: FaultPlan, throttle_puts: bool) -> Self {
         let counts = Arc::new(FaultCounts::default());
         let state = Arc::new(ProxyState {
+            throttle_puts,
             upstream: upstream.to_owned(),
             http: reqwest::Client::new(),
             plan,
@@ -86,6 +102,13 @@ async fn forward(
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
+    if target.ends_with(".PutRecord") && state.throttle_puts {
+        state.counts.throttled.fetch_add(1, Ordering::SeqCst);
+        return kinesis_error(
+            "ProvisionedThroughputExceededException",
+            "Rate exceeded for shard",
+        );
+    }
     if target.ends_with(".GetRecords") {
         let n = state.counts.get_records.fetch_add(1, Ordering::SeqCst) + 1;
         let hits = |every: u64| every > 0 && n % every == 0;
