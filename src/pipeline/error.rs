@@ -47,7 +47,7 @@ pub enum EngineError {
     },
     /// The stream is not the one the checkpoints were taken on.
     #[error(
-        "stream `{stream}` was created at {current} but the table's checkpoint was taken on a stream created at {recorded}: the stream was recreated, or the Kinesis server lost its data, so its sequence numbers mean nothing to the checkpoint. Run with `--on-lost-stream restart` (or engine.on_lost_stream = \"restart\") to read the new stream from its earliest record (records of the old stream that were never committed are gone), or write to a new table"
+        "stream `{stream}` is not the stream the table's checkpoint was taken on (created at {current} ms, the checkpoint's at {recorded} ms, or its checkpointed records are not there): the stream was recreated, the records aged out of retention, or the Kinesis server lost its data, so its sequence numbers mean nothing to the checkpoint. Run with `--on-lost-stream restart` (or engine.on_lost_stream = \"restart\") to read the new stream from its earliest record (records of the old stream that were never committed are gone), or write to a new table"
     )]
     LostStream {
         /// The stream.

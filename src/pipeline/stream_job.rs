@@ -125,24 +125,41 @@ impl StreamJob {
                         table: spec.table_uri.clone(),
                         batch_id: committed,
                     })?;
-            match (manifest.stream_created_ms, stream_created_ms) {
-                (Some(recorded), Some(current)) if recorded != current => {
-                    match pipeline.engine.on_lost_stream {
-                        LostStreamPolicy::Stop => {
-                            return Err(EngineError::LostStream {
-                                stream: spec.stream.clone(),
-                                recorded,
-                                current,
-                            });
-                        }
-                        LostStreamPolicy::Restart => {
-                            tracing::warn!(
-                                stream = %spec.stream,
-                                "the stream was recreated since the checkpoint: reading it from its earliest record; records of the old stream that were never committed are gone"
-                            );
-                        }
+            let unreadable = source
+                .unreadable_checkpoints(&manifest.positions, cancel)
+                .await?;
+            if !unreadable.is_empty() {
+                tracing::warn!(stream = %spec.stream, shards = ?unreadable, "checkpointed records are not readable at their sequence numbers");
+            }
+            let current_starts = source.shard_starts();
+            let shard_reborn = !unreadable.is_empty()
+                || manifest.shard_starts.iter().any(|(shard, start)| {
+                    current_starts.get(shard).is_some_and(|now| now != start)
+                });
+            let created_differs = matches!(
+                (manifest.stream_created_ms, stream_created_ms),
+                (Some(recorded), Some(current)) if recorded != current
+            );
+            match (
+                created_differs || shard_reborn,
+                manifest.stream_created_ms,
+                stream_created_ms,
+            ) {
+                (true, recorded, current) => match pipeline.engine.on_lost_stream {
+                    LostStreamPolicy::Stop => {
+                        return Err(EngineError::LostStream {
+                            stream: spec.stream.clone(),
+                            recorded: recorded.unwrap_or_default(),
+                            current: current.unwrap_or_default(),
+                        });
                     }
-                }
+                    LostStreamPolicy::Restart => {
+                        tracing::warn!(
+                            stream = %spec.stream,
+                            "the stream was recreated since the checkpoint: reading it from its earliest record; records of the old stream that were never committed are gone"
+                        );
+                    }
+                },
                 _ => {
                     source.restore(&manifest.positions);
                     tracing::info!(stream = %spec.stream, batch_id = committed, "resuming after the last committed batch");
@@ -230,6 +247,7 @@ impl StreamJob {
             positions: self.source.positions(),
             planned_at: Utc::now(),
             stream_created_ms: self.stream_created_ms,
+            shard_starts: self.source.shard_starts(),
         };
         match self.manifests.create(&manifest).await? {
             ManifestOutcome::Created => Ok(Some(PlannedBatch {

@@ -37,6 +37,10 @@ pub struct BatchManifest {
     /// same name, whose sequence numbers mean nothing to these positions.
     #[serde(default)]
     pub stream_created_ms: Option<i64>,
+    /// Each shard's first sequence number when the batch was planned (the same purpose, and
+    /// finer than a creation time).
+    #[serde(default)]
+    pub shard_starts: BTreeMap<String, String>,
 }
 
 /// What happened when a manifest was written.

@@ -16,6 +16,8 @@ pub struct ShardInfo {
     pub parent: Option<String>,
     /// `AdjacentParentShardId`, set on shards made by a merge.
     pub adjacent_parent: Option<String>,
+    /// The shard's first sequence number: it differs between two incarnations of a stream.
+    pub starting_sequence: Option<String>,
 }
 
 impl ShardInfo {
@@ -57,10 +59,15 @@ pub async fn list_shards(
                 };
             }
         };
-        shards.extend(page.shards().iter().map(|s| ShardInfo {
-            shard_id: s.shard_id().to_owned(),
-            parent: s.parent_shard_id().map(str::to_owned),
-            adjacent_parent: s.adjacent_parent_shard_id().map(str::to_owned),
+        shards.extend(page.shards().iter().map(|s| {
+            ShardInfo {
+                shard_id: s.shard_id().to_owned(),
+                parent: s.parent_shard_id().map(str::to_owned),
+                adjacent_parent: s.adjacent_parent_shard_id().map(str::to_owned),
+                starting_sequence: s
+                    .sequence_number_range()
+                    .map(|r| r.starting_sequence_number().to_owned()),
+            }
         }));
         next_token = page.next_token().map(str::to_owned);
         if next_token.is_none() {
@@ -94,6 +101,7 @@ mod tests {
             shard_id: id.into(),
             parent: parent.map(Into::into),
             adjacent_parent: adjacent.map(Into::into),
+            starting_sequence: None,
         }
     }
 

@@ -96,6 +96,18 @@ impl StreamSource {
         &self.stream
     }
 
+    /// Each listed shard's first sequence number (identifies this incarnation of the stream).
+    pub fn shard_starts(&self) -> BTreeMap<String, String> {
+        self.shards
+            .iter()
+            .filter_map(|s| {
+                s.starting_sequence
+                    .clone()
+                    .map(|start| (s.shard_id.clone(), start))
+            })
+            .collect()
+    }
+
     /// Each known shard's position.
     pub fn positions(&self) -> BTreeMap<String, ShardPosition> {
         self.readers
@@ -244,6 +256,51 @@ impl StreamSource {
                 return Ok(batch);
             }
         }
+    }
+
+    /// The shards whose checkpointed last record is no longer readable at its sequence number: the
+    /// stream is another incarnation (recreated, or a server that lost its data) or the record aged
+    /// out of retention. Either way the checkpoint cannot prove that nothing after it was lost.
+    pub async fn unreadable_checkpoints(
+        &self,
+        positions: &BTreeMap<String, ShardPosition>,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<String>, SourceError> {
+        let mut unreadable = Vec::new();
+        for (shard_id, position) in positions {
+            let Some(last) = &position.last else { continue };
+            if !self.shards.iter().any(|s| &s.shard_id == shard_id) {
+                continue; // aged out of the listing: nothing of it is left to read anyway
+            }
+            let mut reader = ShardReader::new(
+                &self.stream,
+                shard_id,
+                StartPosition::AtSequence(last.clone()),
+                None,
+                self.calls_per_second,
+            );
+            let mut found = false;
+            for _ in 0..3 {
+                match reader.fetch(&self.client, 1, cancel).await {
+                    Ok(outcome) => {
+                        if let Some(record) = outcome.records.first() {
+                            found = &record.sequence_number == last;
+                            break;
+                        }
+                        if outcome.caught_up() {
+                            break;
+                        }
+                    }
+                    // A sequence number the shard never had is refused outright.
+                    Err(SourceError::Call { .. }) => break,
+                    Err(other) => return Err(other),
+                }
+            }
+            if !found {
+                unreadable.push(shard_id.clone());
+            }
+        }
+        Ok(unreadable)
     }
 
     /// Reads exactly the records of a planned batch again: for each shard, `first..=last`.
