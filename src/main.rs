@@ -319,10 +319,11 @@ async fn emulate(args: EmulateArgs) -> anyhow::Result<()> {
     target.check().await?;
     let counters = std::sync::Arc::new(Counters::default());
     let cancel = shutdown_on_signal();
+    let done = CancellationToken::new();
     let progress = tokio::spawn(show_progress(
         std::sync::Arc::clone(&counters),
         args.count,
-        cancel.child_token(),
+        done.clone(),
     ));
     let result = emulator::run(
         &source,
@@ -332,7 +333,8 @@ async fn emulate(args: EmulateArgs) -> anyhow::Result<()> {
         &cancel,
     )
     .await;
-    progress.abort();
+    done.cancel();
+    let _ = progress.await;
     let summary = result?;
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
@@ -394,12 +396,19 @@ async fn show_progress(
                 counters.retried.load(Ordering::Relaxed),
                 counters.failed.load(Ordering::Relaxed)
             ));
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            tokio::select! {
+                () = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+                () = cancel.cancelled() => {}
+            }
         }
+        bar.finish_and_clear();
     } else {
         let started = std::time::Instant::now();
         loop {
-            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            tokio::select! {
+                () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                () = cancel.cancelled() => return,
+            }
             let posts = counters.posts.load(Ordering::Relaxed);
             eprintln!(
                 "{posts} posts ({:.0}/s), {} records accepted, {} retried, {} failed",
