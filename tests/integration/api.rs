@@ -513,3 +513,53 @@ async fn kinesis_throttling_is_a_429_with_its_type() {
     assert_eq!(json["__type"], "ProvisionedThroughputExceededException");
     assert!(json["message"].as_str().unwrap().contains("Rate exceeded"));
 }
+
+/// A "Kinesis" that accepts connections and never answers.
+async fn silent_endpoint() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    endpoint
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_kinesis_is_answered_408_and_shutdown_lets_in_flight_requests_finish() {
+    let settings = ApiSettings {
+        request_timeout: Duration::from_millis(1500),
+        ..ApiSettings::default()
+    };
+    let app = api::app(client(&silent_endpoint().await).await, &settings);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let cancel = CancellationToken::new();
+    let server = tokio::spawn(api::serve(listener, app, cancel.clone()));
+
+    let request = tokio::spawn(async move {
+        reqwest::Client::new()
+            .put(format!("{url}/streams/s/record"))
+            .body(r#"{"Data": 1, "PartitionKey": "k"}"#)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    });
+    // Shut down while the request is in flight: it still gets its answer.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cancel.cancel();
+    assert_eq!(
+        request
+            .await
+            .unwrap()
+            .expect("the in-flight request is answered"),
+        408
+    );
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("the server stops once the request is done")
+        .unwrap()
+        .unwrap();
+}
