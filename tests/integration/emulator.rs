@@ -175,6 +175,32 @@ async fn direct_to_kinesis_from_sqlite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_json_lines_files_in_order() {
+    let setup = setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = Dataset::new(DatasetSpec {
+        rows: 150,
+        ..DatasetSpec::default()
+    });
+    dataset::write_files(&data, dir.path(), dataset::FileFormat::Jsonl).unwrap();
+    let source = PostSource::Files(Arc::new(dataset::read_json_lines(dir.path()).unwrap()));
+    let summary = emulator::run(
+        &source,
+        &Target::api(&setup.api, None),
+        &settings(150, Some(30), true),
+        Arc::new(Counters::default()),
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (summary.posts, counts(&summary)),
+        (150, vec![150, 150, 150])
+    );
+    assert_streams_hold(&setup.server.endpoint, &data.posts().collect::<Vec<_>>()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_outages_and_partial_failures_are_retried_to_exact_counts() {
     let setup = setup().await;
     let proxy = ApiFaultProxy::start(&setup.api, 4, 3).await;
