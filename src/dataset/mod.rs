@@ -10,7 +10,7 @@ mod generator;
 mod output;
 mod sql;
 
-pub use generator::{Dataset, DatasetSpec};
+pub use generator::{CATEGORIES, Dataset, DatasetSpec};
 pub use output::{FileFormat, read_json_lines, write_files};
 pub use sql::{SqlTables, load_sql};
 

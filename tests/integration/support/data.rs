@@ -1,23 +1,8 @@
 //! Generated Pinterest triples (pin, geo, user sharing one id) for the engine tests, with the
 //! dirty values of REFERENCE.md §1 mixed in, and the follower-count rule of the brief as an oracle.
 
+use kinesis_delta::dataset::CATEGORIES;
 use serde_json::{Value, json};
-
-const CATEGORIES: [&str; 13] = [
-    "art",
-    "beauty",
-    "christmas",
-    "diy-and-crafts",
-    "education",
-    "event-planning",
-    "finance",
-    "home-decor",
-    "mens-fashion",
-    "quotes",
-    "tattoos",
-    "travel",
-    "vehicles",
-];
 
 /// One post: the three records, as JSON values.
 #[derive(Debug, Clone)]
