@@ -1,0 +1,88 @@
+//! The `kinesis-delta` binary: parses arguments, sets up logging and the shutdown signal, and hands
+//! each subcommand to its module here, which calls the library and prints for people.
+
+mod emulate;
+mod engine;
+mod query;
+mod servers;
+mod streams;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use kinesis_delta::cli::{Cli, Command};
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(cli.log_filter())
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => engine::run(args).await,
+            Command::Streams(args) => streams::streams_command(args).await,
+            Command::Api(args) => servers::serve_api(args).await,
+            Command::Kinesis(args) => servers::serve_kinesis(args).await,
+            Command::Dataset(args) => emulate::write_dataset(args).await,
+            Command::Emulate(args) => emulate::emulate(args).await,
+            Command::Query(args) => query::query(args).await,
+            Command::Report(args) => query::report(args).await,
+            Command::Demo(args) => engine::demo(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Cancels the token on Ctrl-C or SIGTERM; a second signal exits at once.
+pub fn shutdown_on_signal() -> CancellationToken {
+    let cancel = CancellationToken::new();
+    let token = cancel.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::warn!("stopping: finishing in-flight work (signal again to abort)");
+        token.cancel();
+        wait_for_signal().await;
+        std::process::exit(130);
+    });
+    cancel
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
