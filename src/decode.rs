@@ -185,30 +185,33 @@ impl RecordDecoder {
     }
 
     fn metadata_columns(&self, records: &[&KinesisRecord]) -> Vec<ArrayRef> {
-        let n = records.len();
-        let stream: ArrayRef = Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
-            self.stream.as_ref(),
-            n,
-        )));
-        vec![
-            stream,
-            Arc::new(StringArray::from_iter_values(
-                records.iter().map(|r| r.shard_id.as_ref()),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                records.iter().map(|r| r.sequence_number.as_str()),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                records.iter().map(|r| r.partition_key.as_str()),
-            )),
-            Arc::new(
-                TimestampMillisecondArray::from_iter(
-                    records.iter().map(|r| r.approximate_arrival_ms),
-                )
-                .with_timezone("UTC"),
-            ),
-        ]
+        metadata_columns(&self.stream, records)
     }
+}
+
+/// The metadata columns of `records` read from `stream`.
+fn metadata_columns(stream_name: &str, records: &[&KinesisRecord]) -> Vec<ArrayRef> {
+    let n = records.len();
+    let stream: ArrayRef = Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+        stream_name,
+        n,
+    )));
+    vec![
+        stream,
+        Arc::new(StringArray::from_iter_values(
+            records.iter().map(|r| r.shard_id.as_ref()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            records.iter().map(|r| r.sequence_number.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            records.iter().map(|r| r.partition_key.as_str()),
+        )),
+        Arc::new(
+            TimestampMillisecondArray::from_iter(records.iter().map(|r| r.approximate_arrival_ms))
+                .with_timezone("UTC"),
+        ),
+    ]
 }
 
 fn metadata_fields() -> Vec<Field> {
@@ -247,8 +250,7 @@ pub fn dead_letter_schema() -> SchemaRef {
 /// Turns dead letters into a batch of [`dead_letter_schema`].
 pub fn dead_letter_batch(stream: &str, dead: &[DeadLetter]) -> Result<RecordBatch, ArrowError> {
     let records: Vec<&KinesisRecord> = dead.iter().map(|d| &d.record).collect();
-    let decoder = RecordDecoder::new(stream, Arc::new(Schema::empty()));
-    let mut columns = decoder.metadata_columns(&records);
+    let mut columns = metadata_columns(stream, &records);
     columns.push(Arc::new(BinaryArray::from_iter_values(
         records.iter().map(|r| r.data.as_ref()),
     )));

@@ -239,7 +239,14 @@ pub async fn describe(
         entry.shards.extend(shards);
         start_after = entry.shards.last().map(|s| s.shard_id.clone());
         if !d.has_more_shards() || start_after.is_none() {
-            return Ok(description.unwrap_or_else(|| unreachable!("set above")));
+            break;
         }
     }
+    description.ok_or_else(|| KinesisCallError {
+        operation: "DescribeStream",
+        code: "InvalidResponse".into(),
+        message: "no StreamDescription in the response".into(),
+        class: ErrorClass::Unavailable,
+        status: None,
+    })
 }

@@ -10,6 +10,7 @@
 //! cancellation token stops them all; each finishes its in-flight commit first.
 
 mod error;
+mod resume;
 mod stream_job;
 
 pub use error::{EngineError, ErrorKind};

@@ -9,7 +9,8 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use super::EngineError;
-use crate::config::{InitialPosition, LostStreamPolicy, Pipeline, StreamSpec};
+use super::resume::{Checkpoint, resume, stream_created_ms};
+use crate::config::{InitialPosition, Pipeline, StreamSpec};
 use crate::decode::{
     METADATA_COLUMNS, RecordDecoder, dead_letter_batch, dead_letter_schema, raw_schema_from_sql,
 };
@@ -117,54 +118,19 @@ impl StreamJob {
         let stream_created_ms = stream_created_ms(&source_client, &spec.stream).await?;
         let committed = table.committed_batch().await?.unwrap_or(0);
         if committed > 0 {
-            let manifest =
-                manifests
-                    .get(committed)
-                    .await?
-                    .ok_or_else(|| EngineError::MissingManifest {
-                        table: spec.table_uri.clone(),
-                        batch_id: committed,
-                    })?;
-            let unreadable = source
-                .unreadable_checkpoints(&manifest.positions, cancel)
-                .await?;
-            if !unreadable.is_empty() {
-                tracing::warn!(stream = %spec.stream, shards = ?unreadable, "checkpointed records are not readable at their sequence numbers");
-            }
-            let current_starts = source.shard_starts();
-            let shard_reborn = !unreadable.is_empty()
-                || manifest.shard_starts.iter().any(|(shard, start)| {
-                    current_starts.get(shard).is_some_and(|now| now != start)
-                });
-            let created_differs = matches!(
-                (manifest.stream_created_ms, stream_created_ms),
-                (Some(recorded), Some(current)) if recorded != current
-            );
-            match (
-                created_differs || shard_reborn,
-                manifest.stream_created_ms,
+            let checkpoint = Checkpoint {
+                batch_id: committed,
+                table_uri: &spec.table_uri,
                 stream_created_ms,
-            ) {
-                (true, recorded, current) => match pipeline.engine.on_lost_stream {
-                    LostStreamPolicy::Stop => {
-                        return Err(EngineError::LostStream {
-                            stream: spec.stream.clone(),
-                            recorded: recorded.unwrap_or_default(),
-                            current: current.unwrap_or_default(),
-                        });
-                    }
-                    LostStreamPolicy::Restart => {
-                        tracing::warn!(
-                            stream = %spec.stream,
-                            "the stream was recreated since the checkpoint: reading it from its earliest record; records of the old stream that were never committed are gone"
-                        );
-                    }
-                },
-                _ => {
-                    source.restore(&manifest.positions);
-                    tracing::info!(stream = %spec.stream, batch_id = committed, "resuming after the last committed batch");
-                }
-            }
+            };
+            resume(
+                &mut source,
+                &manifests,
+                &checkpoint,
+                pipeline.engine.on_lost_stream,
+                cancel,
+            )
+            .await?;
         }
         Ok(Self {
             name: spec.name.clone(),
@@ -406,34 +372,4 @@ fn commit_info(manifest: &BatchManifest) -> Map<String, Value> {
         json!({"stream": manifest.stream, "batchId": manifest.batch_id, "ranges": Value::Object(ranges)}),
     );
     info
-}
-
-/// The stream's creation time (ms since the epoch), when the server reports one.
-async fn stream_created_ms(
-    client: &KinesisClient,
-    stream: &str,
-) -> Result<Option<i64>, EngineError> {
-    match client
-        .describe_stream_summary()
-        .stream_name(stream)
-        .send()
-        .await
-    {
-        Ok(out) => Ok(out
-            .stream_description_summary()
-            .and_then(|d| d.stream_creation_timestamp().to_millis().ok())),
-        Err(err) => {
-            let call = crate::streams::KinesisCallError::new("DescribeStreamSummary", &err);
-            if call.class == crate::source::ErrorClass::NotFound {
-                Err(crate::source::SourceError::StreamNotFound {
-                    stream: stream.to_owned(),
-                }
-                .into())
-            } else {
-                // Not worth failing the start for: the check is skipped, with a note.
-                tracing::warn!(stream, error = %call, "cannot read the stream's creation time; the recreated-stream check is skipped");
-                Ok(None)
-            }
-        }
-    }
 }
