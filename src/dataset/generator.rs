@@ -423,20 +423,7 @@ mod tests {
             |v: serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
         let pin = serde_json::to_string(&post.pin).unwrap();
         let real = r#"{"index": 10794, "unique_id": "c4bd2577-a7bb-4409-bb7a-17d5ed7e1cf1", "title": "TireBuyer", "description": "Nissan GT-R. Sick.", "poster_name": "Ray Uyemura", "follower_count": "437", "tag_list": "Lowrider,Old Vintage Cars,Antique Cars", "is_image_or_video": "image", "image_src": "https://i.pinimg.com/originals/0d/29/9f/0d299f3df020395aa7ce8387f40fbeed.jpg", "downloaded": 1, "save_location": "Local save in /data/vehicles", "category": "vehicles"}"#;
-        let source_order = [
-            "index",
-            "unique_id",
-            "title",
-            "description",
-            "poster_name",
-            "follower_count",
-            "tag_list",
-            "is_image_or_video",
-            "image_src",
-            "downloaded",
-            "save_location",
-            "category",
-        ];
+        let source_order = crate::dataset::PIN_COLUMNS;
         let positions: Vec<usize> = source_order
             .iter()
             .map(|f| pin.find(&format!("\"{f}\":")).unwrap())

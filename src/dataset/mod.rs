@@ -86,6 +86,26 @@ pub struct Post {
     pub user: UserRow,
 }
 
+/// The columns of `pinterest_data`, in source order (REFERENCE.md §1).
+pub const PIN_COLUMNS: [&str; 12] = [
+    "index",
+    "unique_id",
+    "title",
+    "description",
+    "poster_name",
+    "follower_count",
+    "tag_list",
+    "is_image_or_video",
+    "image_src",
+    "downloaded",
+    "save_location",
+    "category",
+];
+/// The columns of `geolocation_data`, in source order.
+pub const GEO_COLUMNS: [&str; 5] = ["ind", "timestamp", "latitude", "longitude", "country"];
+/// The columns of `user_data`, in source order.
+pub const USER_COLUMNS: [&str; 5] = ["ind", "first_name", "last_name", "age", "date_joined"];
+
 /// The original table names, in (pin, geo, user) order.
 pub const TABLE_NAMES: [&str; 3] = ["pinterest_data", "geolocation_data", "user_data"];
 

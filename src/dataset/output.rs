@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{Dataset, DatasetError, GeoRow, PinRow, Post, TABLE_NAMES, UserRow};
+use super::{
+    Dataset, DatasetError, GEO_COLUMNS, GeoRow, PIN_COLUMNS, PinRow, Post, TABLE_NAMES,
+    USER_COLUMNS, UserRow,
+};
 
 /// A file format for `kinesis-delta dataset`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -53,32 +56,15 @@ pub fn write_files(
         header(user, &USER_COLUMNS).map_err(io(&paths[2]))?;
     }
     for post in dataset.posts() {
-        write_row(pin, &post.pin, format).map_err(io(&paths[0]))?;
-        write_row(geo, &post.geo, format).map_err(io(&paths[1]))?;
-        write_row(user, &post.user, format).map_err(io(&paths[2]))?;
+        write_row(pin, &post.pin, &PIN_COLUMNS, format).map_err(io(&paths[0]))?;
+        write_row(geo, &post.geo, &GEO_COLUMNS, format).map_err(io(&paths[1]))?;
+        write_row(user, &post.user, &USER_COLUMNS, format).map_err(io(&paths[2]))?;
     }
     for (writer, path) in writers.iter_mut().zip(&paths) {
         writer.flush().map_err(io(path))?;
     }
     Ok(paths)
 }
-
-const PIN_COLUMNS: [&str; 12] = [
-    "index",
-    "unique_id",
-    "title",
-    "description",
-    "poster_name",
-    "follower_count",
-    "tag_list",
-    "is_image_or_video",
-    "image_src",
-    "downloaded",
-    "save_location",
-    "category",
-];
-const GEO_COLUMNS: [&str; 5] = ["ind", "timestamp", "latitude", "longitude", "country"];
-const USER_COLUMNS: [&str; 5] = ["ind", "first_name", "last_name", "age", "date_joined"];
 
 fn header(out: &mut impl Write, columns: &[&str]) -> std::io::Result<()> {
     writeln!(out, "{}", columns.join(","))
@@ -87,26 +73,17 @@ fn header(out: &mut impl Write, columns: &[&str]) -> std::io::Result<()> {
 fn write_row<T: Serialize>(
     out: &mut impl Write,
     row: &T,
+    columns: &[&str],
     format: FileFormat,
 ) -> std::io::Result<()> {
-    let value = serde_json::to_value(row).map_err(std::io::Error::other)?;
     match format {
         FileFormat::Jsonl => {
             serde_json::to_writer(&mut *out, row).map_err(std::io::Error::other)?;
             writeln!(out)
         }
         FileFormat::Csv => {
-            let Some(object) = value.as_object() else {
-                return Ok(());
-            };
-            // serde_json's map is ordered by key; the columns follow the struct's order instead.
-            let text = serde_json::to_string(row).map_err(std::io::Error::other)?;
-            let mut keys: Vec<&String> = object.keys().collect();
-            keys.sort_by_key(|k| text.find(&format!("\"{k}\":")).unwrap_or(usize::MAX));
-            let fields: Vec<String> = keys
-                .iter()
-                .map(|k| csv_field(&object[k.as_str()]))
-                .collect();
+            let value = serde_json::to_value(row).map_err(std::io::Error::other)?;
+            let fields: Vec<String> = columns.iter().map(|c| csv_field(&value[*c])).collect();
             writeln!(out, "{}", fields.join(","))
         }
     }

@@ -86,6 +86,26 @@ async fn assert_streams_hold(endpoint: &str, expected: &[Post]) {
     }
 }
 
+/// Runs the emulator to the end with `settings(count, batch, sequential)`.
+async fn emulate(
+    source: &PostSource,
+    target: &Target,
+    count: u64,
+    batch: Option<usize>,
+    sequential: bool,
+) -> emulator::Summary {
+    let settings = settings(count, batch, sequential);
+    emulator::run(
+        source,
+        target,
+        &settings,
+        Arc::new(Counters::default()),
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap()
+}
+
 fn counts(summary: &emulator::Summary) -> Vec<u64> {
     STREAMS.iter().map(|s| summary.accepted[*s]).collect()
 }
@@ -102,15 +122,7 @@ async fn through_the_api_one_record_per_request_and_in_batches() {
     target.check().await.unwrap();
 
     // The seed's way: random offsets (seeded), each record PUT to /record.
-    let summary = emulator::run(
-        &source,
-        &target,
-        &settings(60, None, false),
-        Arc::new(Counters::default()),
-        &CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let summary = emulate(&source, &target, 60, None, false).await;
     assert_eq!(
         (summary.posts, counts(&summary), summary.failed),
         (60, vec![60, 60, 60], 0)
@@ -126,15 +138,7 @@ async fn through_the_api_one_record_per_request_and_in_batches() {
     assert_streams_hold(&setup.server.endpoint, &rng_posts).await;
 
     // Batches through /records, in order.
-    let summary = emulator::run(
-        &source,
-        &target,
-        &settings(240, Some(50), true),
-        Arc::new(Counters::default()),
-        &CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let summary = emulate(&source, &target, 240, Some(50), true).await;
     assert_eq!(
         (summary.posts, counts(&summary), summary.failed),
         (240, vec![240, 240, 240], 0)
@@ -158,15 +162,7 @@ async fn direct_to_kinesis_from_sqlite() {
     dataset::load_sql(&data, &url).await.unwrap();
     let source = PostSource::Sql(SqlTables::open(&url).await.unwrap());
     let target = Target::Direct(client(&setup.server.endpoint).await);
-    let summary = emulator::run(
-        &source,
-        &target,
-        &settings(400, Some(100), true),
-        Arc::new(Counters::default()),
-        &CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let summary = emulate(&source, &target, 400, Some(100), true).await;
     assert_eq!(
         (summary.posts, counts(&summary)),
         (400, vec![400, 400, 400])
@@ -184,15 +180,7 @@ async fn from_json_lines_files_in_order() {
     });
     dataset::write_files(&data, dir.path(), dataset::FileFormat::Jsonl).unwrap();
     let source = PostSource::Files(Arc::new(dataset::read_json_lines(dir.path()).unwrap()));
-    let summary = emulator::run(
-        &source,
-        &Target::api(&setup.api, None),
-        &settings(150, Some(30), true),
-        Arc::new(Counters::default()),
-        &CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let summary = emulate(&source, &Target::api(&setup.api, None), 150, Some(30), true).await;
     assert_eq!(
         (summary.posts, counts(&summary)),
         (150, vec![150, 150, 150])
@@ -209,15 +197,7 @@ async fn api_outages_and_partial_failures_are_retried_to_exact_counts() {
         ..DatasetSpec::default()
     });
     let target = Target::api(&proxy.url, None);
-    let summary = emulator::run(
-        &PostSource::Generator(data),
-        &target,
-        &settings(250, Some(25), true),
-        Arc::new(Counters::default()),
-        &CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let summary = emulate(&PostSource::Generator(data), &target, 250, Some(25), true).await;
     assert_eq!(
         (summary.posts, counts(&summary), summary.failed),
         (250, vec![250, 250, 250], 0)
@@ -268,15 +248,7 @@ async fn mariadb_source_end_to_end() {
     });
     dataset::load_sql(&data, &mariadb.url).await.unwrap();
     let source = PostSource::Sql(SqlTables::open(&mariadb.url).await.unwrap());
-    let summary = emulator::run(
-        &source,
-        &Target::api(&setup.api, None),
-        &settings(120, Some(40), true),
-        Arc::new(Counters::default()),
-        &CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let summary = emulate(&source, &Target::api(&setup.api, None), 120, Some(40), true).await;
     assert_eq!(
         (summary.posts, counts(&summary)),
         (120, vec![120, 120, 120])
