@@ -58,8 +58,9 @@ async fn resumes_after_delta_checkpoint_and_log_cleanup() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recreated_stream_stops_the_engine_unless_told_to_restart() {
     use kinesis_delta::config::LostStreamPolicy;
-    use kinesis_delta::pipeline::{self, EngineError, RunMode};
-    use tokio_util::sync::CancellationToken;
+    use kinesis_delta::pipeline::EngineError;
+
+    use crate::support::run_expecting_error;
 
     let dir = tempfile::tempdir().unwrap();
     let first = TestKinesis::start(Kind::Embedded).await;
@@ -84,15 +85,7 @@ async fn a_recreated_stream_stops_the_engine_unless_told_to_restart() {
     }
     put_triples(&second, &pipeline, &triples(100, 50)).await;
 
-    let (sender, _receiver) = tokio::sync::mpsc::unbounded_channel();
-    let err = pipeline::run(
-        &pipeline,
-        RunMode::AvailableNow,
-        CancellationToken::new(),
-        sender,
-    )
-    .await
-    .expect_err("the default policy stops");
+    let err = run_expecting_error(&pipeline).await;
     assert!(matches!(err, EngineError::LostStream { .. }), "{err}");
     assert!(
         err.to_string().contains("--on-lost-stream restart"),

@@ -3,13 +3,14 @@
 
 use std::process::Command;
 
-use kinesis_delta::pipeline::{self, EngineError, ErrorKind, RunMode};
-use tokio_util::sync::CancellationToken;
+use kinesis_delta::pipeline::{EngineError, ErrorKind};
 
 use crate::end_to_end::{assert_exactly_once, put_triples};
 use crate::support::data::triples;
 use crate::support::servers::{Kind, TestKinesis};
-use crate::support::{create_stream, load_pipeline, repo, run_available_now, write_config};
+use crate::support::{
+    create_stream, load_pipeline, repo, run_available_now, run_expecting_error, write_config,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_cleaning_sql_commits_nothing_and_its_batch_replays_once_fixed() {
@@ -37,15 +38,7 @@ async fn a_failing_cleaning_sql_commits_nothing_and_its_batch_replays_once_fixed
     }
     put_triples(&server, &pipeline, &triples(0, 200)).await;
 
-    let (sender, _receiver) = tokio::sync::mpsc::unbounded_channel();
-    let err = pipeline::run(
-        &pipeline,
-        RunMode::AvailableNow,
-        CancellationToken::new(),
-        sender,
-    )
-    .await
-    .expect_err("the broken SQL must stop the engine");
+    let err = run_expecting_error(&pipeline).await;
     assert!(matches!(err, EngineError::Transform(_)), "{err}");
     assert_eq!(err.kind(), ErrorKind::User);
     let message = err.to_string();
@@ -73,6 +66,17 @@ async fn a_failing_cleaning_sql_commits_nothing_and_its_batch_replays_once_fixed
     assert_exactly_once(&pipeline, 200).await;
 }
 
+/// Runs `kinesis-delta run --available-now` as a user would; it must fail. Returns its stderr.
+fn failing_run(config: &std::path::Path) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_kinesis-delta"))
+        .args(["run", "--available-now", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "the run should have failed");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 #[test]
 fn a_bad_config_fails_at_start_with_the_fix() {
     let dir = tempfile::tempdir().unwrap();
@@ -86,13 +90,7 @@ fn a_bad_config_fails_at_start_with_the_fix() {
         ),
     )
     .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_kinesis-delta"))
-        .args(["run", "--available-now", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = failing_run(&config);
     assert!(
         stderr.contains("max_get_records_per_second") && stderr.contains("1 to 5"),
         "{stderr}"
@@ -104,13 +102,7 @@ async fn a_missing_stream_is_named_with_the_fix() {
     let server = TestKinesis::start(Kind::KinesisMock).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), server.endpoint(), "nostream", 100_000);
-    let output = Command::new(env!("CARGO_BIN_EXE_kinesis-delta"))
-        .args(["run", "--available-now", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = failing_run(&config);
     assert!(
         stderr.contains("streaming-nostream-pin") && stderr.contains("does not exist"),
         "{stderr}"

@@ -213,6 +213,19 @@ pub async fn run_available_now(pipeline: &Pipeline) -> (Vec<StreamSummary>, Vec<
     (summaries, reports)
 }
 
+/// Runs the engine in-process with `--available-now`, expecting it to stop with an error.
+pub async fn run_expecting_error(pipeline: &Pipeline) -> kinesis_delta::pipeline::EngineError {
+    let (sender, _receiver) = tokio::sync::mpsc::unbounded_channel();
+    pipeline::run(
+        pipeline,
+        RunMode::AvailableNow,
+        CancellationToken::new(),
+        sender,
+    )
+    .await
+    .expect_err("the engine should have stopped with an error")
+}
+
 /// Runs SQL over Delta tables registered under the given names.
 pub async fn query(tables: &[(&str, &str)], sql: &str) -> Vec<RecordBatch> {
     let ctx = SessionContext::new();
