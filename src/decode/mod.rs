@@ -4,7 +4,10 @@
 //! `CREATE TABLE raw (...)`), so users edit SQL, not Rust. Every decoded row also carries the
 //! record's Kinesis metadata as columns ([`METADATA_COLUMNS`]). A record that is not UTF-8, not one
 //! JSON object, or has a value of the wrong type becomes a dead letter: kept with its raw bytes,
-//! metadata and the reason, never dropped and never fatal.
+//! metadata and the reason, never dropped and never fatal. So does a value arrow-json would change
+//! on its way in (a fraction in an integer column: see [`check`]).
+
+mod check;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,6 +19,7 @@ use arrow::error::ArrowError;
 use arrow::json::ReaderBuilder;
 use datafusion::prelude::SessionContext;
 
+use self::check::RecordCheck;
 use crate::source::KinesisRecord;
 
 /// The metadata columns every raw row carries, after the declared fields.
@@ -105,6 +109,7 @@ pub struct RecordDecoder {
     stream: Arc<str>,
     raw_schema: SchemaRef,
     row_schema: SchemaRef,
+    check: RecordCheck,
 }
 
 impl RecordDecoder {
@@ -118,6 +123,7 @@ impl RecordDecoder {
         fields.extend(metadata_fields());
         Self {
             stream: Arc::from(stream),
+            check: RecordCheck::new(&raw_schema),
             raw_schema,
             row_schema: Arc::new(Schema::new(fields)),
         }
@@ -133,7 +139,7 @@ impl RecordDecoder {
         let mut dead_letters = Vec::new();
         let mut good: Vec<&KinesisRecord> = Vec::with_capacity(records.len());
         for record in records {
-            match check_one_object(&record.data) {
+            match self.check.check(&record.data) {
                 Ok(()) => good.push(record),
                 Err(error) => dead_letters.push(DeadLetter {
                     record: record.clone(),
@@ -226,17 +232,6 @@ fn metadata_fields() -> Vec<Field> {
             true,
         ),
     ]
-}
-
-/// Checks that `data` is UTF-8 holding exactly one JSON object, without building it.
-fn check_one_object(data: &[u8]) -> Result<(), String> {
-    let text = std::str::from_utf8(data).map_err(|e| format!("record is not UTF-8: {e}"))?;
-    if !text.trim_start().starts_with('{') {
-        return Err("record is not a JSON object".to_owned());
-    }
-    serde_json::from_str::<serde::de::IgnoredAny>(text)
-        .map(|_| ())
-        .map_err(|e| format!("malformed JSON: {e}"))
 }
 
 /// The dead-letter table's schema: the record's metadata, its raw bytes and the reason.
