@@ -145,6 +145,9 @@ pub struct EngineSettings {
     pub max_get_records_per_second: u32,
     /// What to do when a stream was recreated (or its server lost its data) since the checkpoint.
     pub on_lost_stream: LostStreamPolicy,
+    /// How long `--available-now` waits for Kinesis to answer at start-up before it fails.
+    #[serde(with = "humantime_serde")]
+    pub startup_timeout: Duration,
 }
 
 /// What the engine does when a stream is not the one its checkpoints were taken on.
@@ -165,6 +168,7 @@ impl Default for EngineSettings {
             max_batch_bytes: 64 * 1024 * 1024,
             max_get_records_per_second: 5,
             on_lost_stream: LostStreamPolicy::Stop,
+            startup_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -291,6 +295,9 @@ impl PipelineConfig {
                 e.max_get_records_per_second
             ));
         }
+        if e.startup_timeout.is_zero() {
+            return invalid("engine.startup_timeout must be above 0 (for example \"60s\")".into());
+        }
         if e.trigger_interval.is_zero() {
             return invalid("engine.trigger_interval must be above 0 (for example \"1s\")".into());
         }
@@ -372,6 +379,7 @@ impl PipelineConfig {
                 sql,
             });
         }
+        check_tables_distinct(&streams)?;
         Ok(Pipeline {
             name: p.name.clone(),
             table_root,
@@ -381,6 +389,27 @@ impl PipelineConfig {
             streams,
         })
     }
+}
+
+/// Every table and dead-letter table belongs to one stream: a table is the one place that records
+/// which batches of its stream it holds, so two writers would each skip the other's batches.
+fn check_tables_distinct(streams: &[StreamSpec]) -> Result<(), ConfigError> {
+    let mut owners: BTreeMap<&str, String> = BTreeMap::new();
+    for s in streams {
+        for (uri, role) in [
+            (&s.table_uri, "table"),
+            (&s.dead_letter_uri, "dead_letter_table"),
+        ] {
+            let owner = format!("the {role} of stream `{}`", s.name);
+            if let Some(first) = owners.insert(uri.as_str(), owner.clone()) {
+                let folder = uri.rsplit('/').next().unwrap_or(uri);
+                return Err(ConfigError::Invalid(format!(
+                    "table `{folder}` is both {first} and {owner}: give each stream its own table and dead_letter_table (the dead-letter table defaults to `<table>_dead_letters`)"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Kinesis stream names: 1–128 of `[a-zA-Z0-9_.-]`.
