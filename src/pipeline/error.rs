@@ -6,6 +6,29 @@ use crate::sink::SinkError;
 use crate::source::SourceError;
 use crate::transform::TransformError;
 
+/// A pending batch whose records the raw schema now splits differently (see
+/// [`EngineError::SplitChanged`]).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "stream `{stream}`: batch {batch_id} was planned and may be partly committed with {schema_path} at sha256 {recorded_sha256}, which made {recorded_dead_letters} of its records dead letters; the file now (sha256 {current_sha256}) makes {current_dead_letters}. Finishing the batch now could put a record in neither table or in both. Restore {schema_path} as it was, run until batch {batch_id} is committed (`--available-now` does it), then apply the change"
+)]
+pub struct SplitChange {
+    /// The stream.
+    pub stream: String,
+    /// The pending batch.
+    pub batch_id: i64,
+    /// The raw schema file.
+    pub schema_path: String,
+    /// Its fingerprint when the batch was planned.
+    pub recorded_sha256: String,
+    /// Its fingerprint now.
+    pub current_sha256: String,
+    /// Dead letters then.
+    pub recorded_dead_letters: usize,
+    /// Dead letters now.
+    pub current_dead_letters: usize,
+}
+
 /// Whose fault an error is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -57,6 +80,10 @@ pub enum EngineError {
         /// Its creation time now.
         current: i64,
     },
+    /// A pending batch's records would be split differently between the table and the
+    /// dead-letter table than when the batch was planned (the raw schema changed meanwhile).
+    #[error(transparent)]
+    SplitChanged(Box<SplitChange>),
     /// A bug.
     #[error("internal error (a bug in kinesis-delta, please report it): {0}")]
     Internal(String),
@@ -70,8 +97,11 @@ impl EngineError {
             | Self::Schema(_)
             | Self::Transform(_)
             | Self::MissingManifest { .. }
+            | Self::SplitChanged(_)
             | Self::LostStream { .. } => ErrorKind::User,
-            Self::Source(SourceError::StreamNotFound { .. }) => ErrorKind::User,
+            Self::Source(
+                SourceError::StreamNotFound { .. } | SourceError::NoCredentials { .. },
+            ) => ErrorKind::User,
             Self::Source(_) | Self::Sink(_) => ErrorKind::External,
             Self::Internal(_) => ErrorKind::Internal,
         }

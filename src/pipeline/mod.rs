@@ -11,9 +11,10 @@
 
 mod error;
 mod resume;
+mod split;
 mod stream_job;
 
-pub use error::{EngineError, ErrorKind};
+pub use error::{EngineError, ErrorKind, SplitChange};
 pub use stream_job::{RunMode, StreamJob, StreamSummary};
 
 use tokio::sync::mpsc::UnboundedSender;
@@ -22,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Pipeline;
 use crate::progress::BatchProgress;
-use crate::source::connect;
+use crate::source::connect_checked;
 
 /// Runs every stream until `cancel` fires (continuous) or every shard is read to its current end
 /// ([`RunMode::AvailableNow`]). The first failing stream stops the others.
@@ -32,11 +33,19 @@ pub async fn run(
     cancel: CancellationToken,
     progress: UnboundedSender<BatchProgress>,
 ) -> Result<Vec<StreamSummary>, EngineError> {
-    let client = connect(&pipeline.kinesis).await;
+    let client = connect_checked(&pipeline.kinesis).await?;
     let mut jobs = Vec::with_capacity(pipeline.streams.len());
     for spec in &pipeline.streams {
         jobs.push(
-            StreamJob::start(pipeline, spec, client.clone(), progress.clone(), &cancel).await?,
+            StreamJob::start(
+                pipeline,
+                spec,
+                mode,
+                client.clone(),
+                progress.clone(),
+                &cancel,
+            )
+            .await?,
         );
     }
     let mut tasks = JoinSet::new();

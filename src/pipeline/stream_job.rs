@@ -10,9 +10,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::EngineError;
 use super::resume::{Checkpoint, resume, stream_created_ms};
+use super::split::SplitRule;
 use crate::config::{InitialPosition, Pipeline, StreamSpec};
 use crate::decode::{
-    METADATA_COLUMNS, RecordDecoder, dead_letter_batch, dead_letter_schema, raw_schema_from_sql,
+    DecodedBatch, METADATA_COLUMNS, RecordDecoder, dead_letter_batch, dead_letter_schema,
+    raw_schema_from_sql,
 };
 use crate::progress::BatchProgress;
 use crate::sink::{BatchManifest, CommitOutcome, DeltaSink, ManifestLog, ManifestOutcome};
@@ -43,11 +45,13 @@ pub struct StreamSummary {
     pub last_batch_id: i64,
 }
 
-/// A batch ready to process: its plan and its records.
+/// A batch ready to commit: its plan, its records and how they decoded.
 struct PlannedBatch {
     manifest: BatchManifest,
-    records: Vec<KinesisRecord>,
+    rows_in: usize,
+    decoded: DecodedBatch,
     fetch: Duration,
+    decode: Duration,
     millis_behind: i64,
     replayed: bool,
 }
@@ -58,6 +62,7 @@ pub struct StreamJob {
     name: String,
     source: StreamSource,
     decoder: RecordDecoder,
+    split_rule: SplitRule,
     cleaning: Cleaning,
     output_schema: SchemaRef,
     table: DeltaSink,
@@ -80,6 +85,7 @@ impl StreamJob {
     pub async fn start(
         pipeline: &Pipeline,
         spec: &StreamSpec,
+        mode: RunMode,
         client: KinesisClient,
         progress: UnboundedSender<BatchProgress>,
         cancel: &CancellationToken,
@@ -100,12 +106,15 @@ impl StreamJob {
             );
         let manifests = ManifestLog::new(table.object_store(), &pipeline.name, &spec.stream);
 
+        let started_at = Utc::now();
         let initial = match pipeline.kinesis.initial_position {
             InitialPosition::TrimHorizon => StartPosition::TrimHorizon,
-            InitialPosition::Latest => StartPosition::Latest,
-            InitialPosition::AtTimestamp => StartPosition::AtTimestamp(
-                pipeline.kinesis.initial_timestamp.unwrap_or_else(Utc::now),
-            ),
+            // LATEST is pinned to the moment the engine started: an iterator renewed after an
+            // outage or an expiry must not skip the records put meanwhile.
+            InitialPosition::Latest => StartPosition::AtTimestamp(started_at),
+            InitialPosition::AtTimestamp => {
+                StartPosition::AtTimestamp(pipeline.kinesis.initial_timestamp.unwrap_or(started_at))
+            }
         };
         let source_client = client.clone();
         let mut source = StreamSource::new(
@@ -113,7 +122,14 @@ impl StreamJob {
             &spec.stream,
             initial,
             pipeline.engine.max_get_records_per_second,
+        )
+        .with_startup_timeout(
+            (mode == RunMode::AvailableNow).then_some(pipeline.engine.startup_timeout),
         );
+        if mode == RunMode::AvailableNow {
+            // The run ends at the records that were there when it started.
+            source.end_after(started_at.timestamp_millis());
+        }
         source.refresh_shards(cancel).await?;
         let stream_created_ms = stream_created_ms(&source_client, &spec.stream).await?;
         let committed = table.committed_batch().await?.unwrap_or(0);
@@ -136,6 +152,12 @@ impl StreamJob {
             name: spec.name.clone(),
             source,
             decoder,
+            split_rule: SplitRule::new(
+                &spec.stream,
+                spec.schema_path.clone(),
+                &spec.schema_sql,
+                &spec.sql,
+            ),
             cleaning,
             output_schema,
             table,
@@ -196,6 +218,11 @@ impl StreamJob {
         &mut self,
         cancel: &CancellationToken,
     ) -> Result<Option<PlannedBatch>, EngineError> {
+        // Another engine may have committed past this one: never plan a batch the table holds.
+        let table_committed = self.table.committed_batch().await?.unwrap_or(0);
+        if table_committed > self.committed {
+            self.catch_up_to(table_committed).await?;
+        }
         let batch_id = self.committed + 1;
         let started = Instant::now();
         if let Some(pending) = self.manifests.get(batch_id).await? {
@@ -206,6 +233,10 @@ impl StreamJob {
         if collected.records.is_empty() {
             return Ok(None);
         }
+        let fetch = started.elapsed();
+        let (rows_in, decoded, decode) = self
+            .decode(collected.records, batch_id)
+            .map_err(EngineError::Internal)?;
         let manifest = BatchManifest {
             batch_id,
             stream: self.source.stream().to_owned(),
@@ -214,27 +245,30 @@ impl StreamJob {
             planned_at: Utc::now(),
             stream_created_ms: self.stream_created_ms,
             shard_starts: self.source.shard_starts(),
+            split: Some(self.split_rule.record(&decoded)),
         };
-        match self.manifests.create(&manifest).await? {
-            ManifestOutcome::Created => Ok(Some(PlannedBatch {
-                manifest,
-                records: collected.records,
-                fetch: started.elapsed(),
-                millis_behind: collected.millis_behind,
-                replayed: false,
-            })),
+        let manifest = match self.manifests.create(&manifest).await? {
+            ManifestOutcome::Created => manifest,
             ManifestOutcome::Existing(theirs) if theirs.ranges == manifest.ranges => {
-                Ok(Some(PlannedBatch {
-                    manifest: theirs,
-                    records: collected.records,
-                    fetch: started.elapsed(),
-                    millis_behind: collected.millis_behind,
-                    replayed: false,
-                }))
+                self.split_rule
+                    .check(&theirs, &decoded)
+                    .map_err(EngineError::SplitChanged)?;
+                *theirs
             }
             // Another engine planned this batch first: its plan is the batch.
-            ManifestOutcome::Existing(theirs) => self.replay(theirs, started, cancel).await,
-        }
+            ManifestOutcome::Existing(theirs) => {
+                return self.replay(*theirs, started, cancel).await;
+            }
+        };
+        Ok(Some(PlannedBatch {
+            manifest,
+            rows_in,
+            decoded,
+            fetch,
+            decode,
+            millis_behind: collected.millis_behind,
+            replayed: false,
+        }))
     }
 
     async fn replay(
@@ -249,13 +283,57 @@ impl StreamJob {
             return Ok(None);
         }
         self.source.restore(&manifest.positions);
+        let fetch = started.elapsed();
+        let (rows_in, decoded, decode) = self
+            .decode(records, manifest.batch_id)
+            .map_err(EngineError::Internal)?;
+        self.split_rule
+            .check(&manifest, &decoded)
+            .map_err(EngineError::SplitChanged)?;
         Ok(Some(PlannedBatch {
             manifest,
-            records,
-            fetch: started.elapsed(),
+            rows_in,
+            decoded,
+            fetch,
+            decode,
             millis_behind: 0,
             replayed: true,
         }))
+    }
+
+    /// Decodes a batch's records in one canonical order (shard, then sequence), so that a replay
+    /// feeds the SQL exactly the rows, in exactly the order, of the first attempt.
+    fn decode(
+        &self,
+        mut records: Vec<KinesisRecord>,
+        batch_id: i64,
+    ) -> Result<(usize, DecodedBatch, Duration), String> {
+        let t = Instant::now();
+        // Stable: within a shard, records already come in sequence order.
+        records.sort_by(|a, b| a.shard_id.cmp(&b.shard_id));
+        let decoded = self
+            .decoder
+            .decode(&records)
+            .map_err(|e| format!("decoding batch {batch_id}: {e}"))?;
+        Ok((records.len(), decoded, t.elapsed()))
+    }
+
+    /// Moves this engine's checkpoint up to a batch another engine committed, and puts the shards
+    /// where that batch left them.
+    async fn catch_up_to(&mut self, batch_id: i64) -> Result<(), EngineError> {
+        let manifest =
+            self.manifests
+                .get(batch_id)
+                .await?
+                .ok_or_else(|| EngineError::MissingManifest {
+                    table: self.table.uri().to_owned(),
+                    batch_id,
+                })?;
+        tracing::info!(stream = %self.name, from = self.committed, to = batch_id, "another engine committed ahead of this one; continuing after its batch");
+        self.source.restore(&manifest.positions);
+        self.committed = batch_id;
+        self.summary.last_batch_id = batch_id;
+        Ok(())
     }
 
     async fn process(
@@ -264,14 +342,8 @@ impl StreamJob {
         started: Instant,
     ) -> Result<(), EngineError> {
         let batch_id = planned.manifest.batch_id;
-        let rows_in = planned.records.len();
-
-        let t = Instant::now();
-        let decoded = self
-            .decoder
-            .decode(&planned.records)
-            .map_err(|e| EngineError::Internal(format!("decoding batch {batch_id}: {e}")))?;
-        let decode = t.elapsed();
+        let rows_in = planned.rows_in;
+        let decoded = planned.decoded;
 
         let t = Instant::now();
         let cleaned = self.cleaning.apply(decoded.rows).await?;
@@ -282,7 +354,15 @@ impl StreamJob {
         let mut write = Duration::ZERO;
         let mut commit = Duration::ZERO;
         let dead = decoded.dead_letters.len();
-        if dead > 0 {
+        // Dead letters of a batch the table already holds were committed with it (or belong to a
+        // stale plan of a lagging engine): never commit them again.
+        let table_holds_batch = dead > 0
+            && self
+                .table
+                .committed_batch()
+                .await?
+                .is_some_and(|done| done >= batch_id);
+        if dead > 0 && !table_holds_batch {
             let batch =
                 dead_letter_batch(self.source.stream(), &decoded.dead_letters).map_err(|e| {
                     EngineError::Internal(format!("dead letters of batch {batch_id}: {e}"))
@@ -300,10 +380,13 @@ impl StreamJob {
                 commit += c;
             }
         }
-        let outcome = self
-            .table
-            .commit(batch_id, &self.output_schema, &cleaned, info)
-            .await?;
+        let outcome = if table_holds_batch {
+            CommitOutcome::AlreadyCommitted
+        } else {
+            self.table
+                .commit(batch_id, &self.output_schema, &cleaned, info)
+                .await?
+        };
         let version = match outcome {
             CommitOutcome::Committed {
                 version,
@@ -312,12 +395,14 @@ impl StreamJob {
             } => {
                 write += w;
                 commit += c;
-                Some(version)
+                version
             }
             CommitOutcome::AlreadyCommitted => {
-                // Another writer committed this very plan: the positions are the plan's.
-                self.source.restore(&planned.manifest.positions);
-                None
+                // Another engine committed this batch id (the same plan, or this engine's plan was
+                // stale): continue after whatever the table holds now.
+                let committed = self.table.committed_batch().await?.unwrap_or(batch_id);
+                self.catch_up_to(committed).await?;
+                return Ok(());
             }
         };
         self.committed = batch_id;
@@ -338,12 +423,12 @@ impl StreamJob {
             dead_letters: dead,
             rows_per_second: rows_in as f64 / elapsed,
             fetch_ms: ms(planned.fetch),
-            decode_ms: ms(decode),
+            decode_ms: ms(planned.decode),
             sql_ms: ms(sql),
             write_ms: ms(write),
             commit_ms: ms(commit),
             millis_behind_latest: planned.millis_behind,
-            delta_version: version,
+            delta_version: Some(version),
             replayed: planned.replayed,
         };
         tracing::debug!(stream = %self.name, batch_id, rows_in, "batch committed");

@@ -136,6 +136,16 @@ impl DeltaSink {
         if self.schema.is_none() {
             self.schema = Some(table_arrow_schema(&self.table).map_err(err)?);
         }
+        self.snapshot_batch().await
+    }
+
+    /// The batch id recorded under this sink's transaction id in the loaded snapshot, without
+    /// reloading it.
+    async fn snapshot_batch(&self) -> Result<Option<i64>, SinkError> {
+        let err = |source| SinkError::Delta {
+            table: self.uri.clone(),
+            source,
+        };
         let log_store = self.table.log_store();
         let snapshot = self.table.snapshot().map_err(err)?;
         snapshot
@@ -166,19 +176,22 @@ impl DeltaSink {
         rows: &[RecordBatch],
         info: serde_json::Map<String, serde_json::Value>,
     ) -> Result<CommitOutcome, SinkError> {
-        if self
-            .committed_batch()
-            .await?
-            .is_some_and(|done| done >= batch_id)
-        {
-            return Ok(CommitOutcome::AlreadyCommitted);
-        }
         let table_schema = self.ensure_table(schema).await?;
         let uri = self.uri.clone();
         let err = |source| SinkError::Delta {
             table: uri.clone(),
             source,
         };
+        // The check runs on the very snapshot the commit is built on: a commit of the same `txn`
+        // after this snapshot fails delta-rs's conflict check, and one before it is seen here.
+        self.table.update_state().await.map_err(err)?;
+        if self
+            .snapshot_batch()
+            .await?
+            .is_some_and(|done| done >= batch_id)
+        {
+            return Ok(CommitOutcome::AlreadyCommitted);
+        }
         let started = Instant::now();
         let mut writer = RecordBatchWriter::for_table(&self.table).map_err(err)?;
         for batch in rows.iter().filter(|b| b.num_rows() > 0) {
@@ -255,17 +268,24 @@ impl DeltaSink {
                     .map(|(k, v)| (k.clone(), Some(v.clone()))),
             )
             .with_save_mode(SaveMode::Ignore)
+            // Version 0 only: a retry after losing the race to create it would append a second
+            // protocol and metadata to the other engine's table.
+            .with_commit_properties(CommitProperties::default().with_max_retries(0))
             .await;
         match created {
-            Ok(table) => self.table = table,
+            Ok(table) => {
+                self.table = table;
+                tracing::info!(table = %self.uri, "created Delta table");
+            }
             // Another engine created it at the same moment: use theirs.
-            Err(_) => self.table.load().await.map_err(err)?,
+            Err(e) => {
+                tracing::info!(table = %self.uri, reason = %e, "the table was created by another engine");
+            }
         }
         self.table.load().await.map_err(err)?;
         let actual = table_arrow_schema(&self.table).map_err(err)?;
         self.schema = Some(actual.clone());
         self.check_schema(schema)?;
-        tracing::info!(table = %self.uri, "created Delta table");
         Ok(actual)
     }
 }

@@ -14,6 +14,7 @@ use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 
 use super::SinkError;
+use crate::sequence::SequenceNumber;
 use crate::source::{ShardPosition, ShardRange};
 
 /// How many committed manifests are kept behind the newest (for inspection; only the newest
@@ -41,6 +42,24 @@ pub struct BatchManifest {
     /// finer than a creation time).
     #[serde(default)]
     pub shard_starts: BTreeMap<String, String>,
+    /// What decided which records of the batch are dead letters. `None` in manifests written
+    /// before it was recorded.
+    #[serde(default)]
+    pub split: Option<BatchSplit>,
+}
+
+/// How a batch's records were split between the table and the dead-letter table when it was
+/// planned. Every attempt at the batch must split them the same way, or a record could land in
+/// neither table or in both (the dead letters may be committed before a crash, the rows after it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchSplit {
+    /// SHA-256 of the raw schema file that decoded the batch.
+    pub schema_sha256: String,
+    /// SHA-256 of the cleaning SQL file (for the record: the SQL does not move records between
+    /// the tables).
+    pub sql_sha256: String,
+    /// The dead letters' sequence numbers, per shard.
+    pub dead_letters: BTreeMap<String, Vec<SequenceNumber>>,
 }
 
 /// What happened when a manifest was written.
@@ -49,7 +68,7 @@ pub enum ManifestOutcome {
     /// Ours is now the plan of that batch.
     Created,
     /// A plan for that batch existed already (an earlier run, or a competing engine): it wins.
-    Existing(BatchManifest),
+    Existing(Box<BatchManifest>),
 }
 
 /// The manifests of one stream in one table.
@@ -94,7 +113,7 @@ impl ManifestLog {
                         message: "reported as existing but cannot be read".into(),
                     }
                 })?;
-                Ok(ManifestOutcome::Existing(existing))
+                Ok(ManifestOutcome::Existing(Box::new(existing)))
             }
             Err(source) => Err(SinkError::Store {
                 path: path.to_string(),

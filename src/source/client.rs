@@ -5,12 +5,41 @@ use std::time::Duration;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
-use aws_sdk_kinesis::config::Credentials;
+use aws_sdk_kinesis::config::{Credentials, ProvideCredentials};
 
+use super::SourceError;
 use crate::config::KinesisSettings;
 
 /// The Kinesis client every command uses.
 pub type KinesisClient = aws_sdk_kinesis::Client;
+
+/// Connects like [`connect`], then makes sure there are credentials to sign with: without them
+/// every call would fail and be retried, so a missing one stops the caller at once instead.
+///
+/// A loopback endpoint needs none (see [`connect`]); otherwise the configured profile or the
+/// default chain must provide some within 15 s.
+pub async fn connect_checked(settings: &KinesisSettings) -> Result<KinesisClient, SourceError> {
+    let config = sdk_config(settings).await;
+    let client = KinesisClient::new(&config);
+    let Some(provider) = config.credentials_provider() else {
+        return Err(SourceError::NoCredentials {
+            reason: "no credentials provider is configured".to_owned(),
+        });
+    };
+    let provided =
+        tokio::time::timeout(Duration::from_secs(15), provider.provide_credentials()).await;
+    match provided {
+        Ok(Ok(_)) => Ok(client),
+        Ok(Err(e)) => Err(SourceError::NoCredentials {
+            reason: one_line(
+                &aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
+            ),
+        }),
+        Err(_) => Err(SourceError::NoCredentials {
+            reason: "the credential chain did not answer within 15 s".to_owned(),
+        }),
+    }
+}
 
 /// Connects with the default credential chain and region, or the configured endpoint.
 ///
@@ -18,6 +47,10 @@ pub type KinesisClient = aws_sdk_kinesis::Client;
 /// A loopback endpoint (a local Kinesis server) gets fixed dummy credentials: such servers accept any
 /// signature, and a laptop without an AWS account has none to find.
 pub async fn connect(settings: &KinesisSettings) -> KinesisClient {
+    KinesisClient::new(&sdk_config(settings).await)
+}
+
+async fn sdk_config(settings: &KinesisSettings) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(settings.region.clone()))
         .retry_config(RetryConfig::disabled())
@@ -42,7 +75,16 @@ pub async fn connect(settings: &KinesisSettings) -> KinesisClient {
             ));
         }
     }
-    KinesisClient::new(&loader.load().await)
+    loader.load().await
+}
+
+/// The credential chain's error context, folded onto one line and cut to a readable length.
+fn one_line(text: &str) -> String {
+    let folded = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match folded.char_indices().nth(300) {
+        Some((cut, _)) => format!("{}…", &folded[..cut]),
+        None => folded,
+    }
 }
 
 fn is_loopback(endpoint: &str) -> bool {

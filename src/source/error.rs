@@ -69,6 +69,36 @@ pub enum SourceError {
         /// The service's message, with the error code.
         message: String,
     },
+    /// No AWS credentials could be found (the user's to provide).
+    #[error(
+        "no AWS credentials for Kinesis ({reason}): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, name a profile (kinesis.profile or AWS_PROFILE), or run with an instance or container role; for a local Kinesis server set kinesis.endpoint_url (e.g. http://127.0.0.1:4567)"
+    )]
+    NoCredentials {
+        /// The credential chain's own one-line reason.
+        reason: String,
+    },
+    /// The first shard listing kept failing for the whole start-up timeout.
+    #[error(
+        "stream `{stream}`: Kinesis did not answer ListShards for {waited:?} (network, endpoint or service down); check kinesis.endpoint_url and the network, or raise engine.startup_timeout"
+    )]
+    Unreachable {
+        /// The stream.
+        stream: String,
+        /// How long the engine tried.
+        waited: std::time::Duration,
+    },
+    /// GetShardIterator kept answering without an iterator for a shard that is listed as open.
+    #[error(
+        "stream `{stream}` shard {shard}: Kinesis answered GetShardIterator without an iterator {attempts} times in a row, though the shard is listed as open; the shard's position is kept: check the Kinesis endpoint, then run again"
+    )]
+    NoIterator {
+        /// The stream.
+        stream: String,
+        /// The shard.
+        shard: String,
+        /// How many answers came without one.
+        attempts: u32,
+    },
     /// A checkpointed record is no longer in the shard (trimmed by retention, or the server lost its state).
     #[error(
         "stream `{stream}` shard {shard}: the checkpointed records from sequence number {sequence} are no longer in the shard (expired by retention, or the Kinesis server lost its data); refusing to skip them silently"
@@ -81,6 +111,26 @@ pub enum SourceError {
         /// The first sequence number the batch needed.
         sequence: String,
     },
+}
+
+/// One line about a failed call: the service's code and message, or the kind of transport failure
+/// (the SDK's full chain runs to kilobytes of nested context).
+pub fn summary<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> String {
+    match err {
+        SdkError::ServiceError(s) => format!(
+            "{} (HTTP {}): {}",
+            s.err().code().unwrap_or("error"),
+            s.raw().status().as_u16(),
+            s.err().message().unwrap_or("(no message)")
+        ),
+        SdkError::DispatchFailure(d) if d.is_timeout() => "connection timed out".to_owned(),
+        SdkError::DispatchFailure(d) if d.is_io() => "connection failed (I/O)".to_owned(),
+        SdkError::DispatchFailure(_) => "the request could not be sent".to_owned(),
+        SdkError::TimeoutError(_) => "timed out".to_owned(),
+        SdkError::ResponseError(_) => "the response could not be read".to_owned(),
+        SdkError::ConstructionFailure(_) => "the request could not be built".to_owned(),
+        _ => "unknown failure".to_owned(),
+    }
 }
 
 impl SourceError {

@@ -18,7 +18,7 @@ mod shards;
 mod stream;
 
 pub use backoff::Backoff;
-pub use client::{KinesisClient, connect};
+pub use client::{KinesisClient, connect, connect_checked};
 pub use error::{ErrorClass, SourceError, classify};
 pub use reader::{FetchOutcome, ShardReader, StartPosition};
 pub use shards::{ShardInfo, list_shards, readable_shards};

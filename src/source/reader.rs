@@ -19,8 +19,6 @@ use crate::sequence::SequenceNumber;
 pub enum StartPosition {
     /// The oldest record in the shard.
     TrimHorizon,
-    /// Only records put from now on.
-    Latest,
     /// Records put at or after this time.
     AtTimestamp(DateTime<Utc>),
     /// The record with this sequence number, and those after it (replaying a planned batch).
@@ -36,13 +34,32 @@ pub struct FetchOutcome {
     pub millis_behind: Option<i64>,
     /// The shard is closed and every record of it has been read.
     pub finished: bool,
+    /// The shard reached a record put after the run's end time ([`ShardReader::end_after`]):
+    /// that record and the ones after it were not taken.
+    pub at_run_end: bool,
 }
 
 impl FetchOutcome {
-    /// Nothing more to read at the moment.
+    /// Nothing more to read at the moment. An empty response without `MillisBehindLatest` says
+    /// nothing about what is left, so it is not "caught up".
     pub fn caught_up(&self) -> bool {
-        self.finished || (self.records.is_empty() && self.millis_behind.unwrap_or(0) == 0)
+        self.finished
+            || self.at_run_end
+            || (self.records.is_empty() && self.millis_behind == Some(0))
     }
+}
+
+/// How many times in a row an open shard may be given no iterator before the reader gives up.
+const NO_ITERATOR_LIMIT: u32 = 10;
+
+/// What a GetShardIterator call gave.
+enum NewIterator {
+    /// An iterator.
+    Got(String),
+    /// A failure worth retrying after a pause.
+    Retry,
+    /// A success without an iterator: the position is at or past the end of a closed shard.
+    None,
 }
 
 /// One shard's reading state.
@@ -54,6 +71,10 @@ pub struct ShardReader {
     last_read: Option<SequenceNumber>,
     iterator: Option<String>,
     finished: bool,
+    closed: bool,
+    no_iterator: u32,
+    end_after_ms: Option<i64>,
+    at_run_end: bool,
     min_interval: Duration,
     next_call: Instant,
     backoff: Backoff,
@@ -75,6 +96,10 @@ impl ShardReader {
             last_read,
             iterator: None,
             finished: false,
+            closed: false,
+            no_iterator: 0,
+            end_after_ms: None,
+            at_run_end: false,
             min_interval: Duration::from_millis(1000 / u64::from(calls_per_second.max(1))),
             next_call: Instant::now(),
             backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(10)),
@@ -96,12 +121,31 @@ impl ShardReader {
         self.finished
     }
 
+    /// The shard reached the run's end time (see [`Self::end_after`]).
+    pub fn is_at_run_end(&self) -> bool {
+        self.at_run_end
+    }
+
+    /// Records whether the shard is listed as closed: for a closed shard, a GetShardIterator answer
+    /// without an iterator means its end (as the KCL reads it); for an open one it is a fault.
+    pub fn set_closed(&mut self, closed: bool) {
+        self.closed = closed;
+    }
+
+    /// Takes no record that arrived after `end_ms` (ms since the epoch, Kinesis'
+    /// `ApproximateArrivalTimestamp`): a bounded run ends at the records that were there when it
+    /// started, however fast new ones arrive.
+    pub fn end_after(&mut self, end_ms: Option<i64>) {
+        self.end_after_ms = end_ms;
+    }
+
     /// Moves the position back to just after `sequence` (records past it were not taken), or to the
     /// start when `None`, and marks the shard unfinished.
     pub fn rewind_to(&mut self, sequence: Option<SequenceNumber>) {
         self.last_read = sequence;
         self.iterator = None;
         self.finished = false;
+        self.at_run_end = false;
     }
 
     /// Marks the shard as read to its end (known from a committed batch).
@@ -118,9 +162,10 @@ impl ShardReader {
         limit: i32,
         cancel: &CancellationToken,
     ) -> Result<FetchOutcome, SourceError> {
-        if self.finished {
+        if self.finished || self.at_run_end {
             return Ok(FetchOutcome {
-                finished: true,
+                finished: self.finished,
+                at_run_end: self.at_run_end,
                 ..FetchOutcome::default()
             });
         }
@@ -136,8 +181,29 @@ impl ShardReader {
             let iterator = match &self.iterator {
                 Some(iterator) => iterator.clone(),
                 None => match self.new_iterator(client).await? {
-                    Some(iterator) => iterator,
-                    None => {
+                    NewIterator::Got(iterator) => iterator,
+                    NewIterator::Retry => {
+                        self.pause(cancel).await;
+                        continue;
+                    }
+                    NewIterator::None if self.closed => {
+                        tracing::info!(stream = %self.stream, shard = %self.shard_id, "no shard iterator for a closed shard: it is read to its end");
+                        self.finished = true;
+                        return Ok(FetchOutcome {
+                            finished: true,
+                            ..FetchOutcome::default()
+                        });
+                    }
+                    NewIterator::None => {
+                        self.no_iterator += 1;
+                        if self.no_iterator >= NO_ITERATOR_LIMIT {
+                            return Err(SourceError::NoIterator {
+                                stream: self.stream.clone(),
+                                shard: self.shard_id.to_string(),
+                                attempts: self.no_iterator,
+                            });
+                        }
+                        tracing::warn!(stream = %self.stream, shard = %self.shard_id, attempt = self.no_iterator, "Kinesis answered GetShardIterator without an iterator for an open shard; asking again");
                         self.pause(cancel).await;
                         continue;
                     }
@@ -166,7 +232,7 @@ impl ShardReader {
                     ErrorClass::Unavailable => {
                         // A server may answer a stale iterator with a 5xx: renew it to be safe;
                         // the position is known, so nothing is skipped or read twice.
-                        tracing::warn!(stream = %self.stream, shard = %self.shard_id, error = %aws_smithy_types::error::display::DisplayErrorContext(&err), "GetRecords failed; retrying");
+                        tracing::warn!(stream = %self.stream, shard = %self.shard_id, error = %super::error::summary(&err), "GetRecords failed; retrying");
                         self.iterator = None;
                         self.pause(cancel).await;
                     }
@@ -204,23 +270,34 @@ impl ShardReader {
                 data: Bytes::from(record.data.into_inner()),
             });
         }
+        if let Some(end) = self.end_after_ms
+            && let Some(cut) = records
+                .iter()
+                .position(|r| r.approximate_arrival_ms.is_some_and(|at| at > end))
+        {
+            records.truncate(cut);
+            self.at_run_end = true;
+        }
         if let Some(last) = records.last() {
             self.last_read = Some(last.sequence_number.clone());
         }
-        self.iterator = output.next_shard_iterator;
-        self.finished = self.iterator.is_none();
+        if self.at_run_end {
+            // Records past the cut remain unread: a later run asks again after `last_read`.
+            self.iterator = None;
+        } else {
+            self.iterator = output.next_shard_iterator;
+            self.finished = self.iterator.is_none();
+        }
         FetchOutcome {
             records,
             millis_behind: output.millis_behind_latest,
             finished: self.finished,
+            at_run_end: self.at_run_end,
         }
     }
 
-    /// Gets an iterator at the reader's position; `Ok(None)` when worth retrying after a pause.
-    async fn new_iterator(
-        &mut self,
-        client: &KinesisClient,
-    ) -> Result<Option<String>, SourceError> {
+    /// Gets an iterator at the reader's position.
+    async fn new_iterator(&mut self, client: &KinesisClient) -> Result<NewIterator, SourceError> {
         let request = client
             .get_shard_iterator()
             .stream_name(&self.stream)
@@ -232,7 +309,6 @@ impl ShardReader {
             (None, StartPosition::TrimHorizon) => {
                 request.shard_iterator_type(ShardIteratorType::TrimHorizon)
             }
-            (None, StartPosition::Latest) => request.shard_iterator_type(ShardIteratorType::Latest),
             (None, StartPosition::AtTimestamp(at)) => request
                 .shard_iterator_type(ShardIteratorType::AtTimestamp)
                 .timestamp(aws_smithy_types::DateTime::from_millis(
@@ -243,23 +319,21 @@ impl ShardReader {
                 .starting_sequence_number(seq.as_str()),
         };
         match request.send().await {
-            Ok(output) => {
-                self.backoff.reset();
-                match output.shard_iterator {
-                    Some(iterator) => {
-                        self.iterator = Some(iterator.clone());
-                        Ok(Some(iterator))
-                    }
-                    None => {
-                        self.finished = true;
-                        Ok(None)
-                    }
+            // An answer without an iterator does not reset the backoff: asking again at once
+            // would hammer the server.
+            Ok(output) => match output.shard_iterator {
+                Some(iterator) => {
+                    self.backoff.reset();
+                    self.no_iterator = 0;
+                    self.iterator = Some(iterator.clone());
+                    Ok(NewIterator::Got(iterator))
                 }
-            }
+                None => Ok(NewIterator::None),
+            },
             Err(err) => match classify(&err) {
                 ErrorClass::Throttled | ErrorClass::Unavailable | ErrorClass::IteratorExpired => {
-                    tracing::warn!(stream = %self.stream, shard = %self.shard_id, error = %aws_smithy_types::error::display::DisplayErrorContext(&err), "GetShardIterator failed; retrying");
-                    Ok(None)
+                    tracing::warn!(stream = %self.stream, shard = %self.shard_id, error = %super::error::summary(&err), "GetShardIterator failed; retrying");
+                    Ok(NewIterator::Retry)
                 }
                 ErrorClass::NotFound | ErrorClass::Fatal => Err(SourceError::call(
                     "GetShardIterator",

@@ -18,6 +18,8 @@ pub struct ShardInfo {
     pub adjacent_parent: Option<String>,
     /// The shard's first sequence number: it differs between two incarnations of a stream.
     pub starting_sequence: Option<String>,
+    /// The shard is closed (it has an ending sequence number): it takes no more records.
+    pub closed: bool,
 }
 
 impl ShardInfo {
@@ -67,6 +69,9 @@ pub async fn list_shards(
                 starting_sequence: s
                     .sequence_number_range()
                     .map(|r| r.starting_sequence_number().to_owned()),
+                closed: s
+                    .sequence_number_range()
+                    .is_some_and(|r| r.ending_sequence_number().is_some()),
             }
         }));
         next_token = page.next_token().map(str::to_owned);
@@ -102,6 +107,7 @@ mod tests {
             parent: parent.map(Into::into),
             adjacent_parent: adjacent.map(Into::into),
             starting_sequence: None,
+            closed: false,
         }
     }
 

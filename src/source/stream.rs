@@ -66,7 +66,19 @@ pub struct StreamSource {
     shards: Vec<ShardInfo>,
     readers: BTreeMap<String, ShardReader>,
     listed_at: Option<Instant>,
+    end_after_ms: Option<i64>,
+    /// Bytes per record in the last response that had records: sizes the next GetRecords calls
+    /// so that a batch stays near `max_bytes`. Starts at Kinesis' largest record.
+    bytes_per_record: usize,
+    /// Which readable shard is asked first when not all fit in the byte budget (rotates).
+    next_first: usize,
+    startup_timeout: Option<Duration>,
 }
+
+/// The largest Kinesis record (1 MiB): the size assumed before any record was read, so that even
+/// the first calls of a run cannot overshoot `max_bytes` (they take fewer records; the next
+/// round, sized from what they returned, takes the rest).
+const MAX_RECORD_BYTES: usize = 1024 * 1024;
 
 /// How often the shard list is refreshed while running (resharding is also noticed at once when a
 /// shard closes).
@@ -88,6 +100,25 @@ impl StreamSource {
             shards: Vec::new(),
             readers: BTreeMap::new(),
             listed_at: None,
+            end_after_ms: None,
+            bytes_per_record: MAX_RECORD_BYTES,
+            next_first: 0,
+            startup_timeout: None,
+        }
+    }
+
+    /// Gives up the first shard listing after `timeout` of failures (a bounded run must not wait
+    /// forever for a server that is not there). Without it, the listing is retried until shutdown.
+    pub fn with_startup_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.startup_timeout = timeout;
+        self
+    }
+
+    /// Takes no record that arrived after `end_ms` (see [`ShardReader::end_after`]).
+    pub fn end_after(&mut self, end_ms: i64) {
+        self.end_after_ms = Some(end_ms);
+        for reader in self.readers.values_mut() {
+            reader.end_after(Some(end_ms));
         }
     }
 
@@ -146,9 +177,19 @@ impl StreamSource {
     /// Lists the shards (retrying while the service is away) and adds readers for new ones.
     pub async fn refresh_shards(&mut self, cancel: &CancellationToken) -> Result<(), SourceError> {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        let started = Instant::now();
         let shards = loop {
             if let Some(shards) = list_shards(&self.client, &self.stream).await? {
                 break shards;
+            }
+            if let Some(timeout) = self.startup_timeout
+                && self.listed_at.is_none()
+                && started.elapsed() >= timeout
+            {
+                return Err(SourceError::Unreachable {
+                    stream: self.stream.clone(),
+                    waited: timeout,
+                });
             }
             tokio::select! {
                 () = tokio::time::sleep(backoff.next_delay(&mut rand::rng())) => {}
@@ -160,6 +201,9 @@ impl StreamSource {
             if !self.readers.contains_key(&shard.shard_id) {
                 let reader = self.reader_for(&shard.shard_id);
                 self.readers.insert(shard.shard_id.clone(), reader);
+            }
+            if let Some(reader) = self.readers.get_mut(&shard.shard_id) {
+                reader.set_closed(shard.closed);
             }
         }
         self.listed_at = Some(Instant::now());
@@ -177,7 +221,42 @@ impl StreamSource {
         } else {
             self.initial.clone()
         };
-        ShardReader::new(&self.stream, shard_id, start, None, self.calls_per_second)
+        let mut reader =
+            ShardReader::new(&self.stream, shard_id, start, None, self.calls_per_second);
+        reader.end_after(self.end_after_ms);
+        reader.set_closed(self.is_closed(shard_id));
+        reader
+    }
+
+    fn is_closed(&self, shard_id: &str) -> bool {
+        self.shards
+            .iter()
+            .any(|s| s.shard_id == shard_id && s.closed)
+    }
+
+    /// The shards to ask now: readable, not at the run's end, and as many as can each take one
+    /// record of the expected size in the bytes left, starting from a rotating one so that none
+    /// is starved.
+    fn shards_to_fetch(&mut self, bytes_left: usize) -> Vec<String> {
+        let finished = self.finished_map();
+        let readable: Vec<String> = readable_shards(&self.shards, &finished)
+            .into_iter()
+            .map(|s| s.shard_id.clone())
+            .filter(|id| self.readers.get(id).is_some_and(|r| !r.is_at_run_end()))
+            .collect();
+        let fit = (bytes_left / self.bytes_per_record.max(1)).clamp(1, readable.len().max(1));
+        if fit >= readable.len() {
+            return readable;
+        }
+        let first = self.next_first % readable.len();
+        self.next_first = self.next_first.wrapping_add(fit);
+        readable
+            .iter()
+            .cycle()
+            .skip(first)
+            .take(fit)
+            .cloned()
+            .collect()
     }
 
     fn finished_map(&self) -> BTreeMap<String, bool> {
@@ -201,22 +280,18 @@ impl StreamSource {
         let mut batch = CollectedBatch::default();
         let mut bytes = 0usize;
         loop {
-            let finished = self.finished_map();
-            let readable: Vec<String> = readable_shards(&self.shards, &finished)
-                .into_iter()
-                .map(|s| s.shard_id.clone())
-                .collect();
+            let bytes_left = limits.max_bytes.saturating_sub(bytes);
+            let readable = self.shards_to_fetch(bytes_left);
             let room = limits.max_records.saturating_sub(batch.records.len());
-            if readable.is_empty()
-                || room == 0
-                || bytes >= limits.max_bytes
-                || cancel.is_cancelled()
-            {
+            if readable.is_empty() || room == 0 || bytes_left == 0 || cancel.is_cancelled() {
                 batch.caught_up = readable.is_empty();
                 return Ok(batch);
             }
-            let per_shard =
-                i32::try_from((room / readable.len()).clamp(1, 10_000)).unwrap_or(10_000);
+            // Records by count and, from the sizes seen, by bytes: a batch ends within one record
+            // of `max_bytes` when record sizes are steady.
+            let by_bytes = bytes_left / (readable.len() * self.bytes_per_record.max(1));
+            let per_shard = i32::try_from((room / readable.len()).min(by_bytes).clamp(1, 10_000))
+                .unwrap_or(10_000);
             let client = &self.client;
             let fetches = self
                 .readers
@@ -243,7 +318,11 @@ impl StreamSource {
                         });
                     range.last = last.sequence_number.clone();
                 }
-                bytes += outcome.records.iter().map(|r| r.data.len()).sum::<usize>();
+                let got: usize = outcome.records.iter().map(|r| r.data.len()).sum();
+                if !outcome.records.is_empty() {
+                    self.bytes_per_record = got.div_ceil(outcome.records.len());
+                }
+                bytes += got;
                 batch.records.extend(outcome.records);
             }
             if any_finished {
@@ -326,6 +405,7 @@ impl StreamSource {
                 None,
                 self.calls_per_second,
             );
+            reader.set_closed(self.is_closed(shard_id));
             let mut first_seen = false;
             'shard: loop {
                 if cancel.is_cancelled() {

@@ -1,0 +1,92 @@
+//! Which records of a batch are dead letters, recorded in the batch's manifest so that every
+//! attempt at the batch (a replay after a crash, or a second engine) splits them the same way.
+//!
+//! The dead letters are committed before the rows. If the raw schema changes between a crash after
+//! the dead-letter commit and the replay, a record could otherwise land in neither table or in
+//! both. The engine compares the split it decodes with the recorded one and refuses to go on when
+//! they differ, saying which file to restore.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use sha2::{Digest, Sha256};
+
+use super::SplitChange;
+use crate::decode::DecodedBatch;
+use crate::sequence::SequenceNumber;
+use crate::sink::{BatchManifest, BatchSplit};
+
+/// The files that decide a stream's split, fingerprinted once at start-up.
+#[derive(Debug, Clone)]
+pub(super) struct SplitRule {
+    stream: String,
+    schema_path: PathBuf,
+    schema_sha256: String,
+    sql_sha256: String,
+}
+
+impl SplitRule {
+    /// The rule for a stream decoded by `schema_sql` and cleaned by `sql`.
+    pub fn new(stream: &str, schema_path: PathBuf, schema_sql: &str, sql: &str) -> Self {
+        Self {
+            stream: stream.to_owned(),
+            schema_path,
+            schema_sha256: sha256_hex(schema_sql),
+            sql_sha256: sha256_hex(sql),
+        }
+    }
+
+    /// The split of `decoded`, to record in a new manifest.
+    pub fn record(&self, decoded: &DecodedBatch) -> BatchSplit {
+        BatchSplit {
+            schema_sha256: self.schema_sha256.clone(),
+            sql_sha256: self.sql_sha256.clone(),
+            dead_letters: dead_letter_keys(decoded),
+        }
+    }
+
+    /// Checks that `decoded` splits the records as the manifest recorded.
+    pub fn check(
+        &self,
+        manifest: &BatchManifest,
+        decoded: &DecodedBatch,
+    ) -> Result<(), Box<SplitChange>> {
+        let Some(recorded) = &manifest.split else {
+            return Ok(()); // a manifest from before splits were recorded
+        };
+        let now = dead_letter_keys(decoded);
+        if now == recorded.dead_letters {
+            return Ok(());
+        }
+        let count = |m: &BTreeMap<String, Vec<SequenceNumber>>| m.values().map(Vec::len).sum();
+        Err(Box::new(SplitChange {
+            stream: self.stream.clone(),
+            batch_id: manifest.batch_id,
+            schema_path: self.schema_path.display().to_string(),
+            recorded_sha256: recorded.schema_sha256.clone(),
+            current_sha256: self.schema_sha256.clone(),
+            recorded_dead_letters: count(&recorded.dead_letters),
+            current_dead_letters: count(&now),
+        }))
+    }
+}
+
+fn dead_letter_keys(decoded: &DecodedBatch) -> BTreeMap<String, Vec<SequenceNumber>> {
+    let mut keys: BTreeMap<String, Vec<SequenceNumber>> = BTreeMap::new();
+    for dead in &decoded.dead_letters {
+        keys.entry(dead.record.shard_id.to_string())
+            .or_default()
+            .push(dead.record.sequence_number.clone());
+    }
+    for sequences in keys.values_mut() {
+        sequences.sort();
+    }
+    keys
+}
+
+fn sha256_hex(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
