@@ -29,6 +29,7 @@ async fn faults_scenario(kind: Kind) {
             throttle_every: 3,
             expire_every: 5,
             unavailable_every: 7,
+            ..FaultPlan::NONE
         },
     )
     .await;

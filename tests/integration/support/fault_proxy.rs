@@ -1,8 +1,9 @@
 //! A loopback HTTP proxy in front of a real Kinesis server that injects the failures Kinesis
-//! produces in production: throttling, expired iterators and the service being away.
+//! produces in production: throttling, expired iterators, the service being away, answers without a
+//! shard iterator, and a real `MillisBehindLatest`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -19,6 +20,14 @@ pub struct FaultPlan {
     pub expire_every: u64,
     /// Every n-th call gets a 503 with no body (the service away); 0 = never.
     pub unavailable_every: u64,
+    /// GetShardIterator for this shard is answered 200 `{}`: no iterator.
+    pub no_iterator_for_shard: Option<&'static str>,
+    /// Every GetRecords answer says it is this far behind the tip (`MillisBehindLatest`), as
+    /// Kinesis does for a consumer under steady load; `None` leaves the server's value.
+    pub millis_behind: Option<i64>,
+    /// GetRecords asks for at most this many records (the request's `Limit` is lowered), so a
+    /// batch is collected over several rounds.
+    pub max_records_per_call: Option<i64>,
 }
 
 impl FaultPlan {
@@ -27,6 +36,9 @@ impl FaultPlan {
         throttle_every: 0,
         expire_every: 0,
         unavailable_every: 0,
+        no_iterator_for_shard: None,
+        millis_behind: None,
+        max_records_per_call: None,
     };
 }
 
@@ -41,6 +53,8 @@ pub struct FaultCounts {
     pub expired: AtomicU64,
     /// 503s injected.
     pub unavailable: AtomicU64,
+    /// GetShardIterator answers without an iterator.
+    pub no_iterator: AtomicU64,
 }
 
 struct ProxyState {
@@ -49,6 +63,7 @@ struct ProxyState {
     http: reqwest::Client,
     plan: FaultPlan,
     counts: Arc<FaultCounts>,
+    outage: Arc<AtomicBool>,
 }
 
 /// A running proxy; it stops with the test's runtime.
@@ -57,6 +72,8 @@ pub struct FaultProxy {
     pub endpoint: String,
     /// What it injected.
     pub counts: Arc<FaultCounts>,
+    /// While true, every GetRecords call is answered 503 (an outage of the test's choosing).
+    pub outage: Arc<AtomicBool>,
 }
 
 impl FaultProxy {
@@ -68,18 +85,24 @@ impl FaultProxy {
     /// Starts a proxy that also throttles every PutRecord when `throttle_puts`.
     pub async fn start_with(upstream: &str, plan: FaultPlan, throttle_puts: bool) -> Self {
         let counts = Arc::new(FaultCounts::default());
+        let outage = Arc::new(AtomicBool::new(false));
         let state = Arc::new(ProxyState {
             throttle_puts,
             upstream: upstream.to_owned(),
             http: reqwest::Client::new(),
             plan,
             counts: Arc::clone(&counts),
+            outage: Arc::clone(&outage),
         });
         let app = Router::new().fallback(forward).with_state(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { endpoint, counts }
+        Self {
+            endpoint,
+            counts,
+            outage,
+        }
     }
 }
 
@@ -109,7 +132,24 @@ async fn forward(
             "Rate exceeded for shard",
         );
     }
+    if target.ends_with(".GetShardIterator")
+        && let Some(shard) = state.plan.no_iterator_for_shard
+        && serde_json::from_slice::<serde_json::Value>(&body)
+            .is_ok_and(|request| request["ShardId"] == shard)
+    {
+        state.counts.no_iterator.fetch_add(1, Ordering::SeqCst);
+        return (
+            StatusCode::OK,
+            [("content-type", "application/x-amz-json-1.1")],
+            "{}",
+        )
+            .into_response();
+    }
     if target.ends_with(".GetRecords") {
+        if state.outage.load(Ordering::SeqCst) {
+            state.counts.unavailable.fetch_add(1, Ordering::SeqCst);
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        }
         let n = state.counts.get_records.fetch_add(1, Ordering::SeqCst) + 1;
         let hits = |every: u64| every > 0 && n % every == 0;
         if hits(state.plan.throttle_every) {
@@ -128,6 +168,15 @@ async fn forward(
             return StatusCode::SERVICE_UNAVAILABLE.into_response();
         }
     }
+    let mut body = body;
+    if let Some(cap) = state.plan.max_records_per_call
+        && target.ends_with(".GetRecords")
+        && let Ok(mut request) = serde_json::from_slice::<serde_json::Value>(&body)
+    {
+        let asked = request["Limit"].as_i64().unwrap_or(10_000);
+        request["Limit"] = asked.min(cap).into();
+        body = Bytes::from(request.to_string());
+    }
     let mut request = state.http.post(&state.upstream).body(body);
     for (name, value) in &headers {
         if name != "host" && name != "content-length" {
@@ -144,7 +193,15 @@ async fn forward(
                     out.insert(name.clone(), value.clone());
                 }
             }
-            let bytes = response.bytes().await.unwrap_or_default();
+            let mut bytes = response.bytes().await.unwrap_or_default();
+            if let Some(millis) = state.plan.millis_behind
+                && target.ends_with(".GetRecords")
+                && status == StatusCode::OK
+                && let Ok(mut answer) = serde_json::from_slice::<serde_json::Value>(&bytes)
+            {
+                answer["MillisBehindLatest"] = millis.into();
+                bytes = Bytes::from(answer.to_string());
+            }
             (status, out, bytes).into_response()
         }
         Err(_) => StatusCode::BAD_GATEWAY.into_response(),

@@ -1,0 +1,129 @@
+//! Running the engine binary as a user would, and reading what it left in a table's log.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::query_counts;
+
+/// `kinesis-delta run --config <config>` (with `--available-now` when asked), quiet on stdout.
+pub fn engine_command(config: &Path, available_now: bool) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kinesis-delta"));
+    command
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null());
+    if available_now {
+        command.arg("--available-now");
+    }
+    command
+}
+
+/// Waits for a child to exit within `timeout`; kills it and panics when it does not.
+pub fn wait_with_deadline(mut child: Child, timeout: Duration, what: &str) -> std::process::Output {
+    let deadline = Instant::now() + timeout;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() >= deadline {
+            child.kill().unwrap();
+            let _ = child.wait();
+            panic!("{what}: still running after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Sends a signal (`STOP`, `CONT`, `TERM`, …) to a process.
+pub fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name}");
+}
+
+/// Rows in the table at `uri`, 0 while it does not exist yet.
+pub async fn table_rows(uri: &str) -> i64 {
+    if deltalake::open_table(url::Url::parse(uri).unwrap())
+        .await
+        .is_err()
+    {
+        return 0;
+    }
+    query_counts(&[("t", uri)], "SELECT count(*) FROM t").await[0]
+}
+
+/// One commit of a Delta log: its version, its `txn` actions and whether it has a `metaData`.
+#[derive(Debug)]
+pub struct LogEntry {
+    /// The table version.
+    pub version: u64,
+    /// `(appId, version)` of every `txn` action.
+    pub txns: Vec<(String, i64)>,
+    /// The commit carries a `metaData` action.
+    pub metadata: bool,
+}
+
+/// Reads every commit file of a local table's `_delta_log`.
+pub fn read_log(table_dir: &Path) -> Vec<LogEntry> {
+    let mut entries = Vec::new();
+    for file in std::fs::read_dir(table_dir.join("_delta_log")).unwrap() {
+        let path = file.unwrap().path();
+        let Some(version) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".json"))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let mut entry = LogEntry {
+            version,
+            txns: Vec::new(),
+            metadata: false,
+        };
+        for line in std::fs::read_to_string(&path).unwrap().lines() {
+            let action: serde_json::Value = serde_json::from_str(line).unwrap();
+            if let Some(txn) = action.get("txn") {
+                entry.txns.push((
+                    txn["appId"].as_str().unwrap().to_owned(),
+                    txn["version"].as_i64().unwrap(),
+                ));
+            }
+            entry.metadata |= action.get("metaData").is_some();
+        }
+        entries.push(entry);
+    }
+    entries.sort_by_key(|e| e.version);
+    entries
+}
+
+/// Asserts a table's log never records a batch twice and has its metadata in version 0 only.
+pub fn assert_log_clean(table_dir: &Path) {
+    if !table_dir.join("_delta_log").exists() {
+        return;
+    }
+    let log = read_log(table_dir);
+    let mut seen: BTreeMap<(String, i64), u64> = BTreeMap::new();
+    for entry in &log {
+        for txn in &entry.txns {
+            if let Some(first) = seen.insert(txn.clone(), entry.version) {
+                panic!(
+                    "{}: txn {txn:?} is in versions {first} and {}",
+                    table_dir.display(),
+                    entry.version
+                );
+            }
+        }
+        assert!(
+            !entry.metadata || entry.version == 0,
+            "{}: a metaData action in version {}",
+            table_dir.display(),
+            entry.version
+        );
+    }
+}
