@@ -370,4 +370,38 @@ mod tests {
         let mut other_app = DeltaSink::open(uri, "other").await.unwrap();
         assert_eq!(other_app.committed_batch().await.unwrap(), None);
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sinks_racing_to_create_a_table_commit_the_batch_once() {
+        let (schema, batch) = rows(&[1, 2, 3]);
+        for round in 0..30 {
+            let dir = tempfile::tempdir().unwrap();
+            let uri = url::Url::from_directory_path(dir.path().join("t"))
+                .unwrap()
+                .to_string();
+            let uri = uri.trim_end_matches('/');
+            let mut a = DeltaSink::open(uri, "app").await.unwrap();
+            let mut b = DeltaSink::open(uri, "app").await.unwrap();
+            let (ra, rb) = tokio::join!(
+                a.commit(1, &schema, std::slice::from_ref(&batch), Default::default()),
+                b.commit(1, &schema, std::slice::from_ref(&batch), Default::default()),
+            );
+            let committed = [ra, rb]
+                .into_iter()
+                .filter(|r| matches!(r, Ok(CommitOutcome::Committed { .. })))
+                .count();
+            let mut table = deltalake::open_table(url::Url::parse(uri).unwrap())
+                .await
+                .unwrap();
+            table.load().await.unwrap();
+            let files = table.snapshot().unwrap().log_data().num_files();
+            assert_eq!(
+                (committed, files),
+                (1, 1),
+                "round {round}: batch 1 committed once"
+            );
+            // Version 0 creates the table, version 1 holds the batch: no second create mid-log.
+            assert_eq!(table.version(), Some(1), "round {round}");
+        }
+    }
 }
