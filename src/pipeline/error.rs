@@ -100,7 +100,9 @@ impl EngineError {
             | Self::SplitChanged(_)
             | Self::LostStream { .. } => ErrorKind::User,
             Self::Source(
-                SourceError::StreamNotFound { .. } | SourceError::NoCredentials { .. },
+                SourceError::StreamNotFound { .. }
+                | SourceError::NoCredentials { .. }
+                | SourceError::RecordsGone { .. },
             ) => ErrorKind::User,
             Self::Source(_) | Self::Sink(_) => ErrorKind::External,
             Self::Internal(_) => ErrorKind::Internal,

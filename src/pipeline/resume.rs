@@ -1,12 +1,13 @@
 //! Resuming a stream at start-up: read the last committed batch's manifest, check that the stream
-//! is still the one its positions were taken on, and put every shard back where it was.
+//! is still the one its positions were taken on, and put every shard back where it was, deciding
+//! shard by shard.
 
 use tokio_util::sync::CancellationToken;
 
 use super::EngineError;
 use crate::config::LostStreamPolicy;
-use crate::sink::ManifestLog;
-use crate::source::{ErrorClass, KinesisClient, SourceError, StreamSource};
+use crate::sink::{BatchManifest, ManifestLog};
+use crate::source::{CheckpointState, ErrorClass, KinesisClient, SourceError, StreamSource};
 use crate::streams::KinesisCallError;
 
 /// The table's last committed batch of a stream.
@@ -19,15 +20,70 @@ pub(super) struct Checkpoint<'a> {
     pub stream_created_ms: Option<i64>,
 }
 
+/// What resuming found.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Resumed {
+    /// Some shard's positions meant nothing any more (another incarnation of the stream), and the
+    /// policy said to read anew: a pending batch planned on them is abandoned.
+    pub lost_incarnation: bool,
+}
+
+/// Whether the stream now is another incarnation than the one `manifest` was planned on: a
+/// different creation time, or a listed shard that starts at another sequence number.
+pub(super) fn incarnation_changed(
+    manifest: &BatchManifest,
+    source: &StreamSource,
+    created_now: Option<i64>,
+) -> bool {
+    let starts_now = source.shard_starts();
+    let shards_restarted = manifest
+        .shard_starts
+        .iter()
+        .any(|(shard, start)| starts_now.get(shard).is_some_and(|now| now != start));
+    let recreated = matches!(
+        (manifest.stream_created_ms, created_now),
+        (Some(recorded), Some(current)) if recorded != current
+    );
+    shards_restarted || recreated
+}
+
+/// The error or warning for a stream whose positions mean nothing any more.
+pub(super) fn lost_stream(
+    source: &StreamSource,
+    manifest: &BatchManifest,
+    created_now: Option<i64>,
+    policy: LostStreamPolicy,
+) -> Result<(), EngineError> {
+    let stream = source.stream().to_owned();
+    match policy {
+        LostStreamPolicy::Stop => Err(EngineError::LostStream {
+            stream,
+            recorded: manifest.stream_created_ms.unwrap_or_default(),
+            current: created_now.unwrap_or_default(),
+        }),
+        LostStreamPolicy::Restart => {
+            tracing::warn!(
+                %stream,
+                "the stream is not the one the checkpoint was taken on: reading it from its earliest record; records of the old stream that were never committed are gone"
+            );
+            Ok(())
+        }
+    }
+}
+
 /// Restores the shard positions of `checkpoint`, or applies `policy` when the stream is not the one
 /// they were taken on (see `doc/DESIGN.md`).
+///
+/// Shard by shard: a checkpointed record still there resumes after it; one that aged out (with
+/// everything before it) starts the shard at its oldest record, which comes after the checkpoint;
+/// one whose shard holds older records but not it means another incarnation of the shard.
 pub(super) async fn resume(
     source: &mut StreamSource,
     manifests: &ManifestLog,
     checkpoint: &Checkpoint<'_>,
     policy: LostStreamPolicy,
     cancel: &CancellationToken,
-) -> Result<(), EngineError> {
+) -> Result<Resumed, EngineError> {
     let stream = source.stream().to_owned();
     let manifest =
         manifests
@@ -37,38 +93,42 @@ pub(super) async fn resume(
                 table: checkpoint.table_uri.to_owned(),
                 batch_id: checkpoint.batch_id,
             })?;
-    let unreadable = source
-        .unreadable_checkpoints(&manifest.positions, cancel)
-        .await?;
-    let starts_now = source.shard_starts();
-    let shards_restarted = manifest
-        .shard_starts
-        .iter()
-        .any(|(shard, start)| starts_now.get(shard).is_some_and(|now| now != start));
-    let recreated = matches!(
-        (manifest.stream_created_ms, checkpoint.stream_created_ms),
-        (Some(recorded), Some(current)) if recorded != current
-    );
-    if unreadable.is_empty() && !shards_restarted && !recreated {
-        source.restore(&manifest.positions);
-        tracing::info!(%stream, batch_id = checkpoint.batch_id, "resuming after the last committed batch");
-        return Ok(());
+    if incarnation_changed(&manifest, source, checkpoint.stream_created_ms) {
+        lost_stream(source, &manifest, checkpoint.stream_created_ms, policy)?;
+        return Ok(Resumed {
+            lost_incarnation: true,
+        });
     }
-    tracing::warn!(%stream, unreadable_shards = ?unreadable, shards_restarted, recreated, "the stream is not the one the checkpoint was taken on");
-    match policy {
-        LostStreamPolicy::Stop => Err(EngineError::LostStream {
-            stream,
-            recorded: manifest.stream_created_ms.unwrap_or_default(),
-            current: checkpoint.stream_created_ms.unwrap_or_default(),
-        }),
-        LostStreamPolicy::Restart => {
-            tracing::warn!(
-                %stream,
-                "reading the stream from its earliest record; records of the old stream that were never committed are gone"
-            );
-            Ok(())
+    source.restore(&manifest.positions);
+    let mut foreign = Vec::new();
+    for (shard, position) in &manifest.positions {
+        let Some(last) = &position.last else {
+            continue; // nothing read yet: the shard starts at the initial position
+        };
+        if position.finished || !source.is_listed(shard) {
+            continue; // read to its end, or aged out of the listing with all its records
+        }
+        match source.checkpoint_state(shard, last, cancel).await? {
+            CheckpointState::Readable => {}
+            CheckpointState::AgedOut => {
+                tracing::warn!(%stream, %shard, sequence = %last, "the checkpointed record aged out of retention: reading the shard from its oldest record, which comes after it");
+                source.start_at_trim_horizon(shard);
+            }
+            CheckpointState::Foreign => foreign.push(shard.clone()),
         }
     }
+    if foreign.is_empty() {
+        tracing::info!(%stream, batch_id = checkpoint.batch_id, "resuming after the last committed batch");
+        return Ok(Resumed::default());
+    }
+    tracing::warn!(%stream, shards = ?foreign, "shards hold records before their checkpoint but not the checkpointed one");
+    lost_stream(source, &manifest, checkpoint.stream_created_ms, policy)?;
+    for shard in &foreign {
+        source.start_at_trim_horizon(shard);
+    }
+    Ok(Resumed {
+        lost_incarnation: true,
+    })
 }
 
 /// The stream's creation time (ms since the epoch), when the server reports one.

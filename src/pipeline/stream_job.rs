@@ -9,16 +9,18 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use super::EngineError;
-use super::resume::{Checkpoint, resume, stream_created_ms};
+use super::resume::{Checkpoint, incarnation_changed, lost_stream, resume, stream_created_ms};
 use super::split::SplitRule;
-use crate::config::{InitialPosition, Pipeline, StreamSpec};
+use crate::config::{InitialPosition, LostStreamPolicy, Pipeline, StreamSpec};
 use crate::decode::{
     DecodedBatch, METADATA_COLUMNS, RecordDecoder, dead_letter_batch, dead_letter_schema,
     raw_schema_from_sql,
 };
 use crate::progress::BatchProgress;
 use crate::sink::{BatchManifest, CommitOutcome, DeltaSink, ManifestLog, ManifestOutcome};
-use crate::source::{BatchLimits, KinesisClient, KinesisRecord, StartPosition, StreamSource};
+use crate::source::{
+    BatchLimits, KinesisClient, KinesisRecord, SourceError, StartPosition, StreamSource,
+};
 use crate::transform::Cleaning;
 
 /// How long the engine runs.
@@ -54,6 +56,8 @@ struct PlannedBatch {
     decode: Duration,
     millis_behind: i64,
     replayed: bool,
+    /// The batch's records are gone and the user accepted it: committed empty.
+    abandoned: bool,
 }
 
 /// One stream: its source, its cleaning and its two tables.
@@ -75,6 +79,9 @@ pub struct StreamJob {
     stream_created_ms: Option<i64>,
     /// The last collect found every shard at its end.
     caught_up: bool,
+    on_lost_stream: LostStreamPolicy,
+    /// Resuming found another incarnation of the stream (and was told to read it anew).
+    lost_incarnation: bool,
     progress: UnboundedSender<BatchProgress>,
     summary: StreamSummary,
 }
@@ -133,20 +140,22 @@ impl StreamJob {
         source.refresh_shards(cancel).await?;
         let stream_created_ms = stream_created_ms(&source_client, &spec.stream).await?;
         let committed = table.committed_batch().await?.unwrap_or(0);
+        let mut lost_incarnation = false;
         if committed > 0 {
             let checkpoint = Checkpoint {
                 batch_id: committed,
                 table_uri: &spec.table_uri,
                 stream_created_ms,
             };
-            resume(
+            lost_incarnation = resume(
                 &mut source,
                 &manifests,
                 &checkpoint,
                 pipeline.engine.on_lost_stream,
                 cancel,
             )
-            .await?;
+            .await?
+            .lost_incarnation;
         }
         Ok(Self {
             name: spec.name.clone(),
@@ -172,6 +181,8 @@ impl StreamJob {
             committed,
             stream_created_ms,
             caught_up: false,
+            on_lost_stream: pipeline.engine.on_lost_stream,
+            lost_incarnation,
             progress,
             summary: StreamSummary {
                 stream: spec.name.clone(),
@@ -226,7 +237,7 @@ impl StreamJob {
         let batch_id = self.committed + 1;
         let started = Instant::now();
         if let Some(pending) = self.manifests.get(batch_id).await? {
-            return self.replay(pending, started, cancel).await;
+            return self.replay_pending(pending, started, cancel).await;
         }
         let collected = self.source.collect_batch(self.limits, cancel).await?;
         self.caught_up = collected.caught_up;
@@ -268,6 +279,71 @@ impl StreamJob {
             decode,
             millis_behind: collected.millis_behind,
             replayed: false,
+            abandoned: false,
+        }))
+    }
+
+    /// A batch planned before a restart (or by another engine) and not committed: replayed
+    /// exactly, or, when its records are gone and the user accepted that, abandoned.
+    async fn replay_pending(
+        &mut self,
+        pending: BatchManifest,
+        started: Instant,
+        cancel: &CancellationToken,
+    ) -> Result<Option<PlannedBatch>, EngineError> {
+        if self.lost_incarnation
+            || incarnation_changed(&pending, &self.source, self.stream_created_ms)
+        {
+            lost_stream(
+                &self.source,
+                &pending,
+                self.stream_created_ms,
+                self.on_lost_stream,
+            )?;
+            return self.abandon(pending).await;
+        }
+        match self.replay(pending.clone(), started, cancel).await {
+            Err(EngineError::Source(SourceError::RecordsGone { .. }))
+                if self.on_lost_stream == LostStreamPolicy::Restart =>
+            {
+                self.abandon(pending).await
+            }
+            other => other,
+        }
+    }
+
+    /// Gives up a planned batch whose records are gone: it is committed with no rows, so its
+    /// batch id is used once and reading goes on. Shards of the same incarnation go on from the
+    /// last committed positions (what remains of the batch is read again), unless the batch's dead
+    /// letters are already committed: then after the batch, so that none is written twice.
+    async fn abandon(
+        &mut self,
+        manifest: BatchManifest,
+    ) -> Result<Option<PlannedBatch>, EngineError> {
+        let batch_id = manifest.batch_id;
+        tracing::warn!(stream = %manifest.stream, batch_id, ranges = ?manifest.ranges, "abandoning a planned batch whose records are gone (on_lost_stream = restart): it is committed without them");
+        if !self.lost_incarnation
+            && self
+                .dead_letters
+                .committed_batch()
+                .await?
+                .is_some_and(|done| done >= batch_id)
+        {
+            tracing::warn!(stream = %manifest.stream, batch_id, "its dead letters are committed: going on after the batch; its records still in the shards are not read again");
+            self.source.restore(&manifest.positions);
+        }
+        let (_, decoded, _) = self
+            .decode(Vec::new(), batch_id)
+            .map_err(EngineError::Internal)?;
+        Ok(Some(PlannedBatch {
+            manifest,
+            rows_in: 0,
+            decoded,
+            fetch: Duration::ZERO,
+            decode: Duration::ZERO,
+            millis_behind: 0,
+            replayed: true,
+            abandoned: true,
         }))
     }
 
@@ -298,6 +374,7 @@ impl StreamJob {
             decode,
             millis_behind: 0,
             replayed: true,
+            abandoned: false,
         }))
     }
 
@@ -332,6 +409,7 @@ impl StreamJob {
         tracing::info!(stream = %self.name, from = self.committed, to = batch_id, "another engine committed ahead of this one; continuing after its batch");
         self.source.restore(&manifest.positions);
         self.committed = batch_id;
+        self.lost_incarnation = false;
         self.summary.last_batch_id = batch_id;
         Ok(())
     }
@@ -350,7 +428,7 @@ impl StreamJob {
         let sql = t.elapsed();
         let rows_out: usize = cleaned.iter().map(|b| b.num_rows()).sum();
 
-        let info = commit_info(&planned.manifest);
+        let info = commit_info(&planned.manifest, planned.abandoned);
         let mut write = Duration::ZERO;
         let mut commit = Duration::ZERO;
         let dead = decoded.dead_letters.len();
@@ -406,6 +484,8 @@ impl StreamJob {
             }
         };
         self.committed = batch_id;
+        // From here on, pending batches are planned on the stream as it is now.
+        self.lost_incarnation = false;
         self.manifests.prune(batch_id).await;
 
         self.summary.batches += 1;
@@ -440,7 +520,7 @@ impl StreamJob {
 
 /// What a commit records in its `commitInfo` for people reading the log (the checkpoint itself is
 /// the `txn` action plus the manifest).
-fn commit_info(manifest: &BatchManifest) -> Map<String, Value> {
+fn commit_info(manifest: &BatchManifest, abandoned: bool) -> Map<String, Value> {
     let ranges: Map<String, Value> = manifest
         .ranges
         .iter()
@@ -454,7 +534,7 @@ fn commit_info(manifest: &BatchManifest) -> Map<String, Value> {
     let mut info = Map::new();
     info.insert(
         "kinesisDelta".to_owned(),
-        json!({"stream": manifest.stream, "batchId": manifest.batch_id, "ranges": Value::Object(ranges)}),
+        json!({"stream": manifest.stream, "batchId": manifest.batch_id, "ranges": Value::Object(ranges), "abandoned": abandoned}),
     );
     info
 }

@@ -99,9 +99,10 @@ pub enum SourceError {
         /// How many answers came without one.
         attempts: u32,
     },
-    /// A checkpointed record is no longer in the shard (trimmed by retention, or the server lost its state).
+    /// The records of a planned, uncommitted batch are no longer in the shard (trimmed by
+    /// retention, or the server lost its state). The user's to decide: see the message.
     #[error(
-        "stream `{stream}` shard {shard}: the checkpointed records from sequence number {sequence} are no longer in the shard (expired by retention, or the Kinesis server lost its data); refusing to skip them silently"
+        "stream `{stream}` shard {shard}: the records of a planned batch, from sequence number {sequence}, are no longer in the shard (expired by retention, or the Kinesis server lost its data), so the batch cannot be finished as planned. kinesis-delta will not skip them silently: to accept their loss, run once with `--on-lost-stream restart` (the batch is then committed without them and reading goes on), or write to a new table"
     )]
     RecordsGone {
         /// The stream.

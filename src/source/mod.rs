@@ -14,6 +14,7 @@ mod backoff;
 mod client;
 mod error;
 mod reader;
+mod replay;
 mod shards;
 mod stream;
 
@@ -21,6 +22,7 @@ pub use backoff::Backoff;
 pub use client::{KinesisClient, connect, connect_checked};
 pub use error::{ErrorClass, SourceError, classify};
 pub use reader::{FetchOutcome, ShardReader, StartPosition};
+pub use replay::CheckpointState;
 pub use shards::{ShardInfo, list_shards, readable_shards};
 pub use stream::{BatchLimits, CollectedBatch, ShardPosition, ShardRange, StreamSource};
 

@@ -148,6 +148,12 @@ impl ShardReader {
         self.at_run_end = false;
     }
 
+    /// Starts the shard afresh at `start`, forgetting its position.
+    pub fn start_at(&mut self, start: StartPosition) {
+        self.start = start;
+        self.rewind_to(None);
+    }
+
     /// Marks the shard as read to its end (known from a committed batch).
     pub fn mark_finished(&mut self) {
         self.finished = true;

@@ -59,12 +59,12 @@ pub struct CollectedBatch {
 /// Reads the shards of one stream in order, keeping each shard's position.
 #[derive(Debug)]
 pub struct StreamSource {
-    client: KinesisClient,
-    stream: String,
+    pub(super) client: KinesisClient,
+    pub(super) stream: String,
     initial: StartPosition,
-    calls_per_second: u32,
-    shards: Vec<ShardInfo>,
-    readers: BTreeMap<String, ShardReader>,
+    pub(super) calls_per_second: u32,
+    pub(super) shards: Vec<ShardInfo>,
+    pub(super) readers: BTreeMap<String, ShardReader>,
     listed_at: Option<Instant>,
     end_after_ms: Option<i64>,
     /// Bytes per record in the last response that had records: sizes the next GetRecords calls
@@ -228,7 +228,12 @@ impl StreamSource {
         reader
     }
 
-    fn is_closed(&self, shard_id: &str) -> bool {
+    /// The shard is in the current listing.
+    pub fn is_listed(&self, shard_id: &str) -> bool {
+        self.shards.iter().any(|s| s.shard_id == shard_id)
+    }
+
+    pub(super) fn is_closed(&self, shard_id: &str) -> bool {
         self.shards
             .iter()
             .any(|s| s.shard_id == shard_id && s.closed)
@@ -335,105 +340,5 @@ impl StreamSource {
                 return Ok(batch);
             }
         }
-    }
-
-    /// The shards whose checkpointed last record is no longer readable at its sequence number: the
-    /// stream is another incarnation (recreated, or a server that lost its data) or the record aged
-    /// out of retention. Either way the checkpoint cannot prove that nothing after it was lost.
-    pub async fn unreadable_checkpoints(
-        &self,
-        positions: &BTreeMap<String, ShardPosition>,
-        cancel: &CancellationToken,
-    ) -> Result<Vec<String>, SourceError> {
-        let mut unreadable = Vec::new();
-        for (shard_id, position) in positions {
-            let Some(last) = &position.last else { continue };
-            if !self.shards.iter().any(|s| &s.shard_id == shard_id) {
-                continue; // aged out of the listing: nothing of it is left to read anyway
-            }
-            let mut reader = ShardReader::new(
-                &self.stream,
-                shard_id,
-                StartPosition::AtSequence(last.clone()),
-                None,
-                self.calls_per_second,
-            );
-            let mut found = false;
-            for _ in 0..3 {
-                match reader.fetch(&self.client, 1, cancel).await {
-                    Ok(outcome) => {
-                        if let Some(record) = outcome.records.first() {
-                            found = &record.sequence_number == last;
-                            break;
-                        }
-                        if outcome.caught_up() {
-                            break;
-                        }
-                    }
-                    // A sequence number the shard never had is refused outright.
-                    Err(SourceError::Call { .. }) => break,
-                    Err(other) => return Err(other),
-                }
-            }
-            if !found {
-                unreadable.push(shard_id.clone());
-            }
-        }
-        Ok(unreadable)
-    }
-
-    /// Reads exactly the records of a planned batch again: for each shard, `first..=last`.
-    ///
-    /// Fails with [`SourceError::RecordsGone`] when the shard no longer starts at `first` (its
-    /// records were trimmed, or the server lost them): a planned batch is never silently shrunk.
-    pub async fn replay(
-        &mut self,
-        ranges: &BTreeMap<String, ShardRange>,
-        cancel: &CancellationToken,
-    ) -> Result<Vec<KinesisRecord>, SourceError> {
-        let mut records = Vec::new();
-        for (shard_id, range) in ranges {
-            let gone = || SourceError::RecordsGone {
-                stream: self.stream.clone(),
-                shard: shard_id.clone(),
-                sequence: range.first.to_string(),
-            };
-            let mut reader = ShardReader::new(
-                &self.stream,
-                shard_id,
-                StartPosition::AtSequence(range.first.clone()),
-                None,
-                self.calls_per_second,
-            );
-            reader.set_closed(self.is_closed(shard_id));
-            let mut first_seen = false;
-            'shard: loop {
-                if cancel.is_cancelled() {
-                    return Ok(Vec::new());
-                }
-                let outcome = reader.fetch(&self.client, 10_000, cancel).await?;
-                let at_end = outcome.finished
-                    || (outcome.records.is_empty() && outcome.millis_behind == Some(0));
-                for record in outcome.records {
-                    if !first_seen {
-                        if record.sequence_number != range.first {
-                            return Err(gone());
-                        }
-                        first_seen = true;
-                    }
-                    let done = record.sequence_number >= range.last;
-                    if record.sequence_number <= range.last {
-                        records.push(record);
-                    }
-                    if done {
-                        break 'shard;
-                    }
-                }
-                if at_end {
-                    return Err(gone());
-                }
-            }
-        }
-        Ok(records)
     }
 }

@@ -11,6 +11,7 @@ mod emulator;
 mod end_to_end;
 mod exactly_once;
 mod faults;
+mod lost_records;
 mod reshard;
 mod s3;
 mod source_faults;

@@ -2,8 +2,8 @@
 //! produces in production: throttling, expired iterators, the service being away, answers without a
 //! shard iterator, and a real `MillisBehindLatest`.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -64,6 +64,45 @@ struct ProxyState {
     plan: FaultPlan,
     counts: Arc<FaultCounts>,
     outage: Arc<AtomicBool>,
+    trimmed: Arc<Mutex<Vec<Trim>>>,
+}
+
+/// A shard whose records up to `through` are gone, as if aged out of retention.
+#[derive(Debug, Clone)]
+pub struct Trim {
+    /// The stream.
+    pub stream: String,
+    /// The shard.
+    pub shard: String,
+    /// The last trimmed sequence number.
+    pub through: String,
+}
+
+/// `a <= b` for Kinesis sequence numbers (decimal strings without leading zeros).
+fn sequence_le(a: &str, b: &str) -> bool {
+    (a.len(), a) <= (b.len(), b)
+}
+
+/// Rewrites a GetShardIterator request so that trimmed records are never reached: TRIM_HORIZON,
+/// and positions at or before the trim point, start after it (as Kinesis does after retention).
+fn apply_trims(body: &Bytes, trims: &[Trim]) -> Option<Bytes> {
+    let mut request: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let trim = trims.iter().find(|t| {
+        request["StreamName"] == t.stream.as_str() && request["ShardId"] == t.shard.as_str()
+    })?;
+    let trimmed = match request["ShardIteratorType"].as_str()? {
+        "TRIM_HORIZON" => true,
+        "AT_SEQUENCE_NUMBER" | "AFTER_SEQUENCE_NUMBER" => {
+            sequence_le(request["StartingSequenceNumber"].as_str()?, &trim.through)
+        }
+        _ => false,
+    };
+    if !trimmed {
+        return None;
+    }
+    request["ShardIteratorType"] = "AFTER_SEQUENCE_NUMBER".into();
+    request["StartingSequenceNumber"] = trim.through.clone().into();
+    Some(Bytes::from(request.to_string()))
 }
 
 /// A running proxy; it stops with the test's runtime.
@@ -74,6 +113,8 @@ pub struct FaultProxy {
     pub counts: Arc<FaultCounts>,
     /// While true, every GetRecords call is answered 503 (an outage of the test's choosing).
     pub outage: Arc<AtomicBool>,
+    /// Shards whose oldest records are gone, as if aged out of retention.
+    pub trimmed: Arc<Mutex<Vec<Trim>>>,
 }
 
 impl FaultProxy {
@@ -86,6 +127,7 @@ impl FaultProxy {
     pub async fn start_with(upstream: &str, plan: FaultPlan, throttle_puts: bool) -> Self {
         let counts = Arc::new(FaultCounts::default());
         let outage = Arc::new(AtomicBool::new(false));
+        let trimmed = Arc::new(Mutex::new(Vec::new()));
         let state = Arc::new(ProxyState {
             throttle_puts,
             upstream: upstream.to_owned(),
@@ -93,6 +135,7 @@ impl FaultProxy {
             plan,
             counts: Arc::clone(&counts),
             outage: Arc::clone(&outage),
+            trimmed: Arc::clone(&trimmed),
         });
         let app = Router::new().fallback(forward).with_state(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -102,6 +145,7 @@ impl FaultProxy {
             endpoint,
             counts,
             outage,
+            trimmed,
         }
     }
 }
@@ -169,6 +213,12 @@ async fn forward(
         }
     }
     let mut body = body;
+    if target.ends_with(".GetShardIterator") {
+        let trims = state.trimmed.lock().unwrap().clone();
+        if let Some(rewritten) = apply_trims(&body, &trims) {
+            body = rewritten;
+        }
+    }
     if let Some(cap) = state.plan.max_records_per_call
         && target.ends_with(".GetRecords")
         && let Ok(mut request) = serde_json::from_slice::<serde_json::Value>(&body)

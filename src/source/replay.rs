@@ -1,0 +1,153 @@
+//! Reading what a checkpoint or a planned batch refers to: whether a checkpointed record is still
+//! there, and the exact records of a planned batch.
+
+use std::collections::BTreeMap;
+
+use tokio_util::sync::CancellationToken;
+
+use super::KinesisRecord;
+use super::error::SourceError;
+use super::reader::{FetchOutcome, ShardReader, StartPosition};
+use super::stream::{ShardRange, StreamSource};
+use crate::sequence::SequenceNumber;
+
+/// What became of a shard's checkpointed record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointState {
+    /// The record is there: the shard resumes after it.
+    Readable,
+    /// The record is gone and so is everything before it, while what the shard still holds
+    /// comes after it: it aged out of retention (a shard idle for longer than retention, say).
+    /// Nothing committed is read again by starting the shard at its oldest record.
+    AgedOut,
+    /// The shard holds records at or before the checkpoint, but not the checkpointed one: it is
+    /// not the shard the checkpoint was taken on (the stream was recreated, or the server lost
+    /// its data).
+    Foreign,
+}
+
+impl StreamSource {
+    /// Where the record a shard was checkpointed at stands now.
+    pub async fn checkpoint_state(
+        &self,
+        shard_id: &str,
+        last: &SequenceNumber,
+        cancel: &CancellationToken,
+    ) -> Result<CheckpointState, SourceError> {
+        let at = self
+            .first_record(shard_id, StartPosition::AtSequence(last.clone()), cancel)
+            .await?;
+        if at.as_ref() == Some(last) {
+            return Ok(CheckpointState::Readable);
+        }
+        let oldest = self
+            .first_record(shard_id, StartPosition::TrimHorizon, cancel)
+            .await?;
+        Ok(match oldest {
+            Some(oldest) if &oldest <= last => CheckpointState::Foreign,
+            _ => CheckpointState::AgedOut,
+        })
+    }
+
+    /// The sequence number of the first record at `start` (`None`: none there, or the position is
+    /// refused as one the shard never had).
+    async fn first_record(
+        &self,
+        shard_id: &str,
+        start: StartPosition,
+        cancel: &CancellationToken,
+    ) -> Result<Option<SequenceNumber>, SourceError> {
+        let mut reader =
+            ShardReader::new(&self.stream, shard_id, start, None, self.calls_per_second);
+        reader.set_closed(self.is_closed(shard_id));
+        // A few calls: an empty answer with records further on is allowed by Kinesis.
+        for _ in 0..3 {
+            match reader.fetch(&self.client, 1, cancel).await {
+                Ok(outcome) => {
+                    if let Some(record) = outcome.records.first() {
+                        return Ok(Some(record.sequence_number.clone()));
+                    }
+                    if outcome.caught_up() {
+                        return Ok(None);
+                    }
+                }
+                Err(SourceError::Call {
+                    operation: "GetShardIterator",
+                    ..
+                }) => return Ok(None),
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Starts a shard afresh at its oldest record.
+    pub fn start_at_trim_horizon(&mut self, shard_id: &str) {
+        if let Some(reader) = self.readers.get_mut(shard_id) {
+            reader.start_at(StartPosition::TrimHorizon);
+        }
+    }
+
+    /// Reads exactly the records of a planned batch again: for each shard, `first..=last`.
+    ///
+    /// Fails with [`SourceError::RecordsGone`] when the shard no longer starts at `first` (its
+    /// records were trimmed, or the server lost them): a planned batch is never silently shrunk.
+    pub async fn replay(
+        &mut self,
+        ranges: &BTreeMap<String, ShardRange>,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<KinesisRecord>, SourceError> {
+        let mut records = Vec::new();
+        for (shard_id, range) in ranges {
+            let gone = || SourceError::RecordsGone {
+                stream: self.stream.clone(),
+                shard: shard_id.clone(),
+                sequence: range.first.to_string(),
+            };
+            let mut reader = ShardReader::new(
+                &self.stream,
+                shard_id,
+                StartPosition::AtSequence(range.first.clone()),
+                None,
+                self.calls_per_second,
+            );
+            reader.set_closed(self.is_closed(shard_id));
+            let mut first_seen = false;
+            'shard: loop {
+                if cancel.is_cancelled() {
+                    return Ok(Vec::new());
+                }
+                let outcome: FetchOutcome = match reader.fetch(&self.client, 10_000, cancel).await {
+                    Ok(outcome) => outcome,
+                    // A sequence number the shard never had is refused outright.
+                    Err(SourceError::Call {
+                        operation: "GetShardIterator",
+                        ..
+                    }) => return Err(gone()),
+                    Err(other) => return Err(other),
+                };
+                let at_end = outcome.finished
+                    || (outcome.records.is_empty() && outcome.millis_behind == Some(0));
+                for record in outcome.records {
+                    if !first_seen {
+                        if record.sequence_number != range.first {
+                            return Err(gone());
+                        }
+                        first_seen = true;
+                    }
+                    let done = record.sequence_number >= range.last;
+                    if record.sequence_number <= range.last {
+                        records.push(record);
+                    }
+                    if done {
+                        break 'shard;
+                    }
+                }
+                if at_end {
+                    return Err(gone());
+                }
+            }
+        }
+        Ok(records)
+    }
+}

@@ -1,0 +1,150 @@
+//! Records a checkpoint or a planned batch refers to that are gone: aged out of retention (a
+//! proxy hides them as Kinesis does after retention), or lost with a local server's state.
+
+use std::path::Path;
+
+use kinesis_delta::config::LostStreamPolicy;
+use kinesis_delta::pipeline::{EngineError, ErrorKind};
+
+use crate::end_to_end::{assert_exactly_once, put_triples};
+use crate::support::data::triples;
+use crate::support::engine::read_log;
+use crate::support::fault_proxy::{FaultPlan, FaultProxy, Trim};
+use crate::support::servers::{Kind, TestKinesis};
+use crate::support::{
+    create_stream, load_pipeline, query_counts, run_available_now, run_expecting_error,
+    write_config,
+};
+
+/// The newest manifest of a stream in a local table: its JSON.
+fn newest_manifest(table_dir: &Path) -> serde_json::Value {
+    let root = table_dir.join("_kinesis_delta");
+    let pipeline = std::fs::read_dir(&root)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let stream = std::fs::read_dir(pipeline)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut batches: Vec<_> = std::fs::read_dir(stream.join("batches"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    batches.sort();
+    serde_json::from_slice(&std::fs::read(batches.last().unwrap()).unwrap()).unwrap()
+}
+
+/// Item 7: one shard's checkpointed record and everything before it aged out (the shard sat idle
+/// longer than retention), the other shard is intact. Before the fix this stopped the engine as a
+/// "lost stream", and `restart` then re-read the intact shard from its start, duplicating it.
+/// Now the shard is decided on its own: it goes on from its oldest record, which comes after the
+/// checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_that_aged_out_resumes_its_shard_alone_without_duplicates() {
+    let server = TestKinesis::start(Kind::KinesisMock).await;
+    let proxy = FaultProxy::start(server.endpoint(), FaultPlan::NONE).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &proxy.endpoint, "aged", 100_000);
+    let pipeline = load_pipeline(&config);
+    let client = server.client().await;
+    for spec in &pipeline.streams {
+        create_stream(&client, &spec.stream, 2).await;
+    }
+    put_triples(&server, &pipeline, &triples(0, 100)).await;
+    run_available_now(&pipeline).await;
+
+    // Shard 0 of every stream: all of it, up to its checkpoint, ages out.
+    for spec in &pipeline.streams {
+        let folder = spec.table_uri.rsplit('/').next().unwrap();
+        let manifest = newest_manifest(&dir.path().join("tables").join(folder));
+        let last = manifest["positions"]["shardId-000000000000"]["last"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        proxy.trimmed.lock().unwrap().push(Trim {
+            stream: spec.stream.clone(),
+            shard: "shardId-000000000000".into(),
+            through: last,
+        });
+    }
+    put_triples(&server, &pipeline, &triples(100, 50)).await;
+    let (summaries, _) = run_available_now(&pipeline).await;
+    assert!(summaries.iter().all(|s| s.records == 50), "{summaries:?}");
+    assert_exactly_once(&pipeline, 150).await;
+}
+
+/// Item 8: a planned batch is pending (its table commit never happened) when the local server
+/// loses its data. Before the fix every start failed, classed retryable, whatever the policy.
+/// Now the user decides: `stop` (the default) explains; `restart` commits the batch empty, its
+/// records being gone, and reads the new stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_batch_whose_records_are_gone_is_the_users_to_decide() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = TestKinesis::start(Kind::Embedded).await;
+    let config = write_config(dir.path(), first.endpoint(), "gone", 100_000);
+    let pipeline = load_pipeline(&config);
+    let client = first.client().await;
+    for spec in &pipeline.streams {
+        create_stream(&client, &spec.stream, 1).await;
+    }
+    put_triples(&first, &pipeline, &triples(0, 100)).await;
+    run_available_now(&pipeline).await;
+    put_triples(&first, &pipeline, &triples(100, 20)).await;
+    run_available_now(&pipeline).await;
+    // As if the engine stopped before the pin table's commit of batch 2.
+    let pin_dir = dir.path().join("tables/pin");
+    let last = read_log(&pin_dir).last().unwrap().version;
+    std::fs::remove_file(pin_dir.join(format!("_delta_log/{last:020}.json"))).unwrap();
+    drop(first);
+
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let second = TestKinesis::start(Kind::Embedded).await;
+    let client = second.client().await;
+    let mut pipeline = pipeline.clone();
+    pipeline.kinesis.endpoint_url = Some(second.endpoint().to_owned());
+    for spec in &pipeline.streams {
+        create_stream(&client, &spec.stream, 1).await;
+    }
+    put_triples(&second, &pipeline, &triples(120, 50)).await;
+
+    let err = run_expecting_error(&pipeline).await;
+    assert!(matches!(err, EngineError::LostStream { .. }), "{err}");
+    assert_eq!(err.kind(), ErrorKind::User);
+    assert!(!err.retryable());
+    assert!(
+        err.to_string().contains("--on-lost-stream restart"),
+        "{err}"
+    );
+
+    pipeline.engine.on_lost_stream = LostStreamPolicy::Restart;
+    run_available_now(&pipeline).await;
+    let pin = &pipeline.streams[0];
+    let counts = query_counts(
+        &[("pin", &pin.table_uri)],
+        "SELECT count(*), count(DISTINCT ind), count(*) FILTER (WHERE ind BETWEEN 100 AND 119) FROM pin",
+    )
+    .await;
+    assert_eq!(
+        counts,
+        [150, 150, 0],
+        "batch 2's records are gone, the rest once"
+    );
+    for spec in &pipeline.streams[1..] {
+        let counts = query_counts(
+            &[("t", &spec.table_uri)],
+            "SELECT count(*), count(DISTINCT ind) FROM t",
+        )
+        .await;
+        assert_eq!(counts, [170, 170], "{}", spec.name);
+    }
+    let abandoned = read_log(&pin_dir)
+        .iter()
+        .filter(|entry| entry.txns.iter().any(|(_, batch)| *batch == 2))
+        .count();
+    assert_eq!(abandoned, 1, "batch 2 committed once, empty");
+}
