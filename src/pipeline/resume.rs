@@ -47,16 +47,17 @@ pub(super) fn incarnation_changed(
     shards_restarted || recreated
 }
 
-/// The error or warning for a stream whose positions mean nothing any more.
+/// What `policy` makes of a stream whose positions mean nothing any more: the error that stops
+/// the engine, or `None` after a warning that it is read anew.
 pub(super) fn lost_stream(
     source: &StreamSource,
     manifest: &BatchManifest,
     created_now: Option<i64>,
     policy: LostStreamPolicy,
-) -> Result<(), EngineError> {
+) -> Option<EngineError> {
     let stream = source.stream().to_owned();
     match policy {
-        LostStreamPolicy::Stop => Err(EngineError::LostStream {
+        LostStreamPolicy::Stop => Some(EngineError::LostStream {
             stream,
             recorded: manifest.stream_created_ms.unwrap_or_default(),
             current: created_now.unwrap_or_default(),
@@ -66,7 +67,7 @@ pub(super) fn lost_stream(
                 %stream,
                 "the stream is not the one the checkpoint was taken on: reading it from its earliest record; records of the old stream that were never committed are gone"
             );
-            Ok(())
+            None
         }
     }
 }
@@ -94,7 +95,9 @@ pub(super) async fn resume(
                 batch_id: checkpoint.batch_id,
             })?;
     if incarnation_changed(&manifest, source, checkpoint.stream_created_ms) {
-        lost_stream(source, &manifest, checkpoint.stream_created_ms, policy)?;
+        if let Some(stop) = lost_stream(source, &manifest, checkpoint.stream_created_ms, policy) {
+            return Err(stop);
+        }
         return Ok(Resumed {
             lost_incarnation: true,
         });
@@ -122,7 +125,9 @@ pub(super) async fn resume(
         return Ok(Resumed::default());
     }
     tracing::warn!(%stream, shards = ?foreign, "shards hold records before their checkpoint but not the checkpointed one");
-    lost_stream(source, &manifest, checkpoint.stream_created_ms, policy)?;
+    if let Some(stop) = lost_stream(source, &manifest, checkpoint.stream_created_ms, policy) {
+        return Err(stop);
+    }
     for shard in &foreign {
         source.start_at_trim_horizon(shard);
     }

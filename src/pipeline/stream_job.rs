@@ -294,12 +294,14 @@ impl StreamJob {
         if self.lost_incarnation
             || incarnation_changed(&pending, &self.source, self.stream_created_ms)
         {
-            lost_stream(
+            if let Some(stop) = lost_stream(
                 &self.source,
                 &pending,
                 self.stream_created_ms,
                 self.on_lost_stream,
-            )?;
+            ) {
+                return Err(stop);
+            }
             return self.abandon(pending).await;
         }
         match self.replay(pending.clone(), started, cancel).await {
