@@ -199,7 +199,10 @@ async fn a_schema_edited_while_a_batch_is_half_committed_is_refused_with_the_way
         .collect();
     put_records(&client, &pin.stream, &odd).await;
     run_available_now(&pipeline).await;
-    undo_last_table_commit(&dir.path().join("tables/pin"));
+    // The odd records come last in their shards, so the last batch holds (some of) them.
+    let pin_dir = dir.path().join("tables/pin");
+    let pending = read_log(&pin_dir).last().unwrap().txns[0].1;
+    undo_last_table_commit(&pin_dir);
     assert_eq!(table_rows(&pin.dead_letter_uri).await, 4);
 
     // The user declares `downloaded` VARCHAR: the four would decode now.
@@ -216,7 +219,7 @@ async fn a_schema_edited_while_a_batch_is_half_committed_is_refused_with_the_way
     assert!(
         message.contains(&schema.display().to_string())
             && message.contains("Restore")
-            && message.contains("batch 1"),
+            && message.contains(&format!("batch {pending} ")),
         "{message}"
     );
 

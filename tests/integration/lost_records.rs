@@ -148,3 +148,69 @@ async fn a_pending_batch_whose_records_are_gone_is_the_users_to_decide() {
         .count();
     assert_eq!(abandoned, 1, "batch 2 committed once, empty");
 }
+
+/// Item 8 on a stream of the same incarnation: the first record of a pending batch aged out
+/// before the batch was committed (a proxy trims it as retention would). `stop` explains;
+/// `restart` commits the batch empty and reads on from the last committed position, so only the
+/// trimmed record is missing and nothing is written twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_batch_partly_aged_out_loses_only_what_is_gone() {
+    let server = TestKinesis::start(Kind::KinesisMock).await;
+    let proxy = FaultProxy::start(server.endpoint(), FaultPlan::NONE).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &proxy.endpoint, "trimmed", 100_000);
+    let mut pipeline = load_pipeline(&config);
+    let client = server.client().await;
+    for spec in &pipeline.streams {
+        create_stream(&client, &spec.stream, 1).await;
+    }
+    put_triples(&server, &pipeline, &triples(0, 100)).await;
+    run_available_now(&pipeline).await;
+    put_triples(&server, &pipeline, &triples(100, 20)).await;
+    run_available_now(&pipeline).await;
+    let pin_dir = dir.path().join("tables/pin");
+    let last = read_log(&pin_dir).last().unwrap().version;
+    std::fs::remove_file(pin_dir.join(format!("_delta_log/{last:020}.json"))).unwrap();
+    let pending = newest_manifest(&pin_dir);
+    let first = pending["ranges"]["shardId-000000000000"]["first"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    proxy.trimmed.lock().unwrap().push(Trim {
+        stream: pipeline.streams[0].stream.clone(),
+        shard: "shardId-000000000000".into(),
+        through: first,
+    });
+
+    let err = run_expecting_error(&pipeline).await;
+    assert!(
+        matches!(
+            err,
+            EngineError::Source(kinesis_delta::source::SourceError::RecordsGone { .. })
+        ),
+        "{err}"
+    );
+    assert_eq!(err.kind(), ErrorKind::User);
+    assert!(
+        err.to_string().contains("--on-lost-stream restart"),
+        "{err}"
+    );
+
+    pipeline.engine.on_lost_stream = LostStreamPolicy::Restart;
+    run_available_now(&pipeline).await;
+    let pin = &pipeline.streams[0];
+    let counts = query_counts(
+        &[("pin", &pin.table_uri)],
+        "SELECT count(*), count(DISTINCT ind), count(*) FILTER (WHERE ind = 100) FROM pin",
+    )
+    .await;
+    assert_eq!(counts, [119, 119, 0], "only the trimmed record is missing");
+    for spec in &pipeline.streams[1..] {
+        let counts = query_counts(
+            &[("t", &spec.table_uri)],
+            "SELECT count(*), count(DISTINCT ind), min(ind), max(ind) FROM t",
+        )
+        .await;
+        assert_eq!(counts, [120, 120, 0, 119], "{}", spec.name);
+    }
+}

@@ -52,11 +52,23 @@ pub struct KinesisMock {
 }
 
 impl KinesisMock {
-    /// Starts a server and waits until it answers.
+    /// Starts a server and waits until it answers. A server that exits at once (its port was
+    /// taken between choosing and binding it) is started again on other ports.
     pub async fn start() -> Self {
         ensure_installed();
+        for _ in 0..3 {
+            if let Some(server) = Self::try_start().await {
+                return server;
+            }
+        }
+        panic!("kinesis-mock did not start on three sets of ports");
+    }
+
+    async fn try_start() -> Option<Self> {
         let plain = free_port();
-        let tls = free_port();
+        let tls = std::iter::repeat_with(free_port)
+            .find(|port| *port != plain)
+            .unwrap();
         let mut command = Command::new("node");
         command
             .arg(main_js())
@@ -86,7 +98,7 @@ impl KinesisMock {
             command.env(var, "0ms");
         }
         let child = command.spawn().expect("start kinesis-mock with node");
-        let server = Self {
+        let mut server = Self {
             child,
             endpoint: format!("http://127.0.0.1:{plain}"),
         };
@@ -94,7 +106,10 @@ impl KinesisMock {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             if client.list_streams().send().await.is_ok() {
-                return server;
+                return Some(server);
+            }
+            if server.child.try_wait().ok().flatten().is_some() {
+                return None; // exited: the ports were taken
             }
             assert!(
                 Instant::now() < deadline,
