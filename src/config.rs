@@ -394,14 +394,15 @@ impl PipelineConfig {
 /// Every table and dead-letter table belongs to one stream: a table is the one place that records
 /// which batches of its stream it holds, so two writers would each skip the other's batches.
 fn check_tables_distinct(streams: &[StreamSpec]) -> Result<(), ConfigError> {
-    let mut owners: BTreeMap<&str, String> = BTreeMap::new();
+    // Compared without case: on a case-insensitive file system `pin` and `Pin` are one folder.
+    let mut owners: BTreeMap<String, String> = BTreeMap::new();
     for s in streams {
         for (uri, role) in [
             (&s.table_uri, "table"),
             (&s.dead_letter_uri, "dead_letter_table"),
         ] {
             let owner = format!("the {role} of stream `{}`", s.name);
-            if let Some(first) = owners.insert(uri.as_str(), owner.clone()) {
+            if let Some(first) = owners.insert(uri.to_lowercase(), owner.clone()) {
                 let folder = uri.rsplit('/').next().unwrap_or(uri);
                 return Err(ConfigError::Invalid(format!(
                     "table `{folder}` is both {first} and {owner}: give each stream its own table and dead_letter_table (the dead-letter table defaults to `<table>_dead_letters`)"

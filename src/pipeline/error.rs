@@ -10,7 +10,7 @@ use crate::transform::TransformError;
 /// [`EngineError::SplitChanged`]).
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "stream `{stream}`: batch {batch_id} was planned and may be partly committed with {schema_path} at sha256 {recorded_sha256}, which made {recorded_dead_letters} of its records dead letters; the file now (sha256 {current_sha256}) makes {current_dead_letters}. Finishing the batch now could put a record in neither table or in both. Restore {schema_path} as it was, run until batch {batch_id} is committed (`--available-now` does it), then apply the change"
+    "stream `{stream}`: batch {batch_id} was planned and may be partly committed with {schema_path} at sha256 {recorded_sha256}, which made {recorded_dead_letters} of its records dead letters; the file now (sha256 {current_sha256}) makes {current_dead_letters}. Finishing the batch now could put a record in neither table or in both. {advice}"
 )]
 pub struct SplitChange {
     /// The stream.
@@ -27,6 +27,8 @@ pub struct SplitChange {
     pub recorded_dead_letters: usize,
     /// Dead letters now.
     pub current_dead_letters: usize,
+    /// What to do.
+    pub advice: String,
 }
 
 /// Whose fault an error is.

@@ -10,7 +10,7 @@
 //! cancellation token stops them all; each finishes its in-flight commit first.
 
 mod error;
-mod resume;
+pub(crate) mod resume;
 mod split;
 mod stream_job;
 

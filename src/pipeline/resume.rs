@@ -18,19 +18,51 @@ pub(super) struct Checkpoint<'a> {
     pub table_uri: &'a str,
     /// The stream's creation time now.
     pub stream_created_ms: Option<i64>,
+    /// The stream's retention period now, when the server reports it.
+    pub retention: Option<std::time::Duration>,
+}
+
+/// A margin under the retention period: positions planned more recently than retention minus
+/// this are known to be followed by nothing that has expired.
+const RETENTION_MARGIN: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Whether nothing after a shard's checkpoint can have expired: Kinesis said nothing lay beyond
+/// it when the batch was planned, and that was less than the retention period ago (so every record
+/// put since is still there).
+fn nothing_expired_after(
+    manifest: &BatchManifest,
+    at_tip: bool,
+    retention: Option<std::time::Duration>,
+) -> bool {
+    let age = (chrono::Utc::now() - manifest.planned_at)
+        .to_std()
+        .unwrap_or_default();
+    at_tip && retention.is_some_and(|r| age + RETENTION_MARGIN < r)
+}
+
+/// Which shards' positions mean nothing any more (another incarnation), when the policy said to
+/// read them anew: a pending batch leaves their records out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) enum Foreign {
+    /// None: every position holds.
+    #[default]
+    None,
+    /// The whole stream is another incarnation.
+    All,
+    /// These shards are.
+    Shards(std::collections::BTreeSet<String>),
 }
 
 /// What resuming found.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(super) struct Resumed {
-    /// Some shard's positions meant nothing any more (another incarnation of the stream), and the
-    /// policy said to read anew: a pending batch planned on them is abandoned.
-    pub lost_incarnation: bool,
+    /// Shards of another incarnation, read anew.
+    pub foreign: Foreign,
 }
 
 /// Whether the stream now is another incarnation than the one `manifest` was planned on: a
 /// different creation time, or a listed shard that starts at another sequence number.
-pub(super) fn incarnation_changed(
+pub(crate) fn incarnation_changed(
     manifest: &BatchManifest,
     source: &StreamSource,
     created_now: Option<i64>,
@@ -49,7 +81,7 @@ pub(super) fn incarnation_changed(
 
 /// What `policy` makes of a stream whose positions mean nothing any more: the error that stops
 /// the engine, or `None` after a warning that it is read anew.
-pub(super) fn lost_stream(
+pub(crate) fn lost_stream(
     source: &StreamSource,
     manifest: &BatchManifest,
     created_now: Option<i64>,
@@ -99,48 +131,75 @@ pub(super) async fn resume(
             return Err(stop);
         }
         return Ok(Resumed {
-            lost_incarnation: true,
+            foreign: Foreign::All,
         });
     }
     source.restore(&manifest.positions);
+    // Shards whose records after the checkpoint may be gone, and shards of another incarnation.
+    let mut expired = Vec::new();
     let mut foreign = Vec::new();
     for (shard, position) in &manifest.positions {
         let Some(last) = &position.last else {
             continue; // nothing read yet: the shard starts at the initial position
         };
-        if position.finished || !source.is_listed(shard) {
-            continue; // read to its end, or aged out of the listing with all its records
+        if position.finished {
+            continue; // read to its end
+        }
+        let safe = nothing_expired_after(&manifest, position.at_tip, checkpoint.retention);
+        if !source.is_listed(shard) {
+            // Aged out of the listing with all its records.
+            if !safe {
+                expired.push(shard.clone());
+            }
+            continue;
         }
         match source.checkpoint_state(shard, last, cancel).await? {
             CheckpointState::Readable => {}
-            CheckpointState::AgedOut => {
-                tracing::warn!(%stream, %shard, sequence = %last, "the checkpointed record aged out of retention: reading the shard from its oldest record, which comes after it");
+            CheckpointState::AgedOut if safe => {
+                tracing::warn!(%stream, %shard, sequence = %last, "the checkpointed record aged out of retention (nothing after it had): reading the shard from its oldest record, which comes after it");
                 source.start_at_trim_horizon(shard);
             }
+            CheckpointState::AgedOut => expired.push(shard.clone()),
             CheckpointState::Foreign => foreign.push(shard.clone()),
         }
     }
-    if foreign.is_empty() {
+    if foreign.is_empty() && expired.is_empty() {
         tracing::info!(%stream, batch_id = checkpoint.batch_id, "resuming after the last committed batch");
         return Ok(Resumed::default());
     }
-    tracing::warn!(%stream, shards = ?foreign, "shards hold records before their checkpoint but not the checkpointed one");
+    tracing::warn!(%stream, other_incarnation = ?foreign, maybe_expired = ?expired, "shards whose records after the checkpoint may be gone");
     if let Some(stop) = lost_stream(source, &manifest, checkpoint.stream_created_ms, policy) {
         return Err(stop);
+    }
+    for shard in &expired {
+        source.start_at_trim_horizon(shard);
+    }
+    if foreign.is_empty() {
+        // The same stream: only what expired is gone; the positions still order the records.
+        return Ok(Resumed::default());
     }
     for shard in &foreign {
         source.start_at_trim_horizon(shard);
     }
     Ok(Resumed {
-        lost_incarnation: true,
+        foreign: Foreign::Shards(foreign.into_iter().collect()),
     })
 }
 
-/// The stream's creation time (ms since the epoch), when the server reports one.
-pub(super) async fn stream_created_ms(
+/// What the engine needs to know of a stream beyond its shards.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct StreamFacts {
+    /// When it was created (ms since the epoch).
+    pub created_ms: Option<i64>,
+    /// How long it keeps records.
+    pub retention: Option<std::time::Duration>,
+}
+
+/// The stream's creation time and retention, when the server reports them.
+pub(super) async fn stream_facts(
     client: &KinesisClient,
     stream: &str,
-) -> Result<Option<i64>, EngineError> {
+) -> Result<StreamFacts, EngineError> {
     match client
         .describe_stream_summary()
         .stream_name(stream)
@@ -149,7 +208,13 @@ pub(super) async fn stream_created_ms(
     {
         Ok(out) => Ok(out
             .stream_description_summary()
-            .and_then(|d| d.stream_creation_timestamp().to_millis().ok())),
+            .map(|d| StreamFacts {
+                created_ms: d.stream_creation_timestamp().to_millis().ok(),
+                retention: u64::try_from(d.retention_period_hours())
+                    .ok()
+                    .map(|h| std::time::Duration::from_secs(h * 3600)),
+            })
+            .unwrap_or_default()),
         Err(err) => {
             let call = KinesisCallError::new("DescribeStreamSummary", &err);
             if call.class == ErrorClass::NotFound {
@@ -159,8 +224,8 @@ pub(super) async fn stream_created_ms(
                 .into())
             } else {
                 // Not worth failing the start for: the check is skipped, with a note.
-                tracing::warn!(stream, error = %call, "cannot read the stream's creation time; the recreated-stream check relies on the other signs");
-                Ok(None)
+                tracing::warn!(stream, error = %call, "cannot read the stream's creation time and retention; the recreated-stream check relies on the other signs, and an expired checkpoint is the policy's to decide");
+                Ok(StreamFacts::default())
             }
         }
     }

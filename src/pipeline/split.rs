@@ -59,15 +59,51 @@ impl SplitRule {
             return Ok(());
         }
         let count = |m: &BTreeMap<String, Vec<SequenceNumber>>| m.values().map(Vec::len).sum();
+        let schema_path = self.schema_path.display().to_string();
+        let batch_id = manifest.batch_id;
+        let advice = if recorded.schema_sha256 == self.schema_sha256 {
+            format!(
+                "The schema file is unchanged, so this kinesis-delta decodes records differently from the version that planned the batch: run that version until batch {batch_id} is committed, then upgrade"
+            )
+        } else {
+            format!(
+                "Restore {schema_path} as it was, run until batch {batch_id} is committed (`--available-now` does it), then apply the change"
+            )
+        };
         Err(Box::new(SplitChange {
             stream: self.stream.clone(),
-            batch_id: manifest.batch_id,
-            schema_path: self.schema_path.display().to_string(),
+            batch_id,
+            schema_path,
             recorded_sha256: recorded.schema_sha256.clone(),
             current_sha256: self.schema_sha256.clone(),
             recorded_dead_letters: count(&recorded.dead_letters),
             current_dead_letters: count(&now),
+            advice,
         }))
+    }
+}
+
+impl SplitRule {
+    /// Like [`Self::check`], for a batch of which only `present` records (shard, sequence) remain:
+    /// the recorded dead letters among them must be exactly the dead letters now.
+    pub fn check_remaining(
+        &self,
+        manifest: &BatchManifest,
+        decoded: &DecodedBatch,
+        present: &std::collections::BTreeSet<(String, String)>,
+    ) -> Result<(), Box<SplitChange>> {
+        let Some(recorded) = &manifest.split else {
+            return Ok(());
+        };
+        let mut kept = recorded.clone();
+        for (shard, sequences) in &mut kept.dead_letters {
+            sequences.retain(|s| present.contains(&(shard.clone(), s.to_string())));
+        }
+        kept.dead_letters
+            .retain(|_, sequences| !sequences.is_empty());
+        let mut remaining = manifest.clone();
+        remaining.split = Some(kept);
+        self.check(&remaining, decoded)
     }
 }
 

@@ -1,5 +1,7 @@
 //! One stream's micro-batch loop: plan (or replay) a batch, decode, clean, commit, repeat.
 
+mod pending;
+
 use std::time::{Duration, Instant};
 
 use arrow::datatypes::SchemaRef;
@@ -9,7 +11,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use super::EngineError;
-use super::resume::{Checkpoint, incarnation_changed, lost_stream, resume, stream_created_ms};
+use super::resume::{Checkpoint, Foreign, resume, stream_facts};
 use super::split::SplitRule;
 use crate::config::{InitialPosition, LostStreamPolicy, Pipeline, StreamSpec};
 use crate::decode::{
@@ -18,9 +20,7 @@ use crate::decode::{
 };
 use crate::progress::BatchProgress;
 use crate::sink::{BatchManifest, CommitOutcome, DeltaSink, ManifestLog, ManifestOutcome};
-use crate::source::{
-    BatchLimits, KinesisClient, KinesisRecord, SourceError, StartPosition, StreamSource,
-};
+use crate::source::{BatchLimits, KinesisClient, KinesisRecord, StartPosition, StreamSource};
 use crate::transform::Cleaning;
 
 /// How long the engine runs.
@@ -56,8 +56,8 @@ struct PlannedBatch {
     decode: Duration,
     millis_behind: i64,
     replayed: bool,
-    /// The batch's records are gone and the user accepted it: committed empty.
-    abandoned: bool,
+    /// Some of the batch's records are gone and the user accepted it: it holds what remains.
+    records_gone: bool,
 }
 
 /// One stream: its source, its cleaning and its two tables.
@@ -80,8 +80,8 @@ pub struct StreamJob {
     /// The last collect found every shard at its end.
     caught_up: bool,
     on_lost_stream: LostStreamPolicy,
-    /// Resuming found another incarnation of the stream (and was told to read it anew).
-    lost_incarnation: bool,
+    /// Shards resuming found to be of another incarnation (and was told to read anew).
+    foreign: Foreign,
     progress: UnboundedSender<BatchProgress>,
     summary: StreamSummary,
 }
@@ -116,9 +116,16 @@ impl StreamJob {
         let started_at = Utc::now();
         let initial = match pipeline.kinesis.initial_position {
             InitialPosition::TrimHorizon => StartPosition::TrimHorizon,
-            // LATEST is pinned to the moment the engine started: an iterator renewed after an
-            // outage or an expiry must not skip the records put meanwhile.
-            InitialPosition::Latest => StartPosition::AtTimestamp(started_at),
+            // LATEST is pinned once to the moment the pipeline first started: an iterator renewed
+            // after an outage, a restart or a second engine must not skip records put meanwhile.
+            InitialPosition::Latest => {
+                let pinned = manifests
+                    .pin_latest_start(started_at.timestamp_millis())
+                    .await?;
+                StartPosition::AtTimestamp(
+                    chrono::DateTime::from_timestamp_millis(pinned).unwrap_or(started_at),
+                )
+            }
             InitialPosition::AtTimestamp => {
                 StartPosition::AtTimestamp(pipeline.kinesis.initial_timestamp.unwrap_or(started_at))
             }
@@ -138,16 +145,18 @@ impl StreamJob {
             source.end_after(started_at.timestamp_millis());
         }
         source.refresh_shards(cancel).await?;
-        let stream_created_ms = stream_created_ms(&source_client, &spec.stream).await?;
+        let facts = stream_facts(&source_client, &spec.stream).await?;
+        let stream_created_ms = facts.created_ms;
         let committed = table.committed_batch().await?.unwrap_or(0);
-        let mut lost_incarnation = false;
+        let mut foreign = Foreign::None;
         if committed > 0 {
             let checkpoint = Checkpoint {
                 batch_id: committed,
                 table_uri: &spec.table_uri,
                 stream_created_ms,
+                retention: facts.retention,
             };
-            lost_incarnation = resume(
+            foreign = resume(
                 &mut source,
                 &manifests,
                 &checkpoint,
@@ -155,7 +164,7 @@ impl StreamJob {
                 cancel,
             )
             .await?
-            .lost_incarnation;
+            .foreign;
         }
         Ok(Self {
             name: spec.name.clone(),
@@ -182,7 +191,7 @@ impl StreamJob {
             stream_created_ms,
             caught_up: false,
             on_lost_stream: pipeline.engine.on_lost_stream,
-            lost_incarnation,
+            foreign,
             progress,
             summary: StreamSummary {
                 stream: spec.name.clone(),
@@ -268,7 +277,13 @@ impl StreamJob {
             }
             // Another engine planned this batch first: its plan is the batch.
             ManifestOutcome::Existing(theirs) => {
-                return self.replay(*theirs, started, cancel).await;
+                return self.replay_pending(*theirs, started, cancel).await;
+            }
+            // Another engine planned it, committed it and 20 more, and pruned it meanwhile:
+            // this engine was behind; it catches up on the next round.
+            ManifestOutcome::Vanished => {
+                self.caught_up = false;
+                return Ok(None);
             }
         };
         Ok(Some(PlannedBatch {
@@ -279,104 +294,7 @@ impl StreamJob {
             decode,
             millis_behind: collected.millis_behind,
             replayed: false,
-            abandoned: false,
-        }))
-    }
-
-    /// A batch planned before a restart (or by another engine) and not committed: replayed
-    /// exactly, or, when its records are gone and the user accepted that, abandoned.
-    async fn replay_pending(
-        &mut self,
-        pending: BatchManifest,
-        started: Instant,
-        cancel: &CancellationToken,
-    ) -> Result<Option<PlannedBatch>, EngineError> {
-        if self.lost_incarnation
-            || incarnation_changed(&pending, &self.source, self.stream_created_ms)
-        {
-            if let Some(stop) = lost_stream(
-                &self.source,
-                &pending,
-                self.stream_created_ms,
-                self.on_lost_stream,
-            ) {
-                return Err(stop);
-            }
-            return self.abandon(pending).await;
-        }
-        match self.replay(pending.clone(), started, cancel).await {
-            Err(EngineError::Source(SourceError::RecordsGone { .. }))
-                if self.on_lost_stream == LostStreamPolicy::Restart =>
-            {
-                self.abandon(pending).await
-            }
-            other => other,
-        }
-    }
-
-    /// Gives up a planned batch whose records are gone: it is committed with no rows, so its
-    /// batch id is used once and reading goes on. Shards of the same incarnation go on from the
-    /// last committed positions (what remains of the batch is read again), unless the batch's dead
-    /// letters are already committed: then after the batch, so that none is written twice.
-    async fn abandon(
-        &mut self,
-        manifest: BatchManifest,
-    ) -> Result<Option<PlannedBatch>, EngineError> {
-        let batch_id = manifest.batch_id;
-        tracing::warn!(stream = %manifest.stream, batch_id, ranges = ?manifest.ranges, "abandoning a planned batch whose records are gone (on_lost_stream = restart): it is committed without them");
-        if !self.lost_incarnation
-            && self
-                .dead_letters
-                .committed_batch()
-                .await?
-                .is_some_and(|done| done >= batch_id)
-        {
-            tracing::warn!(stream = %manifest.stream, batch_id, "its dead letters are committed: going on after the batch; its records still in the shards are not read again");
-            self.source.restore(&manifest.positions);
-        }
-        let (_, decoded, _) = self
-            .decode(Vec::new(), batch_id)
-            .map_err(EngineError::Internal)?;
-        Ok(Some(PlannedBatch {
-            manifest,
-            rows_in: 0,
-            decoded,
-            fetch: Duration::ZERO,
-            decode: Duration::ZERO,
-            millis_behind: 0,
-            replayed: true,
-            abandoned: true,
-        }))
-    }
-
-    async fn replay(
-        &mut self,
-        manifest: BatchManifest,
-        started: Instant,
-        cancel: &CancellationToken,
-    ) -> Result<Option<PlannedBatch>, EngineError> {
-        tracing::info!(stream = %manifest.stream, batch_id = manifest.batch_id, "replaying a planned batch exactly");
-        let records = self.source.replay(&manifest.ranges, cancel).await?;
-        if cancel.is_cancelled() {
-            return Ok(None);
-        }
-        self.source.restore(&manifest.positions);
-        let fetch = started.elapsed();
-        let (rows_in, decoded, decode) = self
-            .decode(records, manifest.batch_id)
-            .map_err(EngineError::Internal)?;
-        self.split_rule
-            .check(&manifest, &decoded)
-            .map_err(EngineError::SplitChanged)?;
-        Ok(Some(PlannedBatch {
-            manifest,
-            rows_in,
-            decoded,
-            fetch,
-            decode,
-            millis_behind: 0,
-            replayed: true,
-            abandoned: false,
+            records_gone: false,
         }))
     }
 
@@ -397,25 +315,6 @@ impl StreamJob {
         Ok((records.len(), decoded, t.elapsed()))
     }
 
-    /// Moves this engine's checkpoint up to a batch another engine committed, and puts the shards
-    /// where that batch left them.
-    async fn catch_up_to(&mut self, batch_id: i64) -> Result<(), EngineError> {
-        let manifest =
-            self.manifests
-                .get(batch_id)
-                .await?
-                .ok_or_else(|| EngineError::MissingManifest {
-                    table: self.table.uri().to_owned(),
-                    batch_id,
-                })?;
-        tracing::info!(stream = %self.name, from = self.committed, to = batch_id, "another engine committed ahead of this one; continuing after its batch");
-        self.source.restore(&manifest.positions);
-        self.committed = batch_id;
-        self.lost_incarnation = false;
-        self.summary.last_batch_id = batch_id;
-        Ok(())
-    }
-
     async fn process(
         &mut self,
         planned: PlannedBatch,
@@ -430,7 +329,7 @@ impl StreamJob {
         let sql = t.elapsed();
         let rows_out: usize = cleaned.iter().map(|b| b.num_rows()).sum();
 
-        let info = commit_info(&planned.manifest, planned.abandoned);
+        let info = commit_info(&planned.manifest, planned.records_gone);
         let mut write = Duration::ZERO;
         let mut commit = Duration::ZERO;
         let dead = decoded.dead_letters.len();
@@ -487,7 +386,7 @@ impl StreamJob {
         };
         self.committed = batch_id;
         // From here on, pending batches are planned on the stream as it is now.
-        self.lost_incarnation = false;
+        self.foreign = Foreign::None;
         self.manifests.prune(batch_id).await;
 
         self.summary.batches += 1;
@@ -522,7 +421,7 @@ impl StreamJob {
 
 /// What a commit records in its `commitInfo` for people reading the log (the checkpoint itself is
 /// the `txn` action plus the manifest).
-fn commit_info(manifest: &BatchManifest, abandoned: bool) -> Map<String, Value> {
+fn commit_info(manifest: &BatchManifest, records_gone: bool) -> Map<String, Value> {
     let ranges: Map<String, Value> = manifest
         .ranges
         .iter()
@@ -536,7 +435,7 @@ fn commit_info(manifest: &BatchManifest, abandoned: bool) -> Map<String, Value> 
     let mut info = Map::new();
     info.insert(
         "kinesisDelta".to_owned(),
-        json!({"stream": manifest.stream, "batchId": manifest.batch_id, "ranges": Value::Object(ranges), "abandoned": abandoned}),
+        json!({"stream": manifest.stream, "batchId": manifest.batch_id, "ranges": Value::Object(ranges), "recordsGone": records_gone}),
     );
     info
 }

@@ -69,6 +69,9 @@ pub enum ManifestOutcome {
     Created,
     /// A plan for that batch existed already (an earlier run, or a competing engine): it wins.
     Existing(Box<BatchManifest>),
+    /// A plan existed but was deleted before it could be read: another engine committed that
+    /// batch and 20 more meanwhile (manifests are pruned 20 behind). The planner is behind.
+    Vanished,
 }
 
 /// The manifests of one stream in one table.
@@ -107,19 +110,63 @@ impl ManifestLog {
         {
             Ok(_) => Ok(ManifestOutcome::Created),
             Err(object_store::Error::AlreadyExists { .. }) => {
-                let existing = self.get(manifest.batch_id).await?.ok_or_else(|| {
-                    SinkError::DamagedManifest {
-                        path: path.to_string(),
-                        message: "reported as existing but cannot be read".into(),
-                    }
-                })?;
-                Ok(ManifestOutcome::Existing(Box::new(existing)))
+                Ok(match self.get(manifest.batch_id).await? {
+                    Some(existing) => ManifestOutcome::Existing(Box::new(existing)),
+                    None => ManifestOutcome::Vanished,
+                })
             }
             Err(source) => Err(SinkError::Store {
                 path: path.to_string(),
                 source,
             }),
         }
+    }
+
+    /// The moment from which a stream at `initial_position = "latest"` is read, fixed once for
+    /// the pipeline: the first engine to start records `now_ms`, every later start (and every
+    /// other engine) reads it back. So records put between two runs, or between the starts of
+    /// two engines, are never skipped.
+    pub async fn pin_latest_start(&self, now_ms: i64) -> Result<i64, SinkError> {
+        let path = self
+            .dir
+            .clone()
+            .parts()
+            .take_while(|p| p.as_ref() != "batches")
+            .collect::<Path>()
+            .join("latest_start.json");
+        let body = serde_json::json!({ "ms": now_ms }).to_string();
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        let store_err = |source| SinkError::Store {
+            path: path.to_string(),
+            source,
+        };
+        match self
+            .store
+            .put_opts(&path, PutPayload::from(body), options)
+            .await
+        {
+            Ok(_) => return Ok(now_ms),
+            Err(object_store::Error::AlreadyExists { .. }) => {}
+            Err(e) => return Err(store_err(e)),
+        }
+        let bytes = self
+            .store
+            .get(&path)
+            .await
+            .map_err(store_err)?
+            .bytes()
+            .await
+            .map_err(store_err)?;
+        serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v["ms"].as_i64())
+            .ok_or_else(|| SinkError::DamagedManifest {
+                path: path.to_string(),
+                message: "expected {\"ms\": <ms since the epoch>}".into(),
+            })
     }
 
     /// Reads the manifest of a batch, if there is one.

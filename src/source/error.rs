@@ -68,6 +68,8 @@ pub enum SourceError {
         shard: String,
         /// The service's message, with the error code.
         message: String,
+        /// The service's error code (`InvalidArgumentException`, …); empty when there was none.
+        code: String,
     },
     /// No AWS credentials could be found (the user's to provide).
     #[error(
@@ -86,6 +88,31 @@ pub enum SourceError {
         stream: String,
         /// How long the engine tried.
         waited: std::time::Duration,
+    },
+    /// Kinesis sent a record with a sequence number that is not one (never seen; a broken proxy).
+    #[error(
+        "stream `{stream}` shard {shard}: Kinesis sent a record with a malformed sequence number ({message}); nothing was skipped: check what sits between the engine and Kinesis, then run again"
+    )]
+    BadSequenceNumber {
+        /// The stream.
+        stream: String,
+        /// The shard.
+        shard: String,
+        /// What was wrong with it.
+        message: String,
+    },
+    /// What became of a checkpointed record could not be told (the server kept answering empty,
+    /// or the engine was stopped meanwhile). Nothing is decided on a guess.
+    #[error(
+        "stream `{stream}` shard {shard}: could not tell whether the checkpointed record {sequence} is still in the shard (empty answers, or the engine was stopped); nothing was read or skipped: run again"
+    )]
+    CheckpointUnverified {
+        /// The stream.
+        stream: String,
+        /// The shard.
+        shard: String,
+        /// The checkpointed sequence number.
+        sequence: String,
     },
     /// GetShardIterator kept answering without an iterator for a shard that is listed as open.
     #[error(
@@ -135,6 +162,12 @@ pub fn summary<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> Stri
 }
 
 impl SourceError {
+    /// Kinesis refused a position as one the shard never had (`InvalidArgumentException` on
+    /// GetShardIterator): the sequence number is not of this shard, or no longer in it.
+    pub fn is_position_refused(&self) -> bool {
+        matches!(self, Self::Call { operation: "GetShardIterator", code, .. } if code == "InvalidArgumentException")
+    }
+
     /// Builds a [`SourceError::Call`] from an SDK error.
     pub fn call<E, R>(
         operation: &'static str,
@@ -146,6 +179,7 @@ impl SourceError {
         E: ProvideErrorMetadata + std::error::Error + 'static,
         R: std::fmt::Debug,
     {
+        let code = err.code().unwrap_or_default().to_owned();
         let message = match err {
             SdkError::ServiceError(s) => format!(
                 "{}: {}",
@@ -159,6 +193,7 @@ impl SourceError {
             stream: stream.to_owned(),
             shard: shard.map(|s| format!(", shard {s}")).unwrap_or_default(),
             message,
+            code,
         }
     }
 }

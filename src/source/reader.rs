@@ -37,6 +37,9 @@ pub struct FetchOutcome {
     /// The shard reached a record put after the run's end time ([`ShardReader::end_after`]):
     /// that record and the ones after it were not taken.
     pub at_run_end: bool,
+    /// The shard looks closed but the listing says open (no next iterator, or no iterator): list
+    /// the shards again before trusting either.
+    pub relist: bool,
 }
 
 impl FetchOutcome {
@@ -75,6 +78,8 @@ pub struct ShardReader {
     no_iterator: u32,
     end_after_ms: Option<i64>,
     at_run_end: bool,
+    at_tip: bool,
+    caught_up: bool,
     min_interval: Duration,
     next_call: Instant,
     backoff: Backoff,
@@ -100,6 +105,8 @@ impl ShardReader {
             no_iterator: 0,
             end_after_ms: None,
             at_run_end: false,
+            at_tip: false,
+            caught_up: false,
             min_interval: Duration::from_millis(1000 / u64::from(calls_per_second.max(1))),
             next_call: Instant::now(),
             backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(10)),
@@ -119,6 +126,18 @@ impl ShardReader {
     /// The shard is closed and read to its end.
     pub fn is_finished(&self) -> bool {
         self.finished
+    }
+
+    /// The last answer said the shard had nothing beyond what was read (`MillisBehindLatest = 0`,
+    /// nothing cut): recorded in manifests, it tells later whether records after the position
+    /// could have existed back then.
+    pub fn is_at_tip(&self) -> bool {
+        self.at_tip
+    }
+
+    /// The last fetch found nothing more to read at the moment ([`FetchOutcome::caught_up`]).
+    pub fn is_caught_up(&self) -> bool {
+        self.finished || self.at_run_end || self.caught_up
     }
 
     /// The shard reached the run's end time (see [`Self::end_after`]).
@@ -146,6 +165,8 @@ impl ShardReader {
         self.iterator = None;
         self.finished = false;
         self.at_run_end = false;
+        self.at_tip = false;
+        self.caught_up = false;
     }
 
     /// Starts the shard afresh at `start`, forgetting its position.
@@ -209,9 +230,12 @@ impl ShardReader {
                                 attempts: self.no_iterator,
                             });
                         }
-                        tracing::warn!(stream = %self.stream, shard = %self.shard_id, attempt = self.no_iterator, "Kinesis answered GetShardIterator without an iterator for an open shard; asking again");
+                        tracing::warn!(stream = %self.stream, shard = %self.shard_id, attempt = self.no_iterator, "Kinesis answered GetShardIterator without an iterator for a shard listed as open; listing the shards again");
                         self.pause(cancel).await;
-                        continue;
+                        return Ok(FetchOutcome {
+                            relist: true,
+                            ..FetchOutcome::default()
+                        });
                     }
                 },
             };
@@ -224,7 +248,9 @@ impl ShardReader {
             match response {
                 Ok(output) => {
                     self.backoff.reset();
-                    return Ok(self.accept(output));
+                    let outcome = self.accept(output)?;
+                    self.caught_up = outcome.caught_up();
+                    return Ok(outcome);
                 }
                 Err(err) => match classify(&err) {
                     ErrorClass::Throttled => {
@@ -258,14 +284,17 @@ impl ShardReader {
     fn accept(
         &mut self,
         output: aws_sdk_kinesis::operation::get_records::GetRecordsOutput,
-    ) -> FetchOutcome {
+    ) -> Result<FetchOutcome, SourceError> {
         let mut records = Vec::with_capacity(output.records.len());
         for record in output.records {
-            let Ok(sequence_number) = SequenceNumber::parse(&record.sequence_number) else {
-                // Kinesis never sends such a number; keep going rather than lose the record's place.
-                tracing::error!(stream = %self.stream, shard = %self.shard_id, sequence = record.sequence_number, "malformed sequence number from Kinesis");
-                continue;
-            };
+            // Kinesis never sends such a number; skipping the record would lose it.
+            let sequence_number = SequenceNumber::parse(&record.sequence_number).map_err(|e| {
+                SourceError::BadSequenceNumber {
+                    stream: self.stream.clone(),
+                    shard: self.shard_id.to_string(),
+                    message: e.to_string(),
+                }
+            })?;
             records.push(KinesisRecord {
                 shard_id: Arc::clone(&self.shard_id),
                 sequence_number,
@@ -287,19 +316,30 @@ impl ShardReader {
         if let Some(last) = records.last() {
             self.last_read = Some(last.sequence_number.clone());
         }
+        self.at_tip = !self.at_run_end && output.millis_behind_latest == Some(0);
+        let mut relist = false;
         if self.at_run_end {
             // Records past the cut remain unread: a later run asks again after `last_read`.
             self.iterator = None;
         } else {
             self.iterator = output.next_shard_iterator;
-            self.finished = self.iterator.is_none();
+            if self.iterator.is_none() {
+                // The end of a closed shard. A shard listed as open is not trusted to have
+                // ended (a finished shard is never read again): list again, then ask again.
+                self.finished = self.closed;
+                relist = !self.closed;
+                if relist {
+                    tracing::warn!(stream = %self.stream, shard = %self.shard_id, "GetRecords gave no next iterator for a shard listed as open; listing the shards again");
+                }
+            }
         }
-        FetchOutcome {
+        Ok(FetchOutcome {
             records,
             millis_behind: output.millis_behind_latest,
             finished: self.finished,
             at_run_end: self.at_run_end,
-        }
+            relist,
+        })
     }
 
     /// Gets an iterator at the reader's position.

@@ -49,36 +49,47 @@ impl StreamSource {
         })
     }
 
-    /// The sequence number of the first record at `start` (`None`: none there, or the position is
-    /// refused as one the shard never had).
+    /// The sequence number of the first record at `start` (`None`: the shard holds none there, or
+    /// Kinesis refuses the position as one the shard never had). Anything it cannot tell for sure
+    /// is an error: resuming decides nothing on a guess.
     async fn first_record(
         &self,
         shard_id: &str,
         start: StartPosition,
         cancel: &CancellationToken,
     ) -> Result<Option<SequenceNumber>, SourceError> {
-        let mut reader =
-            ShardReader::new(&self.stream, shard_id, start, None, self.calls_per_second);
+        let unverified = |start: &StartPosition| SourceError::CheckpointUnverified {
+            stream: self.stream.clone(),
+            shard: shard_id.to_owned(),
+            sequence: format!("{start:?}"),
+        };
+        let mut reader = ShardReader::new(
+            &self.stream,
+            shard_id,
+            start.clone(),
+            None,
+            self.calls_per_second,
+        );
         reader.set_closed(self.is_closed(shard_id));
         // A few calls: an empty answer with records further on is allowed by Kinesis.
-        for _ in 0..3 {
+        for _ in 0..5 {
             match reader.fetch(&self.client, 1, cancel).await {
                 Ok(outcome) => {
                     if let Some(record) = outcome.records.first() {
                         return Ok(Some(record.sequence_number.clone()));
                     }
+                    if cancel.is_cancelled() {
+                        return Err(unverified(&start));
+                    }
                     if outcome.caught_up() {
                         return Ok(None);
                     }
                 }
-                Err(SourceError::Call {
-                    operation: "GetShardIterator",
-                    ..
-                }) => return Ok(None),
+                Err(refused) if refused.is_position_refused() => return Ok(None),
                 Err(other) => return Err(other),
             }
         }
-        Ok(None)
+        Err(unverified(&start))
     }
 
     /// Starts a shard afresh at its oldest record.
@@ -88,66 +99,94 @@ impl StreamSource {
         }
     }
 
-    /// Reads exactly the records of a planned batch again: for each shard, `first..=last`.
+    /// Reads the records of a planned batch again: for each shard, `first..=last`.
     ///
     /// Fails with [`SourceError::RecordsGone`] when the shard no longer starts at `first` (its
     /// records were trimmed, or the server lost them): a planned batch is never silently shrunk.
+    /// With `what_remains` (the user accepted the loss), such a shard gives what it still holds of
+    /// the range instead, read from its oldest record.
     pub async fn replay(
         &mut self,
         ranges: &BTreeMap<String, ShardRange>,
+        what_remains: bool,
         cancel: &CancellationToken,
     ) -> Result<Vec<KinesisRecord>, SourceError> {
         let mut records = Vec::new();
         for (shard_id, range) in ranges {
-            let gone = || SourceError::RecordsGone {
-                stream: self.stream.clone(),
-                shard: shard_id.clone(),
-                sequence: range.first.to_string(),
+            let exact = self
+                .read_range(
+                    shard_id,
+                    range,
+                    StartPosition::AtSequence(range.first.clone()),
+                    true,
+                    cancel,
+                )
+                .await;
+            let shard_records = match exact {
+                Err(SourceError::RecordsGone { .. }) if what_remains => {
+                    tracing::warn!(stream = %self.stream, shard = %shard_id, first = %range.first, "records of a planned batch are gone: taking what remains of its range");
+                    self.read_range(shard_id, range, StartPosition::TrimHorizon, false, cancel)
+                        .await?
+                }
+                other => other?,
             };
-            let mut reader = ShardReader::new(
-                &self.stream,
-                shard_id,
-                StartPosition::AtSequence(range.first.clone()),
-                None,
-                self.calls_per_second,
-            );
-            reader.set_closed(self.is_closed(shard_id));
-            let mut first_seen = false;
-            'shard: loop {
-                if cancel.is_cancelled() {
-                    return Ok(Vec::new());
-                }
-                let outcome: FetchOutcome = match reader.fetch(&self.client, 10_000, cancel).await {
-                    Ok(outcome) => outcome,
-                    // A sequence number the shard never had is refused outright.
-                    Err(SourceError::Call {
-                        operation: "GetShardIterator",
-                        ..
-                    }) => return Err(gone()),
-                    Err(other) => return Err(other),
-                };
-                let at_end = outcome.finished
-                    || (outcome.records.is_empty() && outcome.millis_behind == Some(0));
-                for record in outcome.records {
-                    if !first_seen {
-                        if record.sequence_number != range.first {
-                            return Err(gone());
-                        }
-                        first_seen = true;
-                    }
-                    let done = record.sequence_number >= range.last;
-                    if record.sequence_number <= range.last {
-                        records.push(record);
-                    }
-                    if done {
-                        break 'shard;
-                    }
-                }
-                if at_end {
-                    return Err(gone());
-                }
-            }
+            records.extend(shard_records);
         }
         Ok(records)
+    }
+
+    /// The records of `range` in one shard, reading from `start`. With `from_first`, the first
+    /// record must be `range.first`; otherwise records before it are skipped (they belong to
+    /// committed batches).
+    async fn read_range(
+        &self,
+        shard_id: &str,
+        range: &ShardRange,
+        start: StartPosition,
+        from_first: bool,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<KinesisRecord>, SourceError> {
+        let gone = || SourceError::RecordsGone {
+            stream: self.stream.clone(),
+            shard: shard_id.to_owned(),
+            sequence: range.first.to_string(),
+        };
+        let mut reader =
+            ShardReader::new(&self.stream, shard_id, start, None, self.calls_per_second);
+        reader.set_closed(self.is_closed(shard_id));
+        let mut records = Vec::new();
+        let mut first_seen = false;
+        loop {
+            if cancel.is_cancelled() {
+                return Ok(Vec::new());
+            }
+            let outcome: FetchOutcome = match reader.fetch(&self.client, 10_000, cancel).await {
+                Ok(outcome) => outcome,
+                // A sequence number the shard never had is refused outright.
+                Err(refused) if refused.is_position_refused() && from_first => return Err(gone()),
+                Err(other) => return Err(other),
+            };
+            let at_end = outcome.finished
+                || (outcome.records.is_empty() && outcome.millis_behind == Some(0));
+            for record in outcome.records {
+                if from_first && !first_seen && record.sequence_number != range.first {
+                    return Err(gone());
+                }
+                first_seen = true;
+                if record.sequence_number < range.first {
+                    continue;
+                }
+                let done = record.sequence_number >= range.last;
+                if record.sequence_number <= range.last {
+                    records.push(record);
+                }
+                if done {
+                    return Ok(records);
+                }
+            }
+            if at_end {
+                return if from_first { Err(gone()) } else { Ok(records) };
+            }
+        }
     }
 }

@@ -21,6 +21,11 @@ pub struct ShardPosition {
     /// The shard is closed and was read to its end.
     #[serde(default)]
     pub finished: bool,
+    /// When the batch was planned, Kinesis said nothing lay beyond `last` (`MillisBehindLatest`
+    /// was 0). A checkpoint found aged out later can then only have lost records put after the
+    /// planning, which retention still holds if the planning is recent enough.
+    #[serde(default)]
+    pub at_tip: bool,
 }
 
 /// The records one batch read from one shard: `first..=last`.
@@ -147,6 +152,7 @@ impl StreamSource {
                 let position = ShardPosition {
                     last: r.last_read().cloned(),
                     finished: r.is_finished(),
+                    at_tip: r.is_at_tip(),
                 };
                 (id.clone(), position)
             })
@@ -155,7 +161,19 @@ impl StreamSource {
 
     /// Puts every shard back at a committed position (shards not in `positions` start afresh).
     pub fn restore(&mut self, positions: &BTreeMap<String, ShardPosition>) {
+        self.restore_except(positions, |_| false);
+    }
+
+    /// Like [`Self::restore`], leaving the shards for which `keep` is true as they are.
+    pub fn restore_except(
+        &mut self,
+        positions: &BTreeMap<String, ShardPosition>,
+        keep: impl Fn(&str) -> bool,
+    ) {
         for (id, reader) in &mut self.readers {
+            if keep(id) {
+                continue;
+            }
             let position = positions.get(id).cloned().unwrap_or_default();
             reader.rewind_to(position.last);
             if position.finished {
@@ -264,6 +282,15 @@ impl StreamSource {
             .collect()
     }
 
+    fn every_readable_caught_up(&self) -> bool {
+        let finished = self.finished_map();
+        readable_shards(&self.shards, &finished).iter().all(|s| {
+            self.readers
+                .get(&s.shard_id)
+                .is_some_and(ShardReader::is_caught_up)
+        })
+    }
+
     fn finished_map(&self) -> BTreeMap<String, bool> {
         self.readers
             .iter()
@@ -305,12 +332,12 @@ impl StreamSource {
                 .map(|(_, reader)| reader.fetch(client, per_shard, cancel));
             let outcomes: Vec<Result<FetchOutcome, SourceError>> =
                 futures::future::join_all(fetches).await;
-            let mut all_caught_up = true;
             let mut any_finished = false;
+            let mut relist = false;
             for outcome in outcomes {
                 let outcome = outcome?;
-                all_caught_up &= outcome.caught_up();
                 any_finished |= outcome.finished;
+                relist |= outcome.relist;
                 batch.millis_behind = batch.millis_behind.max(outcome.millis_behind.unwrap_or(0));
                 if let (Some(first), Some(last)) = (outcome.records.first(), outcome.records.last())
                 {
@@ -330,11 +357,17 @@ impl StreamSource {
                 bytes += got;
                 batch.records.extend(outcome.records);
             }
-            if any_finished {
+            if any_finished || relist {
                 // A shard closed: its children (now readable) are listed and read in this batch.
+                // Or one looks closed while listed open: the listing says which it is.
                 self.refresh_shards(cancel).await?;
+            }
+            if any_finished {
                 continue;
             }
+            // Every readable shard, not only those asked this round (the byte budget may leave
+            // some out), must have found nothing more.
+            let all_caught_up = self.every_readable_caught_up();
             if all_caught_up || Instant::now() >= deadline {
                 batch.caught_up = all_caught_up;
                 return Ok(batch);

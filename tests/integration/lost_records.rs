@@ -205,6 +205,11 @@ async fn a_pending_batch_partly_aged_out_loses_only_what_is_gone() {
     )
     .await;
     assert_eq!(counts, [119, 119, 0], "only the trimmed record is missing");
+    // What remained was committed within batch 2 itself: a later run, under the default
+    // policy, finds every position valid and nothing to add.
+    pipeline.engine.on_lost_stream = LostStreamPolicy::Stop;
+    let (summaries, _) = run_available_now(&pipeline).await;
+    assert!(summaries.iter().all(|s| s.records == 0), "{summaries:?}");
     for spec in &pipeline.streams[1..] {
         let counts = query_counts(
             &[("t", &spec.table_uri)],
@@ -213,4 +218,115 @@ async fn a_pending_batch_partly_aged_out_loses_only_what_is_gone() {
         .await;
         assert_eq!(counts, [120, 120, 0, 119], "{}", spec.name);
     }
+}
+
+/// Rewrites the `planned_at` of a stream's newest manifest, as if the engine had been down since.
+fn age_newest_manifest(table_dir: &Path, days: i64) {
+    let root = table_dir.join("_kinesis_delta");
+    let pipeline = std::fs::read_dir(&root)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let stream = std::fs::read_dir(pipeline)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut batches: Vec<_> = std::fs::read_dir(stream.join("batches"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    batches.sort();
+    let path = batches.last().unwrap();
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let then = chrono::Utc::now() - chrono::Duration::days(days);
+    manifest["planned_at"] = then.to_rfc3339().into();
+    std::fs::write(path, manifest.to_string()).unwrap();
+}
+
+/// Review finding: a checkpoint that aged out after the engine was down longer than the stream's
+/// retention may have taken uncommitted records with it. That is not the idle-shard case: the
+/// policy decides (stop by default), and `restart` reads what remains, each record once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_aged_out_after_downtime_longer_than_retention_is_the_users_to_decide() {
+    let server = TestKinesis::start(Kind::KinesisMock).await;
+    let proxy = FaultProxy::start(server.endpoint(), FaultPlan::NONE).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &proxy.endpoint, "downtime", 100_000);
+    let mut pipeline = load_pipeline(&config);
+    let client = server.client().await;
+    for spec in &pipeline.streams {
+        create_stream(&client, &spec.stream, 2).await;
+    }
+    put_triples(&server, &pipeline, &triples(0, 100)).await;
+    run_available_now(&pipeline).await;
+    let pin = pipeline.streams[0].clone();
+    let pin_dir = dir.path().join("tables/pin");
+    let last = newest_manifest(&pin_dir)["positions"]["shardId-000000000000"]["last"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    proxy.trimmed.lock().unwrap().push(Trim {
+        stream: pin.stream.clone(),
+        shard: "shardId-000000000000".into(),
+        through: last,
+    });
+    // Three days down: retention (24 h) may have taken records put after the checkpoint.
+    age_newest_manifest(&pin_dir, 3);
+    put_triples(&server, &pipeline, &triples(100, 50)).await;
+
+    let err = run_expecting_error(&pipeline).await;
+    assert!(matches!(err, EngineError::LostStream { .. }), "{err}");
+    assert_eq!(err.kind(), ErrorKind::User);
+
+    pipeline.engine.on_lost_stream = LostStreamPolicy::Restart;
+    run_available_now(&pipeline).await;
+    assert_exactly_once(&pipeline, 150).await;
+}
+
+/// Review finding: a transient refusal (`AccessDeniedException`) of the position check at start-up
+/// was read as "the record is not there", so `restart` re-read the whole shard. It is an error now;
+/// the next run resumes exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_position_check_stops_the_run_and_never_rereads() {
+    let server = TestKinesis::start(Kind::KinesisMock).await;
+    let proxy = FaultProxy::start(
+        server.endpoint(),
+        FaultPlan {
+            refuse_at_sequence: 1_000,
+            ..FaultPlan::NONE
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    // The first run goes straight to the server; the second through the refusing proxy.
+    let config = write_config(dir.path(), server.endpoint(), "refused", 100_000);
+    let mut pipeline = load_pipeline(&config);
+    let client = server.client().await;
+    for spec in &pipeline.streams {
+        create_stream(&client, &spec.stream, 2).await;
+    }
+    put_triples(&server, &pipeline, &triples(0, 100)).await;
+    run_available_now(&pipeline).await;
+    put_triples(&server, &pipeline, &triples(100, 50)).await;
+
+    pipeline.kinesis.endpoint_url = Some(proxy.endpoint.clone());
+    pipeline.engine.on_lost_stream = LostStreamPolicy::Restart;
+    let err = run_expecting_error(&pipeline).await;
+    assert!(err.to_string().contains("AccessDenied"), "{err}");
+    assert!(
+        proxy
+            .counts
+            .refused
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0
+    );
+
+    pipeline.kinesis.endpoint_url = Some(server.endpoint().to_owned());
+    run_available_now(&pipeline).await;
+    assert_exactly_once(&pipeline, 150).await;
 }

@@ -350,3 +350,100 @@ async fn a_batch_holds_about_max_batch_bytes_of_large_records() {
     );
     assert_exactly_once(&pipeline, 40).await;
 }
+
+/// Review finding: `latest` with `--available-now` read the empty interval between each run's
+/// own start and its own end. The start is now pinned once for the pipeline, so a second run
+/// reads what was put after the first one started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_with_available_now_reads_what_came_after_the_first_start() {
+    let server = TestKinesis::start(Kind::KinesisMock).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), server.endpoint(), "latestnow", 100_000);
+    edit_config(
+        &config,
+        "initial_position = \"trim_horizon\"",
+        "initial_position = \"latest\"",
+    );
+    let pipeline = load_pipeline(&config);
+    let client = server.client().await;
+    for spec in &pipeline.streams {
+        create_stream(&client, &spec.stream, 2).await;
+    }
+    put_triples(&server, &pipeline, &triples(1000, 10)).await; // before any start: never read
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (summaries, _) = run_available_now(&pipeline).await;
+    assert!(summaries.iter().all(|s| s.records == 0), "{summaries:?}");
+    put_triples(&server, &pipeline, &triples(0, 30)).await;
+    run_available_now(&pipeline).await;
+    assert_exactly_once(&pipeline, 30).await;
+}
+
+/// Review finding: with a small byte budget only some shards are asked per round, and a round
+/// whose asked shards were empty ended `--available-now` although another shard held records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn available_now_with_a_small_byte_budget_reads_every_shard() {
+    let server = TestKinesis::start(Kind::KinesisMock).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), server.endpoint(), "budget", 100_000);
+    edit_config(
+        &config,
+        "max_batch_bytes = 67108864",
+        "max_batch_bytes = 1048576",
+    );
+    let pipeline = load_pipeline(&config);
+    let client = server.client().await;
+    for spec in &pipeline.streams {
+        create_stream(&client, &spec.stream, 2).await;
+    }
+    // Every record on the last shard (the top of the hash key range).
+    let batch = triples(0, 40);
+    for spec in &pipeline.streams {
+        let pick = match spec.name.as_str() {
+            "pin" => records(&batch, |t| &t.pin),
+            "geo" => records(&batch, |t| &t.geo),
+            _ => records(&batch, |t| &t.user),
+        };
+        for (key, data) in pick {
+            client
+                .put_record()
+                .stream_name(&spec.stream)
+                .partition_key(key)
+                .explicit_hash_key(u128::MAX.to_string())
+                .data(aws_sdk_kinesis::primitives::Blob::new(data))
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    run_available_now(&pipeline).await;
+    assert_exactly_once(&pipeline, 40).await;
+}
+
+/// Review finding: a GetRecords answer without `NextShardIterator` for a shard listed as open
+/// marked it finished for good, so nothing put on it later was ever read. Now the shards are
+/// listed again and the shard is read on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_next_iterator_on_an_open_shard_loses_nothing_after_it() {
+    let server = TestKinesis::start(Kind::KinesisMock).await;
+    let proxy = FaultProxy::start(
+        server.endpoint(),
+        FaultPlan {
+            drop_next_iterator_once: true,
+            ..FaultPlan::NONE
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &proxy.endpoint, "nonext", 100_000);
+    let pipeline = load_pipeline(&config);
+    let client = server.client().await;
+    for spec in &pipeline.streams {
+        create_stream(&client, &spec.stream, 1).await;
+    }
+    put_triples(&server, &pipeline, &triples(0, 50)).await;
+    run_available_now(&pipeline).await;
+    put_triples(&server, &pipeline, &triples(50, 50)).await;
+    run_available_now(&pipeline).await;
+    assert_eq!(proxy.counts.dropped_iterators.load(Ordering::SeqCst), 1);
+    assert_exactly_once(&pipeline, 100).await;
+}

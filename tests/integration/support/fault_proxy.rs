@@ -28,6 +28,12 @@ pub struct FaultPlan {
     /// GetRecords asks for at most this many records (the request's `Limit` is lowered), so a
     /// batch is collected over several rounds.
     pub max_records_per_call: Option<i64>,
+    /// The first n GetShardIterator calls at `AT_SEQUENCE_NUMBER` are refused with
+    /// `AccessDeniedException` (a transient permission or token failure).
+    pub refuse_at_sequence: u64,
+    /// The first GetRecords answer with records loses its `NextShardIterator`, as if the shard
+    /// had closed (a broken proxy or server).
+    pub drop_next_iterator_once: bool,
 }
 
 impl FaultPlan {
@@ -39,6 +45,8 @@ impl FaultPlan {
         no_iterator_for_shard: None,
         millis_behind: None,
         max_records_per_call: None,
+        refuse_at_sequence: 0,
+        drop_next_iterator_once: false,
     };
 }
 
@@ -55,6 +63,10 @@ pub struct FaultCounts {
     pub unavailable: AtomicU64,
     /// GetShardIterator answers without an iterator.
     pub no_iterator: AtomicU64,
+    /// GetShardIterator calls refused.
+    pub refused: AtomicU64,
+    /// GetRecords answers whose next iterator was dropped.
+    pub dropped_iterators: AtomicU64,
 }
 
 struct ProxyState {
@@ -189,6 +201,14 @@ async fn forward(
         )
             .into_response();
     }
+    if target.ends_with(".GetShardIterator")
+        && serde_json::from_slice::<serde_json::Value>(&body)
+            .is_ok_and(|request| request["ShardIteratorType"] == "AT_SEQUENCE_NUMBER")
+        && state.counts.refused.load(Ordering::SeqCst) < state.plan.refuse_at_sequence
+    {
+        state.counts.refused.fetch_add(1, Ordering::SeqCst);
+        return kinesis_error("AccessDeniedException", "User is not authorized (injected)");
+    }
     if target.ends_with(".GetRecords") {
         if state.outage.load(Ordering::SeqCst) {
             state.counts.unavailable.fetch_add(1, Ordering::SeqCst);
@@ -244,12 +264,24 @@ async fn forward(
                 }
             }
             let mut bytes = response.bytes().await.unwrap_or_default();
-            if let Some(millis) = state.plan.millis_behind
-                && target.ends_with(".GetRecords")
+            if target.ends_with(".GetRecords")
                 && status == StatusCode::OK
                 && let Ok(mut answer) = serde_json::from_slice::<serde_json::Value>(&bytes)
             {
-                answer["MillisBehindLatest"] = millis.into();
+                if let Some(millis) = state.plan.millis_behind {
+                    answer["MillisBehindLatest"] = millis.into();
+                }
+                let has_records = answer["Records"].as_array().is_some_and(|r| !r.is_empty());
+                if state.plan.drop_next_iterator_once
+                    && has_records
+                    && state
+                        .counts
+                        .dropped_iterators
+                        .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
+                        .is_ok()
+                {
+                    answer.as_object_mut().unwrap().remove("NextShardIterator");
+                }
                 bytes = Bytes::from(answer.to_string());
             }
             (status, out, bytes).into_response()
