@@ -2,31 +2,17 @@
 //! arriving, restarted each time; at the end every record is in its table exactly once. Also two
 //! engines on the same tables at once.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 
 use crate::end_to_end::{assert_exactly_once, put_triples};
 use crate::support::data::triples;
+use crate::support::engine::engine_command;
 use crate::support::servers::{Kind, TestKinesis};
 use crate::support::{
     create_stream, load_pipeline, put_records, query_counts, run_available_now, write_config,
 };
-
-fn engine(config: &std::path::Path, available_now: bool) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_kinesis-delta"));
-    command
-        .arg("run")
-        .arg("--config")
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null());
-    if available_now {
-        command.arg("--available-now");
-    }
-    command
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
@@ -62,7 +48,7 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
             put_records(&client, &pipeline.streams[0].stream, &bad).await;
             dead += 3;
         }
-        let mut child = engine(&config, false).spawn().unwrap();
+        let mut child = engine_command(&config, false).spawn().unwrap();
         let lifetime = Duration::from_millis(rng.random_range(300..4000));
         tokio::time::sleep(lifetime).await;
         if let Some(status) = child.try_wait().unwrap() {
@@ -72,7 +58,7 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
         child.wait().unwrap();
     }
     assert_eq!(put, total);
-    let status = engine(&config, true).status().unwrap();
+    let status = engine_command(&config, true).status().unwrap();
     assert!(
         status.success(),
         "the final --available-now run failed: {status}"
@@ -98,7 +84,7 @@ async fn two_engines_on_the_same_tables_commit_each_record_once() {
         create_stream(&client, &spec.stream, 2).await;
     }
     put_triples(&server, &pipeline, &triples(0, 700)).await;
-    let a = engine(&config, true).spawn().unwrap();
+    let a = engine_command(&config, true).spawn().unwrap();
     let (summaries, _) = run_available_now(&pipeline).await;
     let output = a.wait_with_output().unwrap();
     assert!(output.status.success(), "the other engine failed");

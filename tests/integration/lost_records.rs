@@ -16,27 +16,28 @@ use crate::support::{
     write_config,
 };
 
-/// The newest manifest of a stream in a local table: its JSON.
-fn newest_manifest(table_dir: &Path) -> serde_json::Value {
-    let root = table_dir.join("_kinesis_delta");
-    let pipeline = std::fs::read_dir(&root)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let stream = std::fs::read_dir(pipeline)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+/// The file of the newest manifest of the (only) stream in a local table.
+fn newest_manifest_path(table_dir: &Path) -> std::path::PathBuf {
+    let only_entry = |dir: &Path| {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path()
+    };
+    let stream = only_entry(&only_entry(&table_dir.join("_kinesis_delta")));
     let mut batches: Vec<_> = std::fs::read_dir(stream.join("batches"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
     batches.sort();
-    serde_json::from_slice(&std::fs::read(batches.last().unwrap()).unwrap()).unwrap()
+    batches.pop().unwrap()
+}
+
+/// The newest manifest of the stream in a local table: its JSON.
+fn newest_manifest(table_dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(newest_manifest_path(table_dir)).unwrap()).unwrap()
 }
 
 /// Item 7: one shard's checkpointed record and everything before it aged out (the shard sat idle
@@ -222,30 +223,10 @@ async fn a_pending_batch_partly_aged_out_loses_only_what_is_gone() {
 
 /// Rewrites the `planned_at` of a stream's newest manifest, as if the engine had been down since.
 fn age_newest_manifest(table_dir: &Path, days: i64) {
-    let root = table_dir.join("_kinesis_delta");
-    let pipeline = std::fs::read_dir(&root)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let stream = std::fs::read_dir(pipeline)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let mut batches: Vec<_> = std::fs::read_dir(stream.join("batches"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    batches.sort();
-    let path = batches.last().unwrap();
-    let mut manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let mut manifest = newest_manifest(table_dir);
     let then = chrono::Utc::now() - chrono::Duration::days(days);
     manifest["planned_at"] = then.to_rfc3339().into();
-    std::fs::write(path, manifest.to_string()).unwrap();
+    std::fs::write(newest_manifest_path(table_dir), manifest.to_string()).unwrap();
 }
 
 /// Review finding: a checkpoint that aged out after the engine was down longer than the stream's

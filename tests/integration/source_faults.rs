@@ -12,7 +12,7 @@ use kinesis_delta::pipeline::{self, RunMode};
 use tokio_util::sync::CancellationToken;
 
 use crate::end_to_end::{assert_exactly_once, put_triples};
-use crate::support::data::{records, triples};
+use crate::support::data::{stream_records, triples};
 use crate::support::engine::{engine_command, table_rows, wait_with_deadline};
 use crate::support::fault_proxy::{FaultPlan, FaultProxy};
 use crate::support::servers::{Kind, TestKinesis};
@@ -268,13 +268,8 @@ async fn available_now_ends_under_steady_load_at_the_records_present_at_start() 
                     break;
                 }
                 for spec in &pipeline.streams {
-                    let batch = triples(next, 10);
-                    let pick = match spec.name.as_str() {
-                        "pin" => records(&batch, |t| &t.pin),
-                        "geo" => records(&batch, |t| &t.geo),
-                        _ => records(&batch, |t| &t.user),
-                    };
-                    put_records(&client, &spec.stream, &pick).await;
+                    let batch = stream_records(&spec.name, &triples(next, 10));
+                    put_records(&client, &spec.stream, &batch).await;
                 }
                 next += 10;
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -398,12 +393,7 @@ async fn available_now_with_a_small_byte_budget_reads_every_shard() {
     // Every record on the last shard (the top of the hash key range).
     let batch = triples(0, 40);
     for spec in &pipeline.streams {
-        let pick = match spec.name.as_str() {
-            "pin" => records(&batch, |t| &t.pin),
-            "geo" => records(&batch, |t| &t.geo),
-            _ => records(&batch, |t| &t.user),
-        };
-        for (key, data) in pick {
+        for (key, data) in stream_records(&spec.name, &batch) {
             client
                 .put_record()
                 .stream_name(&spec.stream)

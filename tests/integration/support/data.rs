@@ -85,3 +85,12 @@ pub fn expected_follower_count(raw: &str) -> Option<i64> {
     }
     digits.parse::<i64>().ok().map(|n| n * factor)
 }
+
+/// The records of one stream of the pipeline (`pin`, `geo` or `user`) for these triples.
+pub fn stream_records(stream: &str, triples: &[Triple]) -> Vec<(String, Vec<u8>)> {
+    match stream {
+        "pin" => records(triples, |t| &t.pin),
+        "geo" => records(triples, |t| &t.geo),
+        _ => records(triples, |t| &t.user),
+    }
+}
