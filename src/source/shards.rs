@@ -51,7 +51,7 @@ pub async fn list_shards(
             Err(err) => {
                 return match classify(&err) {
                     ErrorClass::Throttled | ErrorClass::Unavailable => {
-                        tracing::warn!(stream, error = %aws_smithy_types::error::display::DisplayErrorContext(&err), "ListShards failed; retrying");
+                        tracing::warn!(stream, error = %super::error::summary(&err), "ListShards failed; retrying");
                         Ok(None)
                     }
                     ErrorClass::NotFound => Err(SourceError::StreamNotFound {
