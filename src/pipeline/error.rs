@@ -106,6 +106,7 @@ impl EngineError {
                 | SourceError::NoCredentials { .. }
                 | SourceError::RecordsGone { .. },
             ) => ErrorKind::User,
+            Self::Sink(SinkError::DamagedManifest { .. }) => ErrorKind::User,
             Self::Source(_) | Self::Sink(_) => ErrorKind::External,
             Self::Internal(_) => ErrorKind::Internal,
         }

@@ -27,14 +27,14 @@ pub(super) struct Checkpoint<'a> {
 const RETENTION_MARGIN: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Whether nothing after a shard's checkpoint can have expired: Kinesis said nothing lay beyond
-/// it when the batch was planned, and that was less than the retention period ago (so every record
-/// put since is still there).
+/// it (when the batch was planned, or later while it was the newest: a tip marker), and that was
+/// less than the retention period ago (so every record put since is still there).
 fn nothing_expired_after(
-    manifest: &BatchManifest,
+    observed_at: chrono::DateTime<chrono::Utc>,
     at_tip: bool,
     retention: Option<std::time::Duration>,
 ) -> bool {
-    let age = (chrono::Utc::now() - manifest.planned_at)
+    let age = (chrono::Utc::now() - observed_at)
         .to_std()
         .unwrap_or_default();
     at_tip && retention.is_some_and(|r| age + RETENTION_MARGIN < r)
@@ -126,6 +126,11 @@ pub(super) async fn resume(
                 table: checkpoint.table_uri.to_owned(),
                 batch_id: checkpoint.batch_id,
             })?;
+    if cancel.is_cancelled() {
+        // Stopped while starting: the listing may be incomplete; nothing is decided on it.
+        source.restore(&manifest.positions);
+        return Ok(Resumed::default());
+    }
     if incarnation_changed(&manifest, source, checkpoint.stream_created_ms) {
         if let Some(stop) = lost_stream(source, &manifest, checkpoint.stream_created_ms, policy) {
             return Err(stop);
@@ -135,6 +140,10 @@ pub(super) async fn resume(
         });
     }
     source.restore(&manifest.positions);
+    let tip = manifests
+        .read_tip()
+        .await?
+        .filter(|t| t.batch_id == checkpoint.batch_id);
     // Shards whose records after the checkpoint may be gone, and shards of another incarnation.
     let mut expired = Vec::new();
     let mut foreign = Vec::new();
@@ -145,7 +154,12 @@ pub(super) async fn resume(
         if position.finished {
             continue; // read to its end
         }
-        let safe = nothing_expired_after(&manifest, position.at_tip, checkpoint.retention);
+        let marked = tip.as_ref().filter(|t| t.shards.contains(shard));
+        let safe =
+            nothing_expired_after(manifest.planned_at, position.at_tip, checkpoint.retention)
+                || marked.is_some_and(|t| {
+                    nothing_expired_after(t.observed_at, true, checkpoint.retention)
+                });
         if !source.is_listed(shard) {
             // Aged out of the listing with all its records.
             if !safe {
@@ -195,17 +209,40 @@ pub(super) struct StreamFacts {
     pub retention: Option<std::time::Duration>,
 }
 
-/// The stream's creation time and retention, when the server reports them.
+/// The stream's creation time and retention, when the server reports them (asked a few times:
+/// without them, a checkpoint found expired cannot be judged safe).
 pub(super) async fn stream_facts(
     client: &KinesisClient,
     stream: &str,
 ) -> Result<StreamFacts, EngineError> {
-    match client
+    let mut backoff = crate::source::Backoff::new(
+        std::time::Duration::from_millis(200),
+        std::time::Duration::from_secs(2),
+    );
+    let mut answer = client
         .describe_stream_summary()
         .stream_name(stream)
         .send()
-        .await
-    {
+        .await;
+    for _ in 0..4 {
+        let retry = answer.as_ref().err().is_some_and(|err| {
+            matches!(
+                crate::source::classify(err),
+                ErrorClass::Throttled | ErrorClass::Unavailable
+            )
+        });
+        if !retry {
+            break;
+        }
+        let delay = backoff.next_delay(&mut rand::rng());
+        tokio::time::sleep(delay).await;
+        answer = client
+            .describe_stream_summary()
+            .stream_name(stream)
+            .send()
+            .await;
+    }
+    match answer {
         Ok(out) => Ok(out
             .stream_description_summary()
             .map(|d| StreamFacts {

@@ -19,7 +19,9 @@ use crate::decode::{
     raw_schema_from_sql,
 };
 use crate::progress::BatchProgress;
-use crate::sink::{BatchManifest, CommitOutcome, DeltaSink, ManifestLog, ManifestOutcome};
+use crate::sink::{
+    BatchManifest, CommitOutcome, DeltaSink, ManifestLog, ManifestOutcome, TipMarker,
+};
 use crate::source::{BatchLimits, KinesisClient, KinesisRecord, StartPosition, StreamSource};
 use crate::transform::Cleaning;
 
@@ -82,6 +84,8 @@ pub struct StreamJob {
     on_lost_stream: LostStreamPolicy,
     /// Shards resuming found to be of another incarnation (and was told to read anew).
     foreign: Foreign,
+    /// The committed batch last recorded in a tip marker, and when.
+    tip_marked: Option<(i64, Instant)>,
     progress: UnboundedSender<BatchProgress>,
     summary: StreamSummary,
 }
@@ -192,6 +196,7 @@ impl StreamJob {
             caught_up: false,
             on_lost_stream: pipeline.engine.on_lost_stream,
             foreign,
+            tip_marked: None,
             progress,
             summary: StreamSummary {
                 stream: spec.name.clone(),
@@ -213,6 +218,9 @@ impl StreamJob {
             }
             let started = Instant::now();
             let Some(planned) = self.plan(cancel).await? else {
+                if self.caught_up && !cancel.is_cancelled() {
+                    self.mark_tip().await?;
+                }
                 if cancel.is_cancelled() || (mode == RunMode::AvailableNow && self.caught_up) {
                     break;
                 }
@@ -296,6 +304,28 @@ impl StreamJob {
             replayed: false,
             records_gone: false,
         }))
+    }
+
+    /// Records the shards found at their tip after the committed batch, when that adds to what
+    /// its manifest or the last marker said (at most every half hour while nothing changes).
+    async fn mark_tip(&mut self) -> Result<(), EngineError> {
+        if self.committed == 0 {
+            return Ok(());
+        }
+        let fresh = self.tip_marked.is_some_and(|(batch, at)| {
+            batch == self.committed && at.elapsed() < Duration::from_secs(1800)
+        });
+        if fresh {
+            return Ok(());
+        }
+        let marker = TipMarker {
+            batch_id: self.committed,
+            shards: self.source.shards_at_tip(),
+            observed_at: Utc::now(),
+        };
+        self.manifests.write_tip(&marker).await?;
+        self.tip_marked = Some((self.committed, Instant::now()));
+        Ok(())
     }
 
     /// Decodes a batch's records in one canonical order (shard, then sequence), so that a replay

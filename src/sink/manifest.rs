@@ -62,6 +62,19 @@ pub struct BatchSplit {
     pub dead_letters: BTreeMap<String, Vec<SequenceNumber>>,
 }
 
+/// Shards seen at their tip (nothing beyond their position) while a batch was the newest
+/// committed one, and when: an idle stream commits nothing for days, so its newest manifest may
+/// say a shard was behind while the engine has since read it to its end many times.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TipMarker {
+    /// The committed batch whose positions the shards stood at.
+    pub batch_id: i64,
+    /// The shards Kinesis said had nothing beyond those positions.
+    pub shards: Vec<String>,
+    /// When.
+    pub observed_at: DateTime<Utc>,
+}
+
 /// What happened when a manifest was written.
 #[derive(Debug)]
 pub enum ManifestOutcome {
@@ -78,14 +91,17 @@ pub enum ManifestOutcome {
 #[derive(Debug, Clone)]
 pub struct ManifestLog {
     store: ObjectStoreRef,
+    /// `_kinesis_delta/<pipeline>/<stream>`.
+    base: Path,
     dir: Path,
 }
 
 impl ManifestLog {
     /// The log under a table's store (rooted at the table) for one pipeline and stream.
     pub fn new(store: ObjectStoreRef, pipeline: &str, stream: &str) -> Self {
-        let dir = Path::from_iter(["_kinesis_delta", pipeline, stream, "batches"]);
-        Self { store, dir }
+        let base = Path::from_iter(["_kinesis_delta", pipeline, stream]);
+        let dir = base.clone().join("batches");
+        Self { store, base, dir }
     }
 
     fn path(&self, batch_id: i64) -> Path {
@@ -127,13 +143,7 @@ impl ManifestLog {
     /// other engine) reads it back. So records put between two runs, or between the starts of
     /// two engines, are never skipped.
     pub async fn pin_latest_start(&self, now_ms: i64) -> Result<i64, SinkError> {
-        let path = self
-            .dir
-            .clone()
-            .parts()
-            .take_while(|p| p.as_ref() != "batches")
-            .collect::<Path>()
-            .join("latest_start.json");
+        let path = self.base.clone().join("latest_start.json");
         let body = serde_json::json!({ "ms": now_ms }).to_string();
         let options = PutOptions {
             mode: PutMode::Create,
@@ -167,6 +177,47 @@ impl ManifestLog {
                 path: path.to_string(),
                 message: "expected {\"ms\": <ms since the epoch>}".into(),
             })
+    }
+
+    fn tip_path(&self) -> Path {
+        self.base.clone().join("tip.json")
+    }
+
+    /// Records that `marker.shards` are at their tip after `marker.batch_id` (overwrites: every
+    /// engine that observes it observes the same truth).
+    pub async fn write_tip(&self, marker: &TipMarker) -> Result<(), SinkError> {
+        let path = self.tip_path();
+        let body = serde_json::to_vec(marker).map_err(|e| SinkError::DamagedManifest {
+            path: path.to_string(),
+            message: e.to_string(),
+        })?;
+        self.store
+            .put(&path, PutPayload::from(body))
+            .await
+            .map(|_| ())
+            .map_err(|source| SinkError::Store {
+                path: path.to_string(),
+                source,
+            })
+    }
+
+    /// The last tip marker, if any (an unreadable one counts as none: it only ever saves a stop).
+    pub async fn read_tip(&self) -> Result<Option<TipMarker>, SinkError> {
+        let path = self.tip_path();
+        match self.store.get(&path).await {
+            Ok(result) => {
+                let bytes = result.bytes().await.map_err(|source| SinkError::Store {
+                    path: path.to_string(),
+                    source,
+                })?;
+                Ok(serde_json::from_slice(&bytes).ok())
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(source) => Err(SinkError::Store {
+                path: path.to_string(),
+                source,
+            }),
+        }
     }
 
     /// Reads the manifest of a batch, if there is one.

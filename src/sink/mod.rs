@@ -7,7 +7,7 @@ mod manifest;
 mod schema;
 
 pub use delta::{CommitOutcome, DeltaSink};
-pub use manifest::{BatchManifest, BatchSplit, ManifestLog, ManifestOutcome};
+pub use manifest::{BatchManifest, BatchSplit, ManifestLog, ManifestOutcome, TipMarker};
 pub use schema::delta_compatible;
 
 /// A Delta or object-store failure. Outside the user's hands unless the message says otherwise;

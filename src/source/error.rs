@@ -165,7 +165,10 @@ impl SourceError {
     /// Kinesis refused a position as one the shard never had (`InvalidArgumentException` on
     /// GetShardIterator): the sequence number is not of this shard, or no longer in it.
     pub fn is_position_refused(&self) -> bool {
-        matches!(self, Self::Call { operation: "GetShardIterator", code, .. } if code == "InvalidArgumentException")
+        // Kinesis says InvalidArgumentException; kinesis-mock and LocalStack, and Kinesis for a
+        // shard deleted after retention, ResourceNotFoundException.
+        matches!(self, Self::Call { operation: "GetShardIterator", code, .. }
+            if code == "InvalidArgumentException" || code == "ResourceNotFoundException")
     }
 
     /// Builds a [`SourceError::Call`] from an SDK error.

@@ -22,7 +22,7 @@ pub use backoff::Backoff;
 pub use client::{KinesisClient, connect, connect_checked};
 pub use error::{ErrorClass, SourceError, classify};
 pub use reader::{FetchOutcome, ShardReader, StartPosition};
-pub use replay::CheckpointState;
+pub use replay::{CheckpointState, ReplayRules, Replayed};
 pub use shards::{ShardInfo, list_shards, readable_shards};
 pub use stream::{BatchLimits, CollectedBatch, ShardPosition, ShardRange, StreamSource};
 

@@ -316,7 +316,10 @@ impl ShardReader {
         if let Some(last) = records.last() {
             self.last_read = Some(last.sequence_number.clone());
         }
-        self.at_tip = !self.at_run_end && output.millis_behind_latest == Some(0);
+        // An empty answer at MillisBehindLatest 0: nothing lay beyond (an answer with records may
+        // have been cut by its Limit inside a burst that all arrived in the same millisecond).
+        self.at_tip =
+            !self.at_run_end && records.is_empty() && output.millis_behind_latest == Some(0);
         let mut relist = false;
         if self.at_run_end {
             // Records past the cut remain unread: a later run asks again after `last_read`.

@@ -1,7 +1,9 @@
 //! Reading what a checkpoint or a planned batch refers to: whether a checkpointed record is still
 //! there, and the exact records of a planned batch.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -10,6 +12,26 @@ use super::error::SourceError;
 use super::reader::{FetchOutcome, ShardReader, StartPosition};
 use super::stream::{ShardRange, StreamSource};
 use crate::sequence::SequenceNumber;
+
+/// What a replay may do when a shard's part of the batch is gone.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayRules {
+    /// Shards of another incarnation: their part, if gone, is left out.
+    pub foreign: BTreeSet<String>,
+    /// The user accepted losing what is gone (`on_lost_stream = "restart"`).
+    pub what_remains: bool,
+}
+
+/// The records a replay read.
+#[derive(Debug, Default)]
+pub struct Replayed {
+    /// The records, shard by shard.
+    pub records: Vec<KinesisRecord>,
+    /// Shards whose part was left out (another incarnation).
+    pub left_out: BTreeSet<String>,
+    /// Some shard gave only what remained of its range.
+    pub partial: bool,
+}
 
 /// What became of a shard's checkpointed record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,8 +93,10 @@ impl StreamSource {
             self.calls_per_second,
         );
         reader.set_closed(self.is_closed(shard_id));
-        // A few calls: an empty answer with records further on is allowed by Kinesis.
-        for _ in 0..5 {
+        // Empty answers with records further on are allowed by Kinesis (for minutes after an
+        // old position): ask on while it says it is behind, for up to ten minutes.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+        while tokio::time::Instant::now() < deadline {
             match reader.fetch(&self.client, 1, cancel).await {
                 Ok(outcome) => {
                     if let Some(record) = outcome.records.first() {
@@ -101,17 +125,17 @@ impl StreamSource {
 
     /// Reads the records of a planned batch again: for each shard, `first..=last`.
     ///
-    /// Fails with [`SourceError::RecordsGone`] when the shard no longer starts at `first` (its
-    /// records were trimmed, or the server lost them): a planned batch is never silently shrunk.
-    /// With `what_remains` (the user accepted the loss), such a shard gives what it still holds of
-    /// the range instead, read from its oldest record.
+    /// Fails with [`SourceError::RecordsGone`] when a shard no longer starts at `first` (its
+    /// records were trimmed, or the server lost them): a planned batch is never silently shrunk,
+    /// unless `rules` say the user accepted it. Then a shard of another incarnation is left out,
+    /// and any other gives what it still holds of its range, read from its oldest record.
     pub async fn replay(
         &mut self,
         ranges: &BTreeMap<String, ShardRange>,
-        what_remains: bool,
+        rules: &ReplayRules,
         cancel: &CancellationToken,
-    ) -> Result<Vec<KinesisRecord>, SourceError> {
-        let mut records = Vec::new();
+    ) -> Result<Replayed, SourceError> {
+        let mut replayed = Replayed::default();
         for (shard_id, range) in ranges {
             let exact = self
                 .read_range(
@@ -122,17 +146,22 @@ impl StreamSource {
                     cancel,
                 )
                 .await;
-            let shard_records = match exact {
-                Err(SourceError::RecordsGone { .. }) if what_remains => {
+            let records = match exact {
+                Err(SourceError::RecordsGone { .. }) if rules.foreign.contains(shard_id) => {
+                    replayed.left_out.insert(shard_id.clone());
+                    Vec::new()
+                }
+                Err(SourceError::RecordsGone { .. }) if rules.what_remains => {
                     tracing::warn!(stream = %self.stream, shard = %shard_id, first = %range.first, "records of a planned batch are gone: taking what remains of its range");
+                    replayed.partial = true;
                     self.read_range(shard_id, range, StartPosition::TrimHorizon, false, cancel)
                         .await?
                 }
                 other => other?,
             };
-            records.extend(shard_records);
+            replayed.records.extend(records);
         }
-        Ok(records)
+        Ok(replayed)
     }
 
     /// The records of `range` in one shard, reading from `start`. With `from_first`, the first

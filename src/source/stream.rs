@@ -144,6 +144,20 @@ impl StreamSource {
             .collect()
     }
 
+    /// The readable shards whose last answer said nothing lay beyond their position.
+    pub fn shards_at_tip(&self) -> Vec<String> {
+        let finished = self.finished_map();
+        readable_shards(&self.shards, &finished)
+            .iter()
+            .filter(|s| {
+                self.readers
+                    .get(&s.shard_id)
+                    .is_some_and(ShardReader::is_at_tip)
+            })
+            .map(|s| s.shard_id.clone())
+            .collect()
+    }
+
     /// Each known shard's position.
     pub fn positions(&self) -> BTreeMap<String, ShardPosition> {
         self.readers
@@ -233,8 +247,11 @@ impl StreamSource {
             .shards
             .iter()
             .any(|s| s.shard_id == shard_id && s.parents().next().is_some());
-        // A child shard holds only records put after its parents closed: read it whole.
-        let start = if is_child {
+        // A child shard holds only records put after its parents closed: at TRIM_HORIZON it is
+        // read whole; at a timestamp (LATEST is pinned to one), whole if it was made after it.
+        let start = if is_child && self.initial != StartPosition::TrimHorizon {
+            self.initial.clone()
+        } else if is_child {
             StartPosition::TrimHorizon
         } else {
             self.initial.clone()

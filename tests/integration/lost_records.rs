@@ -222,11 +222,21 @@ async fn a_pending_batch_partly_aged_out_loses_only_what_is_gone() {
 }
 
 /// Rewrites the `planned_at` of a stream's newest manifest, as if the engine had been down since.
+/// The tip marker (shards seen at their tip since the newest batch) is aged alike.
 fn age_newest_manifest(table_dir: &Path, days: i64) {
-    let mut manifest = newest_manifest(table_dir);
     let then = chrono::Utc::now() - chrono::Duration::days(days);
+    let mut manifest = newest_manifest(table_dir);
     manifest["planned_at"] = then.to_rfc3339().into();
     std::fs::write(newest_manifest_path(table_dir), manifest.to_string()).unwrap();
+    let tip = newest_manifest_path(table_dir)
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("tip.json");
+    let mut marker: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&tip).unwrap()).unwrap();
+    marker["observed_at"] = then.to_rfc3339().into();
+    std::fs::write(&tip, marker.to_string()).unwrap();
 }
 
 /// Review finding: a checkpoint that aged out after the engine was down longer than the stream's
@@ -310,4 +320,108 @@ async fn a_refused_position_check_stops_the_run_and_never_rereads() {
     pipeline.kinesis.endpoint_url = Some(server.endpoint().to_owned());
     run_available_now(&pipeline).await;
     assert_exactly_once(&pipeline, 150).await;
+}
+
+/// Second review: after `restart` read a recreated stream, a batch planned on the *new* stream and
+/// left pending was committed empty (its manifest's positions then skipped its records for good).
+/// A pending batch is judged by its own manifest: planned on the stream as it is, it is replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_pending_on_the_new_stream_after_a_restart_is_replayed_not_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = TestKinesis::start(Kind::Embedded).await;
+    let config = write_config(dir.path(), first.endpoint(), "newpending", 100_000);
+    let pipeline = load_pipeline(&config);
+    let client = first.client().await;
+    for spec in &pipeline.streams {
+        create_stream(&client, &spec.stream, 1).await;
+    }
+    put_triples(&first, &pipeline, &triples(0, 100)).await;
+    run_available_now(&pipeline).await;
+    drop(first);
+
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let second = TestKinesis::start(Kind::Embedded).await;
+    let client = second.client().await;
+    let mut pipeline = pipeline.clone();
+    pipeline.kinesis.endpoint_url = Some(second.endpoint().to_owned());
+    pipeline.engine.on_lost_stream = LostStreamPolicy::Restart;
+    for spec in &pipeline.streams {
+        create_stream(&client, &spec.stream, 1).await;
+    }
+    put_triples(&second, &pipeline, &triples(100, 50)).await;
+    run_available_now(&pipeline).await;
+    // As if that run stopped before the pin table's commit of the new stream's batch.
+    let pin_dir = dir.path().join("tables/pin");
+    let newest = read_log(&pin_dir).pop().unwrap();
+    let pending = newest.txns[0].1;
+    std::fs::remove_file(pin_dir.join(format!("_delta_log/{:020}.json", newest.version))).unwrap();
+
+    run_available_now(&pipeline).await;
+    let log = read_log(&pin_dir);
+    let batch = log
+        .iter()
+        .find(|e| e.txns.iter().any(|(_, b)| *b == pending))
+        .unwrap();
+    assert!(
+        batch.adds > 0,
+        "the pending batch was committed with its rows: {batch:?}"
+    );
+    assert_exactly_once(&pipeline, 150).await;
+}
+
+/// Second review: a response cut by its Limit inside a burst says `MillisBehindLatest = 0` while
+/// records follow, so it must not mark the shard "at its tip". Here batch 1 took 10 of a burst of
+/// 50 and the engine stopped; the checkpoint and the rest of the burst then aged out. Nothing
+/// proves the rest was committed: the policy decides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_inside_a_burst_that_aged_out_is_the_users_to_decide() {
+    let server = TestKinesis::start(Kind::KinesisMock).await;
+    let proxy = FaultProxy::start(server.endpoint(), FaultPlan::NONE).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &proxy.endpoint, "burst", 10);
+    let mut pipeline = load_pipeline(&config);
+    let client = server.client().await;
+    for spec in &pipeline.streams {
+        create_stream(&client, &spec.stream, 1).await;
+    }
+    put_triples(&server, &pipeline, &triples(0, 50)).await;
+    run_available_now(&pipeline).await;
+    let pin = pipeline.streams[0].clone();
+    let pin_dir = dir.path().join("tables/pin");
+    let burst_end = newest_manifest(&pin_dir)["positions"]["shardId-000000000000"]["last"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Back to the state after batch 1: later commits and manifests removed.
+    for entry in read_log(&pin_dir) {
+        if entry.txns.iter().any(|(_, batch)| *batch > 1) {
+            std::fs::remove_file(pin_dir.join(format!("_delta_log/{:020}.json", entry.version)))
+                .unwrap();
+        }
+    }
+    let batches = newest_manifest_path(&pin_dir).parent().unwrap().to_owned();
+    for batch in 2..=5 {
+        let _ = std::fs::remove_file(batches.join(format!("{batch:020}.json")));
+    }
+    proxy.trimmed.lock().unwrap().push(Trim {
+        stream: pin.stream.clone(),
+        shard: "shardId-000000000000".into(),
+        through: burst_end,
+    });
+
+    let err = run_expecting_error(&pipeline).await;
+    assert!(matches!(err, EngineError::LostStream { .. }), "{err}");
+
+    pipeline.engine.on_lost_stream = LostStreamPolicy::Restart;
+    run_available_now(&pipeline).await;
+    let counts = query_counts(
+        &[("pin", &pin.table_uri)],
+        "SELECT count(*), count(DISTINCT ind) FROM pin",
+    )
+    .await;
+    assert_eq!(
+        counts,
+        [10, 10],
+        "batch 1 once; the rest of the burst expired"
+    );
 }

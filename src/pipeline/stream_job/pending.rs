@@ -11,64 +11,44 @@ use crate::config::LostStreamPolicy;
 use crate::pipeline::EngineError;
 use crate::pipeline::resume::{Foreign, incarnation_changed, lost_stream};
 use crate::sink::BatchManifest;
-use crate::source::SourceError;
-
-/// How a pending batch is read again.
-enum Replay {
-    /// Exactly its ranges; a record missing is an error.
-    Exact,
-    /// What remains of its ranges, leaving out shards of another incarnation.
-    Remaining { foreign: BTreeSet<String> },
-}
+use crate::source::ReplayRules;
 
 impl StreamJob {
     /// The pending batch `pending`, ready to commit.
+    ///
+    /// A batch planned on a stream that was since recreated has no records left: the policy
+    /// decides, and `restart` commits it empty. Otherwise it is read exactly; under `restart` a
+    /// shard whose part is gone gives what remains of it, or nothing when resuming found the shard
+    /// to be of another incarnation.
     pub(super) async fn replay_pending(
         &mut self,
         pending: BatchManifest,
         started: Instant,
         cancel: &CancellationToken,
     ) -> Result<Option<PlannedBatch>, EngineError> {
-        let foreign = if incarnation_changed(&pending, &self.source, self.stream_created_ms) {
-            Foreign::All
-        } else {
-            self.foreign.clone()
-        };
-        if foreign != Foreign::None
-            && let Some(stop) = lost_stream(
+        if incarnation_changed(&pending, &self.source, self.stream_created_ms) {
+            if let Some(stop) = lost_stream(
                 &self.source,
                 &pending,
                 self.stream_created_ms,
                 self.on_lost_stream,
-            )
-        {
-            return Err(stop);
-        }
-        match foreign {
-            Foreign::All => self
+            ) {
+                return Err(stop);
+            }
+            return self
                 .abandon(pending)
                 .map(Some)
-                .map_err(EngineError::Internal),
-            Foreign::Shards(foreign) => {
-                self.replay(pending, started, cancel, Replay::Remaining { foreign })
-                    .await
-            }
-            Foreign::None => {
-                match self
-                    .replay(pending.clone(), started, cancel, Replay::Exact)
-                    .await
-                {
-                    Err(EngineError::Source(SourceError::RecordsGone { .. }))
-                        if self.on_lost_stream == LostStreamPolicy::Restart =>
-                    {
-                        let foreign = BTreeSet::new();
-                        self.replay(pending, started, cancel, Replay::Remaining { foreign })
-                            .await
-                    }
-                    other => other,
-                }
-            }
+                .map_err(EngineError::Internal);
         }
+        let foreign = match &self.foreign {
+            Foreign::Shards(shards) => shards.clone(),
+            Foreign::None | Foreign::All => BTreeSet::new(),
+        };
+        let rules = ReplayRules {
+            foreign,
+            what_remains: self.on_lost_stream == LostStreamPolicy::Restart,
+        };
+        self.replay(pending, started, cancel, &rules).await
     }
 
     async fn replay(
@@ -76,50 +56,35 @@ impl StreamJob {
         manifest: BatchManifest,
         started: Instant,
         cancel: &CancellationToken,
-        how: Replay,
+        rules: &ReplayRules,
     ) -> Result<Option<PlannedBatch>, EngineError> {
         let batch_id = manifest.batch_id;
-        let (ranges, positions, remaining) = match &how {
-            Replay::Exact => {
-                tracing::info!(stream = %manifest.stream, batch_id, "replaying a planned batch exactly");
-                (manifest.ranges.clone(), manifest.positions.clone(), false)
-            }
-            Replay::Remaining { foreign } => {
-                tracing::warn!(stream = %manifest.stream, batch_id, other_incarnation = ?foreign, "some records of a planned batch are gone (on_lost_stream = restart): committing what remains of it");
-                let keep = |shard: &String| !foreign.contains(shard);
-                let ranges: BTreeMap<_, _> = manifest
-                    .ranges
-                    .iter()
-                    .filter(|(shard, _)| keep(shard))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                // Shards of another incarnation stay where resuming put them (their oldest record).
-                let positions: BTreeMap<_, _> = manifest
-                    .positions
-                    .iter()
-                    .filter(|(shard, _)| keep(shard))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                (ranges, positions, true)
-            }
-        };
-        let records = self.source.replay(&ranges, remaining, cancel).await?;
+        tracing::info!(stream = %manifest.stream, batch_id, "replaying a planned batch");
+        let replayed = self.source.replay(&manifest.ranges, rules, cancel).await?;
         if cancel.is_cancelled() {
             return Ok(None);
         }
-        self.source.restore_except(&positions, |shard| match &how {
-            Replay::Exact => false,
-            Replay::Remaining { foreign } => foreign.contains(shard),
-        });
+        let left_out = replayed.left_out;
+        self.source
+            .restore_except(&manifest.positions, |shard| left_out.contains(shard));
+        for shard in &left_out {
+            // Another incarnation: read anew.
+            self.source.start_at_trim_horizon(shard);
+        }
         let fetch = started.elapsed();
-        let present: BTreeSet<(String, String)> = records
+        let records_gone = replayed.partial || !left_out.is_empty();
+        if records_gone {
+            tracing::warn!(stream = %manifest.stream, batch_id, left_out = ?left_out, "some records of a planned batch are gone (on_lost_stream = restart): committing what remains of it");
+        }
+        let present: BTreeSet<(String, String)> = replayed
+            .records
             .iter()
             .map(|r| (r.shard_id.to_string(), r.sequence_number.to_string()))
             .collect();
         let (rows_in, decoded, decode) = self
-            .decode(records, batch_id)
+            .decode(replayed.records, batch_id)
             .map_err(EngineError::Internal)?;
-        let checked = if remaining {
+        let checked = if records_gone {
             self.split_rule
                 .check_remaining(&manifest, &decoded, &present)
         } else {
@@ -134,7 +99,7 @@ impl StreamJob {
             decode,
             millis_behind: 0,
             replayed: true,
-            records_gone: remaining,
+            records_gone,
         }))
     }
 

@@ -66,6 +66,8 @@ pub struct LogEntry {
     pub txns: Vec<(String, i64)>,
     /// The commit carries a `metaData` action.
     pub metadata: bool,
+    /// Its `add` actions (data files).
+    pub adds: usize,
 }
 
 /// Reads every commit file of a local table's `_delta_log`.
@@ -85,6 +87,7 @@ pub fn read_log(table_dir: &Path) -> Vec<LogEntry> {
             version,
             txns: Vec::new(),
             metadata: false,
+            adds: 0,
         };
         for line in std::fs::read_to_string(&path).unwrap().lines() {
             let action: serde_json::Value = serde_json::from_str(line).unwrap();
@@ -95,6 +98,7 @@ pub fn read_log(table_dir: &Path) -> Vec<LogEntry> {
                 ));
             }
             entry.metadata |= action.get("metaData").is_some();
+            entry.adds += usize::from(action.get("add").is_some());
         }
         entries.push(entry);
     }
