@@ -12,8 +12,8 @@ use crate::support::engine::read_log;
 use crate::support::fault_proxy::{FaultPlan, FaultProxy, Trim};
 use crate::support::servers::{Kind, TestKinesis};
 use crate::support::{
-    create_stream, load_pipeline, query_counts, run_available_now, run_expecting_error,
-    write_config,
+    create_stream, load_pipeline, put_records, query_counts, run_available_now,
+    run_expecting_error, write_config,
 };
 
 /// The file of the newest manifest of the (only) stream in a local table.
@@ -168,6 +168,11 @@ async fn a_pending_batch_partly_aged_out_loses_only_what_is_gone() {
     put_triples(&server, &pipeline, &triples(0, 100)).await;
     run_available_now(&pipeline).await;
     put_triples(&server, &pipeline, &triples(100, 20)).await;
+    // Batch 2 has dead letters too: they are committed before the rows, so they stay committed.
+    let malformed: Vec<(String, Vec<u8>)> = (0..3)
+        .map(|i| (format!("bad-{i}"), format!("not json {i}").into_bytes()))
+        .collect();
+    put_records(&client, &pipeline.streams[0].stream, &malformed).await;
     run_available_now(&pipeline).await;
     let pin_dir = dir.path().join("tables/pin");
     let last = read_log(&pin_dir).last().unwrap().version;
@@ -206,6 +211,13 @@ async fn a_pending_batch_partly_aged_out_loses_only_what_is_gone() {
     )
     .await;
     assert_eq!(counts, [119, 119, 0], "only the trimmed record is missing");
+    // The split is checked over what remains: the committed dead letters are not written again.
+    let dead = query_counts(
+        &[("dead", &pin.dead_letter_uri)],
+        "SELECT count(*), count(DISTINCT _sequence_number) FROM dead",
+    )
+    .await;
+    assert_eq!(dead, [3, 3], "each dead letter once");
     // What remained was committed within batch 2 itself: a later run, under the default
     // policy, finds every position valid and nothing to add.
     pipeline.engine.on_lost_stream = LostStreamPolicy::Stop;
