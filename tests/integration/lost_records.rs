@@ -437,3 +437,69 @@ async fn a_checkpoint_inside_a_burst_that_aged_out_is_the_users_to_decide() {
         "batch 1 once; the rest of the burst expired"
     );
 }
+
+/// A shard gone from the listing (a closed shard whose records all aged out) while its position
+/// is unfinished: if Kinesis said nothing lay beyond that position recently enough, nothing can
+/// have been lost and the run goes on; after downtime longer than retention, the policy decides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_gone_from_the_listing_follows_the_same_rule() {
+    let server = TestKinesis::start(Kind::KinesisMock).await;
+    let proxy = FaultProxy::start(server.endpoint(), FaultPlan::NONE).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &proxy.endpoint, "unlisted", 100_000);
+    let pipeline = load_pipeline(&config);
+    let client = server.client().await;
+    for spec in &pipeline.streams {
+        create_stream(&client, &spec.stream, 2).await;
+    }
+    put_triples(&server, &pipeline, &triples(0, 100)).await;
+    run_available_now(&pipeline).await;
+    let pin = pipeline.streams[0].clone();
+    proxy
+        .hidden
+        .lock()
+        .unwrap()
+        .push((pin.stream.clone(), "shardId-000000000000".into()));
+    // New pin records only on the other shard (the top of the hash key range).
+    for t in triples(100, 20) {
+        client
+            .put_record()
+            .stream_name(&pin.stream)
+            .partition_key("k")
+            .explicit_hash_key(u128::MAX.to_string())
+            .data(aws_sdk_kinesis::primitives::Blob::new(
+                serde_json::to_vec(&t.pin).unwrap(),
+            ))
+            .send()
+            .await
+            .unwrap();
+    }
+    // Three days later (the checkpoint and its tip marker aged alike), the gap is not safe.
+    let pin_dir = dir.path().join("tables/pin");
+    let manifest = newest_manifest_path(&pin_dir);
+    let tip = manifest
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("tip.json");
+    let saved = (
+        std::fs::read(&manifest).unwrap(),
+        std::fs::read(&tip).unwrap(),
+    );
+    age_newest_manifest(&pin_dir, 3);
+    let err = run_expecting_error(&pipeline).await;
+    assert!(matches!(err, EngineError::LostStream { .. }), "{err}");
+
+    // Right after the run (Kinesis said nothing lay beyond the position), it is: the run goes on.
+    std::fs::write(&manifest, saved.0).unwrap();
+    std::fs::write(&tip, saved.1).unwrap();
+    let (summaries, _) = run_available_now(&pipeline).await;
+    let pin_summary = summaries.iter().find(|s| s.stream == "pin").unwrap();
+    assert_eq!(pin_summary.records, 20, "{summaries:?}");
+    let counts = query_counts(
+        &[("pin", &pin.table_uri)],
+        "SELECT count(*), count(DISTINCT ind) FROM pin",
+    )
+    .await;
+    assert_eq!(counts, [120, 120]);
+}

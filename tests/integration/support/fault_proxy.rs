@@ -77,6 +77,7 @@ struct ProxyState {
     counts: Arc<FaultCounts>,
     outage: Arc<AtomicBool>,
     trimmed: Arc<Mutex<Vec<Trim>>>,
+    hidden: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 /// A shard whose records up to `through` are gone, as if aged out of retention.
@@ -127,6 +128,9 @@ pub struct FaultProxy {
     pub outage: Arc<AtomicBool>,
     /// Shards whose oldest records are gone, as if aged out of retention.
     pub trimmed: Arc<Mutex<Vec<Trim>>>,
+    /// (stream, shard) left out of ListShards and unknown to GetShardIterator, as a closed shard
+    /// is once all its records aged out.
+    pub hidden: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 impl FaultProxy {
@@ -140,6 +144,7 @@ impl FaultProxy {
         let counts = Arc::new(FaultCounts::default());
         let outage = Arc::new(AtomicBool::new(false));
         let trimmed = Arc::new(Mutex::new(Vec::new()));
+        let hidden = Arc::new(Mutex::new(Vec::new()));
         let state = Arc::new(ProxyState {
             throttle_puts,
             upstream: upstream.to_owned(),
@@ -148,6 +153,7 @@ impl FaultProxy {
             counts: Arc::clone(&counts),
             outage: Arc::clone(&outage),
             trimmed: Arc::clone(&trimmed),
+            hidden: Arc::clone(&hidden),
         });
         let app = Router::new().fallback(forward).with_state(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -158,6 +164,7 @@ impl FaultProxy {
             counts,
             outage,
             trimmed,
+            hidden,
         }
     }
 }
@@ -232,6 +239,16 @@ async fn forward(
             return StatusCode::SERVICE_UNAVAILABLE.into_response();
         }
     }
+    let request_json = serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default();
+    let hidden = state.hidden.lock().unwrap().clone();
+    let is_hidden = |shard: &serde_json::Value| {
+        hidden.iter().any(|(stream, id)| {
+            request_json["StreamName"] == stream.as_str() && shard == id.as_str()
+        })
+    };
+    if target.ends_with(".GetShardIterator") && is_hidden(&request_json["ShardId"]) {
+        return kinesis_error("ResourceNotFoundException", "Shard not found (hidden)");
+    }
     let mut body = body;
     if target.ends_with(".GetShardIterator") {
         let trims = state.trimmed.lock().unwrap().clone();
@@ -264,6 +281,14 @@ async fn forward(
                 }
             }
             let mut bytes = response.bytes().await.unwrap_or_default();
+            if target.ends_with(".ListShards")
+                && status == StatusCode::OK
+                && let Ok(mut answer) = serde_json::from_slice::<serde_json::Value>(&bytes)
+                && let Some(shards) = answer["Shards"].as_array_mut()
+            {
+                shards.retain(|s| !is_hidden(&s["ShardId"]));
+                bytes = Bytes::from(answer.to_string());
+            }
             if target.ends_with(".GetRecords")
                 && status == StatusCode::OK
                 && let Ok(mut answer) = serde_json::from_slice::<serde_json::Value>(&bytes)
