@@ -143,7 +143,8 @@ impl StreamJob {
         )
         .with_startup_timeout(
             (mode == RunMode::AvailableNow).then_some(pipeline.engine.startup_timeout),
-        );
+        )
+        .continue_after_expiry(pipeline.engine.on_lost_stream == LostStreamPolicy::Restart);
         if mode == RunMode::AvailableNow {
             // The run ends at the records that were there when it started.
             source.end_after(started_at.timestamp_millis());

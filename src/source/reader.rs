@@ -80,6 +80,11 @@ pub struct ShardReader {
     at_run_end: bool,
     at_tip: bool,
     caught_up: bool,
+    /// The user accepted losing expired records (`on_lost_stream = "restart"`): a position
+    /// Kinesis refuses as expired is continued from the shard's oldest record.
+    continue_after_expiry: bool,
+    /// Reading from the oldest record after such a refusal: records up to here were consumed.
+    skip_through: Option<SequenceNumber>,
     min_interval: Duration,
     next_call: Instant,
     backoff: Backoff,
@@ -107,6 +112,8 @@ impl ShardReader {
             at_run_end: false,
             at_tip: false,
             caught_up: false,
+            continue_after_expiry: false,
+            skip_through: None,
             min_interval: Duration::from_millis(1000 / u64::from(calls_per_second.max(1))),
             next_call: Instant::now(),
             backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(10)),
@@ -167,6 +174,15 @@ impl ShardReader {
         self.at_run_end = false;
         self.at_tip = false;
         self.caught_up = false;
+        self.skip_through = None;
+    }
+
+    /// With `true`, a position Kinesis refuses as no longer in the shard (expired while the engine
+    /// ran far behind, or after a batch finished with what remained) is continued from the
+    /// shard's oldest record, skipping what was consumed. With `false` (the default) the refusal
+    /// stops the run, and the next start's checks decide.
+    pub fn continue_after_expiry(&mut self, accept: bool) {
+        self.continue_after_expiry = accept;
     }
 
     /// Starts the shard afresh at `start`, forgetting its position.
@@ -305,6 +321,12 @@ impl ShardReader {
                 data: Bytes::from(record.data.into_inner()),
             });
         }
+        if let Some(through) = &self.skip_through {
+            records.retain(|r| &r.sequence_number > through);
+            if !records.is_empty() {
+                self.skip_through = None;
+            }
+        }
         if let Some(end) = self.end_after_ms
             && let Some(cut) = records
                 .iter()
@@ -352,6 +374,9 @@ impl ShardReader {
             .stream_name(&self.stream)
             .shard_id(self.shard_id.as_ref());
         let request = match (&self.last_read, &self.start) {
+            (Some(_), _) if self.skip_through.is_some() => {
+                request.shard_iterator_type(ShardIteratorType::TrimHorizon)
+            }
             (Some(last), _) => request
                 .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
                 .starting_sequence_number(last.as_str()),
@@ -384,12 +409,26 @@ impl ShardReader {
                     tracing::warn!(stream = %self.stream, shard = %self.shard_id, error = %super::error::summary(&err), "GetShardIterator failed; retrying");
                     Ok(NewIterator::Retry)
                 }
-                ErrorClass::NotFound | ErrorClass::Fatal => Err(SourceError::call(
-                    "GetShardIterator",
-                    &self.stream,
-                    Some(&self.shard_id),
-                    &err,
-                )),
+                ErrorClass::NotFound | ErrorClass::Fatal => {
+                    let error = SourceError::call(
+                        "GetShardIterator",
+                        &self.stream,
+                        Some(&self.shard_id),
+                        &err,
+                    );
+                    match &self.last_read {
+                        Some(last)
+                            if self.continue_after_expiry
+                                && self.skip_through.is_none()
+                                && error.is_position_refused() =>
+                        {
+                            tracing::warn!(stream = %self.stream, shard = %self.shard_id, sequence = %last, "the position is no longer in the shard (expired): going on from its oldest record (on_lost_stream = restart)");
+                            self.skip_through = Some(last.clone());
+                            Ok(NewIterator::Retry)
+                        }
+                        _ => Err(error),
+                    }
+                }
             },
         }
     }

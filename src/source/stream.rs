@@ -78,6 +78,7 @@ pub struct StreamSource {
     /// Which readable shard is asked first when not all fit in the byte budget (rotates).
     next_first: usize,
     startup_timeout: Option<Duration>,
+    continue_after_expiry: bool,
 }
 
 /// The largest Kinesis record (1 MiB): the size assumed before any record was read, so that even
@@ -109,7 +110,14 @@ impl StreamSource {
             bytes_per_record: MAX_RECORD_BYTES,
             next_first: 0,
             startup_timeout: None,
+            continue_after_expiry: false,
         }
+    }
+
+    /// See [`ShardReader::continue_after_expiry`]; applies to every shard.
+    pub fn continue_after_expiry(mut self, accept: bool) -> Self {
+        self.continue_after_expiry = accept;
+        self
     }
 
     /// Gives up the first shard listing after `timeout` of failures (a bounded run must not wait
@@ -260,6 +268,7 @@ impl StreamSource {
             ShardReader::new(&self.stream, shard_id, start, None, self.calls_per_second);
         reader.end_after(self.end_after_ms);
         reader.set_closed(self.is_closed(shard_id));
+        reader.continue_after_expiry(self.continue_after_expiry);
         reader
     }
 

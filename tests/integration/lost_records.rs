@@ -503,3 +503,52 @@ async fn a_shard_gone_from_the_listing_follows_the_same_rule() {
     .await;
     assert_eq!(counts, [120, 120]);
 }
+
+/// Second review: after `restart` finished a batch with what remained, its positions point at a
+/// record that expired, and Kinesis refuses to go on after it. Under `restart` the shard goes on
+/// from its oldest record (skipping what was consumed); a later run under `stop` finds nothing
+/// to decide.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_goes_on_after_a_position_that_expired() {
+    let server = TestKinesis::start(Kind::KinesisMock).await;
+    let proxy = FaultProxy::start(server.endpoint(), FaultPlan::NONE).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &proxy.endpoint, "expired", 100_000);
+    let mut pipeline = load_pipeline(&config);
+    let client = server.client().await;
+    for spec in &pipeline.streams {
+        create_stream(&client, &spec.stream, 1).await;
+    }
+    put_triples(&server, &pipeline, &triples(0, 100)).await;
+    run_available_now(&pipeline).await;
+    put_triples(&server, &pipeline, &triples(100, 20)).await;
+    run_available_now(&pipeline).await;
+    let pin_dir = dir.path().join("tables/pin");
+    let last = read_log(&pin_dir).last().unwrap().version;
+    std::fs::remove_file(pin_dir.join(format!("_delta_log/{last:020}.json"))).unwrap();
+    // All of the pending batch 2 expires; then new records arrive.
+    let pending = newest_manifest(&pin_dir);
+    let through = pending["ranges"]["shardId-000000000000"]["last"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    proxy.trimmed.lock().unwrap().push(Trim {
+        stream: pipeline.streams[0].stream.clone(),
+        shard: "shardId-000000000000".into(),
+        through,
+    });
+    put_triples(&server, &pipeline, &triples(120, 10)).await;
+
+    pipeline.engine.on_lost_stream = LostStreamPolicy::Restart;
+    run_available_now(&pipeline).await;
+    pipeline.engine.on_lost_stream = LostStreamPolicy::Stop;
+    let (summaries, _) = run_available_now(&pipeline).await;
+    assert!(summaries.iter().all(|s| s.records == 0), "{summaries:?}");
+    let pin = &pipeline.streams[0];
+    let counts = query_counts(
+        &[("pin", &pin.table_uri)],
+        "SELECT count(*), count(DISTINCT ind), count(*) FILTER (WHERE ind BETWEEN 100 AND 119) FROM pin",
+    )
+    .await;
+    assert_eq!(counts, [110, 110, 0], "batch 2 expired; the rest once");
+}

@@ -96,26 +96,33 @@ fn sequence_le(a: &str, b: &str) -> bool {
     (a.len(), a) <= (b.len(), b)
 }
 
-/// Rewrites a GetShardIterator request so that trimmed records are never reached: TRIM_HORIZON,
-/// and positions at or before the trim point, start after it (as Kinesis does after retention).
-fn apply_trims(body: &Bytes, trims: &[Trim]) -> Option<Bytes> {
+/// What a trim does to a GetShardIterator request.
+enum Trimmed {
+    /// TRIM_HORIZON starts after the trim point.
+    Rewrite(Bytes),
+    /// A position at or before the trim point is refused, as Kinesis refuses an expired one.
+    Refuse,
+}
+
+/// Applies the trims to a GetShardIterator request, so that trimmed records are never reached.
+fn apply_trims(body: &Bytes, trims: &[Trim]) -> Option<Trimmed> {
     let mut request: serde_json::Value = serde_json::from_slice(body).ok()?;
     let trim = trims.iter().find(|t| {
         request["StreamName"] == t.stream.as_str() && request["ShardId"] == t.shard.as_str()
     })?;
-    let trimmed = match request["ShardIteratorType"].as_str()? {
-        "TRIM_HORIZON" => true,
-        "AT_SEQUENCE_NUMBER" | "AFTER_SEQUENCE_NUMBER" => {
-            sequence_le(request["StartingSequenceNumber"].as_str()?, &trim.through)
+    match request["ShardIteratorType"].as_str()? {
+        "TRIM_HORIZON" => {
+            request["ShardIteratorType"] = "AFTER_SEQUENCE_NUMBER".into();
+            request["StartingSequenceNumber"] = trim.through.clone().into();
+            Some(Trimmed::Rewrite(Bytes::from(request.to_string())))
         }
-        _ => false,
-    };
-    if !trimmed {
-        return None;
+        "AT_SEQUENCE_NUMBER" | "AFTER_SEQUENCE_NUMBER"
+            if sequence_le(request["StartingSequenceNumber"].as_str()?, &trim.through) =>
+        {
+            Some(Trimmed::Refuse)
+        }
+        _ => None,
     }
-    request["ShardIteratorType"] = "AFTER_SEQUENCE_NUMBER".into();
-    request["StartingSequenceNumber"] = trim.through.clone().into();
-    Some(Bytes::from(request.to_string()))
 }
 
 /// A running proxy; it stops with the test's runtime.
@@ -252,8 +259,15 @@ async fn forward(
     let mut body = body;
     if target.ends_with(".GetShardIterator") {
         let trims = state.trimmed.lock().unwrap().clone();
-        if let Some(rewritten) = apply_trims(&body, &trims) {
-            body = rewritten;
+        match apply_trims(&body, &trims) {
+            Some(Trimmed::Rewrite(rewritten)) => body = rewritten,
+            Some(Trimmed::Refuse) => {
+                return kinesis_error(
+                    "InvalidArgumentException",
+                    "StartingSequenceNumber is no longer in the shard (trimmed by retention)",
+                );
+            }
+            None => {}
         }
     }
     if let Some(cap) = state.plan.max_records_per_call
