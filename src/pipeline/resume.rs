@@ -2,6 +2,8 @@
 //! is still the one its positions were taken on, and put every shard back where it was, deciding
 //! shard by shard.
 
+use std::collections::BTreeSet;
+
 use tokio_util::sync::CancellationToken;
 
 use super::EngineError;
@@ -38,26 +40,6 @@ fn nothing_expired_after(
         .to_std()
         .unwrap_or_default();
     at_tip && retention.is_some_and(|r| age + RETENTION_MARGIN < r)
-}
-
-/// Which shards' positions mean nothing any more (another incarnation), when the policy said to
-/// read them anew: a pending batch leaves their records out.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) enum Foreign {
-    /// None: every position holds.
-    #[default]
-    None,
-    /// The whole stream is another incarnation.
-    All,
-    /// These shards are.
-    Shards(std::collections::BTreeSet<String>),
-}
-
-/// What resuming found.
-#[derive(Debug, Clone, Default)]
-pub(super) struct Resumed {
-    /// Shards of another incarnation, read anew.
-    pub foreign: Foreign,
 }
 
 /// Whether the stream now is another incarnation than the one `manifest` was planned on: a
@@ -105,7 +87,10 @@ pub(crate) fn lost_stream(
 }
 
 /// Restores the shard positions of `checkpoint`, or applies `policy` when the stream is not the one
-/// they were taken on (see `doc/DESIGN.md`).
+/// they were taken on (see `doc/DESIGN.md`). Returns the shards found to be of another incarnation
+/// and read anew (under `restart`): a pending batch leaves out their part if it is gone. A wholly
+/// recreated stream returns none: every shard starts afresh, and a pending batch planned on the
+/// old stream is recognised by its own manifest.
 ///
 /// Shard by shard: a checkpointed record still there resumes after it; one that aged out (with
 /// everything before it) starts the shard at its oldest record, which comes after the checkpoint;
@@ -116,7 +101,7 @@ pub(super) async fn resume(
     checkpoint: &Checkpoint<'_>,
     policy: LostStreamPolicy,
     cancel: &CancellationToken,
-) -> Result<Resumed, EngineError> {
+) -> Result<BTreeSet<String>, EngineError> {
     let stream = source.stream().to_owned();
     let manifest =
         manifests
@@ -129,15 +114,13 @@ pub(super) async fn resume(
     if cancel.is_cancelled() {
         // Stopped while starting: the listing may be incomplete; nothing is decided on it.
         source.restore(&manifest.positions);
-        return Ok(Resumed::default());
+        return Ok(BTreeSet::new());
     }
     if incarnation_changed(&manifest, source, checkpoint.stream_created_ms) {
         if let Some(stop) = lost_stream(source, &manifest, checkpoint.stream_created_ms, policy) {
             return Err(stop);
         }
-        return Ok(Resumed {
-            foreign: Foreign::All,
-        });
+        return Ok(BTreeSet::new());
     }
     source.restore(&manifest.positions);
     let tip = manifests
@@ -146,7 +129,7 @@ pub(super) async fn resume(
         .filter(|t| t.batch_id == checkpoint.batch_id);
     // Shards whose records after the checkpoint may be gone, and shards of another incarnation.
     let mut expired = Vec::new();
-    let mut foreign = Vec::new();
+    let mut foreign = BTreeSet::new();
     for (shard, position) in &manifest.positions {
         let Some(last) = &position.last else {
             continue; // nothing read yet: the shard starts at the initial position
@@ -174,30 +157,25 @@ pub(super) async fn resume(
                 source.start_at_trim_horizon(shard);
             }
             CheckpointState::AgedOut => expired.push(shard.clone()),
-            CheckpointState::Foreign => foreign.push(shard.clone()),
+            CheckpointState::Foreign => {
+                foreign.insert(shard.clone());
+            }
         }
     }
     if foreign.is_empty() && expired.is_empty() {
         tracing::info!(%stream, batch_id = checkpoint.batch_id, "resuming after the last committed batch");
-        return Ok(Resumed::default());
+        return Ok(foreign);
     }
     tracing::warn!(%stream, other_incarnation = ?foreign, maybe_expired = ?expired, "shards whose records after the checkpoint may be gone");
     if let Some(stop) = lost_stream(source, &manifest, checkpoint.stream_created_ms, policy) {
         return Err(stop);
     }
-    for shard in &expired {
+    // What remains of them is read; on the same incarnation every record there comes after the
+    // checkpoint, since only the oldest records expire.
+    for shard in expired.iter().chain(&foreign) {
         source.start_at_trim_horizon(shard);
     }
-    if foreign.is_empty() {
-        // The same stream: only what expired is gone; the positions still order the records.
-        return Ok(Resumed::default());
-    }
-    for shard in &foreign {
-        source.start_at_trim_horizon(shard);
-    }
-    Ok(Resumed {
-        foreign: Foreign::Shards(foreign.into_iter().collect()),
-    })
+    Ok(foreign)
 }
 
 /// What the engine needs to know of a stream beyond its shards.

@@ -6,7 +6,7 @@
 //! both. The engine compares the split it decodes with the recorded one and refuses to go on when
 //! they differ, saying which file to restore.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
@@ -45,17 +45,27 @@ impl SplitRule {
         }
     }
 
-    /// Checks that `decoded` splits the records as the manifest recorded.
+    /// Checks that `decoded` splits the records as the manifest recorded. With `present` (a batch
+    /// of which only these records, by shard and sequence number, remain), the recorded dead
+    /// letters among them must be exactly the dead letters now.
     pub fn check(
         &self,
         manifest: &BatchManifest,
         decoded: &DecodedBatch,
+        present: Option<&BTreeSet<(String, SequenceNumber)>>,
     ) -> Result<(), Box<SplitChange>> {
         let Some(recorded) = &manifest.split else {
             return Ok(()); // a manifest from before splits were recorded
         };
+        let mut expected = recorded.dead_letters.clone();
+        if let Some(present) = present {
+            for (shard, sequences) in &mut expected {
+                sequences.retain(|s| present.contains(&(shard.clone(), s.clone())));
+            }
+            expected.retain(|_, sequences| !sequences.is_empty());
+        }
         let now = dead_letter_keys(decoded);
-        if now == recorded.dead_letters {
+        if now == expected {
             return Ok(());
         }
         let count = |m: &BTreeMap<String, Vec<SequenceNumber>>| m.values().map(Vec::len).sum();
@@ -76,34 +86,10 @@ impl SplitRule {
             schema_path,
             recorded_sha256: recorded.schema_sha256.clone(),
             current_sha256: self.schema_sha256.clone(),
-            recorded_dead_letters: count(&recorded.dead_letters),
+            recorded_dead_letters: count(&expected),
             current_dead_letters: count(&now),
             advice,
         }))
-    }
-}
-
-impl SplitRule {
-    /// Like [`Self::check`], for a batch of which only `present` records (shard, sequence) remain:
-    /// the recorded dead letters among them must be exactly the dead letters now.
-    pub fn check_remaining(
-        &self,
-        manifest: &BatchManifest,
-        decoded: &DecodedBatch,
-        present: &std::collections::BTreeSet<(String, String)>,
-    ) -> Result<(), Box<SplitChange>> {
-        let Some(recorded) = &manifest.split else {
-            return Ok(());
-        };
-        let mut kept = recorded.clone();
-        for (shard, sequences) in &mut kept.dead_letters {
-            sequences.retain(|s| present.contains(&(shard.clone(), s.to_string())));
-        }
-        kept.dead_letters
-            .retain(|_, sequences| !sequences.is_empty());
-        let mut remaining = manifest.clone();
-        remaining.split = Some(kept);
-        self.check(&remaining, decoded)
     }
 }
 

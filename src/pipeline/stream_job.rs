@@ -2,6 +2,7 @@
 
 mod pending;
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use arrow::datatypes::SchemaRef;
@@ -11,7 +12,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use super::EngineError;
-use super::resume::{Checkpoint, Foreign, resume, stream_facts};
+use super::resume::{Checkpoint, resume, stream_facts};
 use super::split::SplitRule;
 use crate::config::{InitialPosition, LostStreamPolicy, Pipeline, StreamSpec};
 use crate::decode::{
@@ -52,7 +53,6 @@ pub struct StreamSummary {
 /// A batch ready to commit: its plan, its records and how they decoded.
 struct PlannedBatch {
     manifest: BatchManifest,
-    rows_in: usize,
     decoded: DecodedBatch,
     fetch: Duration,
     decode: Duration,
@@ -83,7 +83,7 @@ pub struct StreamJob {
     caught_up: bool,
     on_lost_stream: LostStreamPolicy,
     /// Shards resuming found to be of another incarnation (and was told to read anew).
-    foreign: Foreign,
+    foreign: BTreeSet<String>,
     /// The committed batch last recorded in a tip marker, and when.
     tip_marked: Option<(i64, Instant)>,
     progress: UnboundedSender<BatchProgress>,
@@ -153,7 +153,7 @@ impl StreamJob {
         let facts = stream_facts(&source_client, &spec.stream).await?;
         let stream_created_ms = facts.created_ms;
         let committed = table.committed_batch().await?.unwrap_or(0);
-        let mut foreign = Foreign::None;
+        let mut foreign = BTreeSet::new();
         if committed > 0 {
             let checkpoint = Checkpoint {
                 batch_id: committed,
@@ -168,8 +168,7 @@ impl StreamJob {
                 pipeline.engine.on_lost_stream,
                 cancel,
             )
-            .await?
-            .foreign;
+            .await?;
         }
         Ok(Self {
             name: spec.name.clone(),
@@ -263,7 +262,7 @@ impl StreamJob {
             return Ok(None);
         }
         let fetch = started.elapsed();
-        let (rows_in, decoded, decode) = self
+        let (decoded, decode) = self
             .decode(collected.records, batch_id)
             .map_err(EngineError::Internal)?;
         let manifest = BatchManifest {
@@ -280,7 +279,7 @@ impl StreamJob {
             ManifestOutcome::Created => manifest,
             ManifestOutcome::Existing(theirs) if theirs.ranges == manifest.ranges => {
                 self.split_rule
-                    .check(&theirs, &decoded)
+                    .check(&theirs, &decoded, None)
                     .map_err(EngineError::SplitChanged)?;
                 *theirs
             }
@@ -297,7 +296,6 @@ impl StreamJob {
         };
         Ok(Some(PlannedBatch {
             manifest,
-            rows_in,
             decoded,
             fetch,
             decode,
@@ -335,7 +333,7 @@ impl StreamJob {
         &self,
         mut records: Vec<KinesisRecord>,
         batch_id: i64,
-    ) -> Result<(usize, DecodedBatch, Duration), String> {
+    ) -> Result<(DecodedBatch, Duration), String> {
         let t = Instant::now();
         // Stable: within a shard, records already come in sequence order.
         records.sort_by(|a, b| a.shard_id.cmp(&b.shard_id));
@@ -343,7 +341,7 @@ impl StreamJob {
             .decoder
             .decode(&records)
             .map_err(|e| format!("decoding batch {batch_id}: {e}"))?;
-        Ok((records.len(), decoded, t.elapsed()))
+        Ok((decoded, t.elapsed()))
     }
 
     async fn process(
@@ -352,8 +350,9 @@ impl StreamJob {
         started: Instant,
     ) -> Result<(), EngineError> {
         let batch_id = planned.manifest.batch_id;
-        let rows_in = planned.rows_in;
         let decoded = planned.decoded;
+        let dead = decoded.dead_letters.len();
+        let rows_in = decoded.rows.num_rows() + dead;
 
         let t = Instant::now();
         let cleaned = self.cleaning.apply(decoded.rows).await?;
@@ -363,7 +362,6 @@ impl StreamJob {
         let info = commit_info(&planned.manifest, planned.records_gone);
         let mut write = Duration::ZERO;
         let mut commit = Duration::ZERO;
-        let dead = decoded.dead_letters.len();
         // Dead letters of a batch the table already holds were committed with it (or belong to a
         // stale plan of a lagging engine): never commit them again.
         let table_holds_batch = dead > 0
@@ -417,7 +415,7 @@ impl StreamJob {
         };
         self.committed = batch_id;
         // From here on, pending batches are planned on the stream as it is now.
-        self.foreign = Foreign::None;
+        self.foreign.clear();
         self.manifests.prune(batch_id).await;
 
         self.summary.batches += 1;

@@ -1,9 +1,12 @@
-//! The write-ahead batch manifests: what each planned batch reads from each shard.
+//! A stream's files beside its table's log, under `<table>/_kinesis_delta/<pipeline>/<stream>/`:
 //!
-//! `<table>/_kinesis_delta/<pipeline>/<stream>/batches/<batch id>.json` is created (put-if-absent)
-//! before the batch's data is written; the Delta commit carrying `txn(app_id, batch id)` makes it
-//! authoritative. The file lives beside the log, so Delta log checkpoints and log clean-up never
-//! touch it, and VACUUM skips `_`-prefixed folders.
+//! * `batches/<batch id>.json`, the write-ahead batch manifests: what each planned batch reads
+//!   from each shard. Created (put-if-absent) before the batch's data is written; the Delta commit
+//!   carrying `txn(app_id, batch id)` makes it authoritative.
+//! * `latest_start.json`: where `initial_position = "latest"` starts, fixed once (put-if-absent).
+//! * `tip.json`: the shards last seen at their tip after the newest batch (overwritten).
+//!
+//! Delta log checkpoints and log clean-up never touch them, and VACUUM skips `_`-prefixed folders.
 
 use std::collections::BTreeMap;
 
@@ -11,6 +14,7 @@ use chrono::{DateTime, Utc};
 use deltalake::logstore::ObjectStoreRef;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::SinkError;
@@ -108,29 +112,34 @@ impl ManifestLog {
         self.dir.clone().join(format!("{batch_id:020}.json"))
     }
 
-    /// Writes the manifest unless one exists for its batch id.
-    pub async fn create(&self, manifest: &BatchManifest) -> Result<ManifestOutcome, SinkError> {
-        let path = self.path(manifest.batch_id);
-        let body = serde_json::to_vec_pretty(manifest).map_err(|e| SinkError::DamagedManifest {
+    /// Writes `value` as JSON at `path`; with `if_absent`, only when nothing is there yet (then
+    /// `false` means another writer was first).
+    async fn put_json(
+        &self,
+        path: &Path,
+        value: &impl Serialize,
+        if_absent: bool,
+    ) -> Result<bool, SinkError> {
+        let body = serde_json::to_vec_pretty(value).map_err(|e| SinkError::DamagedManifest {
             path: path.to_string(),
             message: e.to_string(),
         })?;
+        let mode = if if_absent {
+            PutMode::Create
+        } else {
+            PutMode::Overwrite
+        };
         let options = PutOptions {
-            mode: PutMode::Create,
+            mode,
             ..PutOptions::default()
         };
         match self
             .store
-            .put_opts(&path, PutPayload::from(body), options)
+            .put_opts(path, PutPayload::from(body), options)
             .await
         {
-            Ok(_) => Ok(ManifestOutcome::Created),
-            Err(object_store::Error::AlreadyExists { .. }) => {
-                Ok(match self.get(manifest.batch_id).await? {
-                    Some(existing) => ManifestOutcome::Existing(Box::new(existing)),
-                    None => ManifestOutcome::Vanished,
-                })
-            }
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) if if_absent => Ok(false),
             Err(source) => Err(SinkError::Store {
                 path: path.to_string(),
                 source,
@@ -138,92 +147,9 @@ impl ManifestLog {
         }
     }
 
-    /// The moment from which a stream at `initial_position = "latest"` is read, fixed once for
-    /// the pipeline: the first engine to start records `now_ms`, every later start (and every
-    /// other engine) reads it back. So records put between two runs, or between the starts of
-    /// two engines, are never skipped.
-    pub async fn pin_latest_start(&self, now_ms: i64) -> Result<i64, SinkError> {
-        let path = self.base.clone().join("latest_start.json");
-        let body = serde_json::json!({ "ms": now_ms }).to_string();
-        let options = PutOptions {
-            mode: PutMode::Create,
-            ..PutOptions::default()
-        };
-        let store_err = |source| SinkError::Store {
-            path: path.to_string(),
-            source,
-        };
-        match self
-            .store
-            .put_opts(&path, PutPayload::from(body), options)
-            .await
-        {
-            Ok(_) => return Ok(now_ms),
-            Err(object_store::Error::AlreadyExists { .. }) => {}
-            Err(e) => return Err(store_err(e)),
-        }
-        let bytes = self
-            .store
-            .get(&path)
-            .await
-            .map_err(store_err)?
-            .bytes()
-            .await
-            .map_err(store_err)?;
-        serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|v| v["ms"].as_i64())
-            .ok_or_else(|| SinkError::DamagedManifest {
-                path: path.to_string(),
-                message: "expected {\"ms\": <ms since the epoch>}".into(),
-            })
-    }
-
-    fn tip_path(&self) -> Path {
-        self.base.clone().join("tip.json")
-    }
-
-    /// Records that `marker.shards` are at their tip after `marker.batch_id` (overwrites: every
-    /// engine that observes it observes the same truth).
-    pub async fn write_tip(&self, marker: &TipMarker) -> Result<(), SinkError> {
-        let path = self.tip_path();
-        let body = serde_json::to_vec(marker).map_err(|e| SinkError::DamagedManifest {
-            path: path.to_string(),
-            message: e.to_string(),
-        })?;
-        self.store
-            .put(&path, PutPayload::from(body))
-            .await
-            .map(|_| ())
-            .map_err(|source| SinkError::Store {
-                path: path.to_string(),
-                source,
-            })
-    }
-
-    /// The last tip marker, if any (an unreadable one counts as none: it only ever saves a stop).
-    pub async fn read_tip(&self) -> Result<Option<TipMarker>, SinkError> {
-        let path = self.tip_path();
-        match self.store.get(&path).await {
-            Ok(result) => {
-                let bytes = result.bytes().await.map_err(|source| SinkError::Store {
-                    path: path.to_string(),
-                    source,
-                })?;
-                Ok(serde_json::from_slice(&bytes).ok())
-            }
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(source) => Err(SinkError::Store {
-                path: path.to_string(),
-                source,
-            }),
-        }
-    }
-
-    /// Reads the manifest of a batch, if there is one.
-    pub async fn get(&self, batch_id: i64) -> Result<Option<BatchManifest>, SinkError> {
-        let path = self.path(batch_id);
-        let bytes = match self.store.get(&path).await {
+    /// Reads the JSON at `path`, if there is a file.
+    async fn read_json<T: DeserializeOwned>(&self, path: &Path) -> Result<Option<T>, SinkError> {
+        let bytes = match self.store.get(path).await {
             Ok(result) => result.bytes().await,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(e) => Err(e),
@@ -238,6 +164,70 @@ impl ManifestLog {
                 path: path.to_string(),
                 message: e.to_string(),
             })
+    }
+
+    /// Writes the manifest unless one exists for its batch id.
+    pub async fn create(&self, manifest: &BatchManifest) -> Result<ManifestOutcome, SinkError> {
+        if self
+            .put_json(&self.path(manifest.batch_id), manifest, true)
+            .await?
+        {
+            return Ok(ManifestOutcome::Created);
+        }
+        Ok(match self.get(manifest.batch_id).await? {
+            Some(existing) => ManifestOutcome::Existing(Box::new(existing)),
+            None => ManifestOutcome::Vanished,
+        })
+    }
+
+    /// Reads the manifest of a batch, if there is one.
+    pub async fn get(&self, batch_id: i64) -> Result<Option<BatchManifest>, SinkError> {
+        self.read_json(&self.path(batch_id)).await
+    }
+
+    /// The moment from which a stream at `initial_position = "latest"` is read, fixed once for
+    /// the pipeline: the first engine to start records `now_ms`, every later start (and every
+    /// other engine) reads it back. So records put between two runs, or between the starts of
+    /// two engines, are never skipped.
+    pub async fn pin_latest_start(&self, now_ms: i64) -> Result<i64, SinkError> {
+        #[derive(Serialize, Deserialize)]
+        struct LatestStart {
+            ms: i64,
+        }
+        let path = self.base.clone().join("latest_start.json");
+        if self
+            .put_json(&path, &LatestStart { ms: now_ms }, true)
+            .await?
+        {
+            return Ok(now_ms);
+        }
+        let pinned: Option<LatestStart> = self.read_json(&path).await?;
+        pinned
+            .map(|p| p.ms)
+            .ok_or_else(|| SinkError::DamagedManifest {
+                path: path.to_string(),
+                message: "reported as existing but cannot be read".into(),
+            })
+    }
+
+    fn tip_path(&self) -> Path {
+        self.base.clone().join("tip.json")
+    }
+
+    /// Records that `marker.shards` are at their tip after `marker.batch_id` (overwrites: every
+    /// engine that observes it observes the same truth).
+    pub async fn write_tip(&self, marker: &TipMarker) -> Result<(), SinkError> {
+        self.put_json(&self.tip_path(), marker, false)
+            .await
+            .map(|_| ())
+    }
+
+    /// The last tip marker, if any (an unreadable one counts as none: it only ever saves a stop).
+    pub async fn read_tip(&self) -> Result<Option<TipMarker>, SinkError> {
+        match self.read_json(&self.tip_path()).await {
+            Err(SinkError::DamagedManifest { .. }) => Ok(None),
+            other => other,
+        }
     }
 
     /// Deletes manifests of batches well behind `committed` (best effort).

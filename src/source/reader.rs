@@ -79,7 +79,6 @@ pub struct ShardReader {
     end_after_ms: Option<i64>,
     at_run_end: bool,
     at_tip: bool,
-    caught_up: bool,
     /// The user accepted losing expired records (`on_lost_stream = "restart"`): a position
     /// Kinesis refuses as expired is continued from the shard's oldest record.
     continue_after_expiry: bool,
@@ -111,7 +110,6 @@ impl ShardReader {
             end_after_ms: None,
             at_run_end: false,
             at_tip: false,
-            caught_up: false,
             continue_after_expiry: false,
             skip_through: None,
             min_interval: Duration::from_millis(1000 / u64::from(calls_per_second.max(1))),
@@ -135,16 +133,16 @@ impl ShardReader {
         self.finished
     }
 
-    /// The last answer said the shard had nothing beyond what was read (`MillisBehindLatest = 0`,
-    /// nothing cut): recorded in manifests, it tells later whether records after the position
-    /// could have existed back then.
+    /// The last answer was empty at `MillisBehindLatest = 0`: nothing lay beyond what was read.
+    /// Recorded in manifests, it tells later whether records after the position could have
+    /// existed back then.
     pub fn is_at_tip(&self) -> bool {
         self.at_tip
     }
 
     /// The last fetch found nothing more to read at the moment ([`FetchOutcome::caught_up`]).
     pub fn is_caught_up(&self) -> bool {
-        self.finished || self.at_run_end || self.caught_up
+        self.finished || self.at_run_end || self.at_tip
     }
 
     /// The shard reached the run's end time (see [`Self::end_after`]).
@@ -173,7 +171,6 @@ impl ShardReader {
         self.finished = false;
         self.at_run_end = false;
         self.at_tip = false;
-        self.caught_up = false;
         self.skip_through = None;
     }
 
@@ -264,9 +261,7 @@ impl ShardReader {
             match response {
                 Ok(output) => {
                     self.backoff.reset();
-                    let outcome = self.accept(output)?;
-                    self.caught_up = outcome.caught_up();
-                    return Ok(outcome);
+                    return self.accept(output);
                 }
                 Err(err) => match classify(&err) {
                     ErrorClass::Throttled => {

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use super::{PlannedBatch, StreamJob};
 use crate::config::LostStreamPolicy;
 use crate::pipeline::EngineError;
-use crate::pipeline::resume::{Foreign, incarnation_changed, lost_stream};
+use crate::pipeline::resume::{incarnation_changed, lost_stream};
 use crate::sink::BatchManifest;
 use crate::source::ReplayRules;
 
@@ -40,12 +40,8 @@ impl StreamJob {
                 .map(Some)
                 .map_err(EngineError::Internal);
         }
-        let foreign = match &self.foreign {
-            Foreign::Shards(shards) => shards.clone(),
-            Foreign::None | Foreign::All => BTreeSet::new(),
-        };
         let rules = ReplayRules {
-            foreign,
+            foreign: self.foreign.clone(),
             what_remains: self.on_lost_stream == LostStreamPolicy::Restart,
         };
         self.replay(pending, started, cancel, &rules).await
@@ -76,24 +72,19 @@ impl StreamJob {
         if records_gone {
             tracing::warn!(stream = %manifest.stream, batch_id, left_out = ?left_out, "some records of a planned batch are gone (on_lost_stream = restart): committing what remains of it");
         }
-        let present: BTreeSet<(String, String)> = replayed
+        let present: BTreeSet<_> = replayed
             .records
             .iter()
-            .map(|r| (r.shard_id.to_string(), r.sequence_number.to_string()))
+            .map(|r| (r.shard_id.to_string(), r.sequence_number.clone()))
             .collect();
-        let (rows_in, decoded, decode) = self
+        let (decoded, decode) = self
             .decode(replayed.records, batch_id)
             .map_err(EngineError::Internal)?;
-        let checked = if records_gone {
-            self.split_rule
-                .check_remaining(&manifest, &decoded, &present)
-        } else {
-            self.split_rule.check(&manifest, &decoded)
-        };
-        checked.map_err(EngineError::SplitChanged)?;
+        self.split_rule
+            .check(&manifest, &decoded, records_gone.then_some(&present))
+            .map_err(EngineError::SplitChanged)?;
         Ok(Some(PlannedBatch {
             manifest,
-            rows_in,
             decoded,
             fetch,
             decode,
@@ -109,10 +100,9 @@ impl StreamJob {
     fn abandon(&mut self, manifest: BatchManifest) -> Result<PlannedBatch, String> {
         let batch_id = manifest.batch_id;
         tracing::warn!(stream = %manifest.stream, batch_id, "a planned batch of the old stream is committed without its records, which are gone");
-        let (_, decoded, _) = self.decode(Vec::new(), batch_id)?;
+        let (decoded, _) = self.decode(Vec::new(), batch_id)?;
         Ok(PlannedBatch {
             manifest,
-            rows_in: 0,
             decoded,
             fetch: Duration::ZERO,
             decode: Duration::ZERO,
@@ -146,7 +136,7 @@ impl StreamJob {
             self.source.restore(&manifest.positions);
         }
         self.committed = batch_id;
-        self.foreign = Foreign::None;
+        self.foreign.clear();
         self.summary.last_batch_id = batch_id;
         Ok(())
     }
