@@ -19,7 +19,7 @@ use crate::support::engine::{assert_log_clean, engine_command, wait_with_deadlin
 use crate::support::fault_proxy::{FaultPlan, FaultProxy};
 use crate::support::servers::{Kind, TestKinesis};
 use crate::support::{
-    create_stream, load_pipeline, put_records, query_counts, wait_active, write_config,
+    create_streams, load_pipeline, put_records, query_counts, wait_active, write_config,
 };
 use kinesis_delta::source::KinesisClient;
 
@@ -152,9 +152,7 @@ async fn chaos(scale: Scale) {
     let config = write_config(dir.path(), &proxy.endpoint, "chaos", 150);
     let pipeline = load_pipeline(&config);
     let client = server.client().await;
-    for spec in &pipeline.streams {
-        create_stream(&client, &spec.stream, 2).await;
-    }
+    create_streams(&client, &pipeline, 2).await;
     let pin = pipeline.streams[0].clone();
 
     let mut engines = [spawn_engine(&config), spawn_engine(&config)];

@@ -4,8 +4,8 @@ use deltalake::checkpoints::{cleanup_expired_logs_for, create_checkpoint};
 
 use crate::end_to_end::{assert_exactly_once, put_triples};
 use crate::support::data::triples;
-use crate::support::servers::{Kind, TestKinesis};
-use crate::support::{create_stream, load_pipeline, run_available_now, write_config};
+use crate::support::servers::{Kind, TestKinesis, lose_server_state};
+use crate::support::{create_streams, load_pipeline, run_available_now, write_config};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resumes_after_delta_checkpoint_and_log_cleanup() {
@@ -14,9 +14,7 @@ async fn resumes_after_delta_checkpoint_and_log_cleanup() {
     let config = write_config(dir.path(), server.endpoint(), "ckpt", 100);
     let pipeline = load_pipeline(&config);
     let client = server.client().await;
-    for spec in &pipeline.streams {
-        create_stream(&client, &spec.stream, 2).await;
-    }
+    create_streams(&client, &pipeline, 2).await;
     put_triples(&server, &pipeline, &triples(0, 400)).await;
     run_available_now(&pipeline).await;
 
@@ -67,22 +65,11 @@ async fn a_recreated_stream_stops_the_engine_unless_told_to_restart() {
     let config = write_config(dir.path(), first.endpoint(), "lost", 100_000);
     let pipeline = load_pipeline(&config);
     let client = first.client().await;
-    for spec in &pipeline.streams {
-        create_stream(&client, &spec.stream, 1).await;
-    }
+    create_streams(&client, &pipeline, 1).await;
     put_triples(&first, &pipeline, &triples(0, 100)).await;
     run_available_now(&pipeline).await;
-    drop(first);
-
     // The local server's state is lost: a new, empty server; the streams made again.
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    let second = TestKinesis::start(Kind::Embedded).await;
-    let client = second.client().await;
-    let mut pipeline = pipeline.clone();
-    pipeline.kinesis.endpoint_url = Some(second.endpoint().to_owned());
-    for spec in &pipeline.streams {
-        create_stream(&client, &spec.stream, 1).await;
-    }
+    let (second, mut pipeline) = lose_server_state(first, &pipeline, 1).await;
     put_triples(&second, &pipeline, &triples(100, 50)).await;
 
     let err = run_expecting_error(&pipeline).await;

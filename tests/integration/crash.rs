@@ -11,7 +11,7 @@ use crate::support::data::triples;
 use crate::support::engine::engine_command;
 use crate::support::servers::{Kind, TestKinesis};
 use crate::support::{
-    create_stream, load_pipeline, put_records, query_counts, run_available_now, write_config,
+    create_streams, load_pipeline, put_records, query_counts, run_available_now, write_config,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -24,9 +24,7 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     let config = write_config(dir.path(), server.endpoint(), "crash", 120);
     let pipeline = load_pipeline(&config);
     let client = server.client().await;
-    for spec in &pipeline.streams {
-        create_stream(&client, &spec.stream, 2).await;
-    }
+    create_streams(&client, &pipeline, 2).await;
 
     let total = 1200;
     let chunk = 150;
@@ -80,9 +78,7 @@ async fn two_engines_on_the_same_tables_commit_each_record_once() {
     let config = write_config(dir.path(), server.endpoint(), "twins", 100);
     let pipeline = load_pipeline(&config);
     let client = server.client().await;
-    for spec in &pipeline.streams {
-        create_stream(&client, &spec.stream, 2).await;
-    }
+    create_streams(&client, &pipeline, 2).await;
     put_triples(&server, &pipeline, &triples(0, 700)).await;
     let a = engine_command(&config, true).spawn().unwrap();
     let (summaries, _) = run_available_now(&pipeline).await;

@@ -8,7 +8,8 @@ use kinesis_delta::config::Pipeline;
 use crate::support::data::{Triple, expected_follower_count, records, triples};
 use crate::support::servers::{Kind, TestKinesis};
 use crate::support::{
-    create_stream, load_pipeline, put_records, query, query_counts, run_available_now, write_config,
+    create_streams, load_pipeline, put_records, query, query_counts, run_available_now,
+    write_config,
 };
 
 /// Puts the triples on the pipeline's three streams.
@@ -65,9 +66,7 @@ async fn available_now_scenario(kind: Kind) {
     let config = write_config(dir.path(), server.endpoint(), "e2e", 1000);
     let pipeline = load_pipeline(&config);
     let client = server.client().await;
-    for spec in &pipeline.streams {
-        create_stream(&client, &spec.stream, 3).await;
-    }
+    create_streams(&client, &pipeline, 3).await;
 
     let first = triples(0, 2000);
     put_triples(&server, &pipeline, &first).await;

@@ -9,12 +9,13 @@ use std::time::Duration;
 use crate::end_to_end::{assert_exactly_once, put_triples};
 use crate::support::data::triples;
 use crate::support::engine::{
-    assert_log_clean, engine_command, read_log, signal, table_rows, wait_with_deadline,
+    assert_log_clean, engine_command, signal, table_rows, undo_last_table_commit,
+    wait_with_deadline,
 };
 use crate::support::fault_proxy::{FaultPlan, FaultProxy};
 use crate::support::servers::{Kind, TestKinesis};
 use crate::support::{
-    create_stream, load_pipeline, put_records, query, query_counts, run_available_now,
+    create_streams, load_pipeline, put_records, query, query_counts, run_available_now,
     run_expecting_error, wait_until, write_config,
 };
 use kinesis_delta::config::Pipeline;
@@ -63,9 +64,7 @@ async fn two_engines_started_together_on_a_new_pipeline_commit_each_batch_once()
         set_trigger_interval(&config, "200ms");
         let pipeline = load_pipeline(&config);
         let client = server.client().await;
-        for spec in &pipeline.streams {
-            create_stream(&client, &spec.stream, 2).await;
-        }
+        create_streams(&client, &pipeline, 2).await;
         put_triples(&server, &pipeline, &triples(0, 300)).await;
         let mut a = engine_command(&config, false).spawn().unwrap();
         let mut b = engine_command(&config, false).spawn().unwrap();
@@ -97,9 +96,7 @@ async fn an_engine_far_behind_another_commits_nothing_twice() {
     set_trigger_interval(&config, "200ms");
     let pipeline = load_pipeline(&config);
     let client = server.client().await;
-    for spec in &pipeline.streams {
-        create_stream(&client, &spec.stream, 2).await;
-    }
+    create_streams(&client, &pipeline, 2).await;
     let pin = pipeline.streams[0].clone();
 
     put_triples(&server, &pipeline, &triples(0, 50)).await;
@@ -155,14 +152,6 @@ async fn an_engine_far_behind_another_commits_nothing_twice() {
     assert_eq!(dead, [5, 5], "each dead letter once");
 }
 
-/// Leaves the table as a crash between its batch's dead-letter commit and its table commit
-/// does: the newest commit of the table is removed (its data files stay, unreferenced).
-fn undo_last_table_commit(table_dir: &Path) -> u64 {
-    let last = read_log(table_dir).last().unwrap().version;
-    std::fs::remove_file(table_dir.join(format!("_delta_log/{last:020}.json"))).unwrap();
-    last
-}
-
 /// Item 3: the dead letters of a batch are committed, the engine stops before the table commit,
 /// and the user edits the raw schema so that those records would now decode. Finishing the batch
 /// then would put them in both tables. The engine refuses and says which file to restore.
@@ -185,9 +174,7 @@ async fn a_schema_edited_while_a_batch_is_half_committed_is_refused_with_the_way
     .unwrap();
     let pipeline = load_pipeline(&config);
     let client = server.client().await;
-    for spec in &pipeline.streams {
-        create_stream(&client, &spec.stream, 2).await;
-    }
+    create_streams(&client, &pipeline, 2).await;
     let pin = pipeline.streams[0].clone();
     put_triples(&server, &pipeline, &triples(0, 100)).await;
     // `downloaded` is declared BIGINT: "yes" makes these four dead letters.
@@ -201,8 +188,7 @@ async fn a_schema_edited_while_a_batch_is_half_committed_is_refused_with_the_way
     run_available_now(&pipeline).await;
     // The odd records come last in their shards, so the last batch holds (some of) them.
     let pin_dir = dir.path().join("tables/pin");
-    let pending = read_log(&pin_dir).last().unwrap().txns[0].1;
-    undo_last_table_commit(&pin_dir);
+    let pending = undo_last_table_commit(&pin_dir).txns[0].1;
     assert_eq!(table_rows(&pin.dead_letter_uri).await, 4);
 
     // The user declares `downloaded` VARCHAR: the four would decode now.
@@ -269,9 +255,7 @@ async fn a_replayed_batch_feeds_the_sql_its_rows_in_the_first_order() {
     set_trigger_interval(&config, "20s");
     let pipeline = load_pipeline(&config);
     let client = server.client().await;
-    for spec in &pipeline.streams {
-        create_stream(&client, &spec.stream, 2).await;
-    }
+    create_streams(&client, &pipeline, 2).await;
     put_triples(&server, &pipeline, &triples(0, 120)).await;
     run_available_now(&pipeline).await;
     let pin = &pipeline.streams[0];

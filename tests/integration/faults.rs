@@ -8,7 +8,8 @@ use crate::support::data::{records, triples};
 use crate::support::fault_proxy::{FaultPlan, FaultProxy};
 use crate::support::servers::{Kind, TestKinesis};
 use crate::support::{
-    create_stream, load_pipeline, put_records, query, query_counts, run_available_now, write_config,
+    create_streams, load_pipeline, put_records, query, query_counts, run_available_now,
+    write_config,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,9 +39,7 @@ async fn faults_scenario(kind: Kind) {
     let config = write_config(dir.path(), &proxy.endpoint, "faults", 150);
     let pipeline = load_pipeline(&config);
     let client = server.client().await;
-    for spec in &pipeline.streams {
-        create_stream(&client, &spec.stream, 2).await;
-    }
+    create_streams(&client, &pipeline, 2).await;
     put_triples(&server, &pipeline, &triples(0, 600)).await;
     let (summaries, _) = run_available_now(&pipeline).await;
     assert!(summaries.iter().all(|s| s.records == 600), "{summaries:?}");
@@ -67,9 +66,7 @@ async fn malformed_records_go_to_the_dead_letter_table() {
     let config = write_config(dir.path(), server.endpoint(), "dead", 100_000);
     let pipeline = load_pipeline(&config);
     let client = server.client().await;
-    for spec in &pipeline.streams {
-        create_stream(&client, &spec.stream, 2).await;
-    }
+    create_streams(&client, &pipeline, 2).await;
     let good = triples(0, 300);
     let mut pin = records(&good, |t| &t.pin);
     let bad: Vec<Vec<u8>> = vec![

@@ -8,11 +8,11 @@ use kinesis_delta::pipeline::{EngineError, ErrorKind};
 
 use crate::end_to_end::{assert_exactly_once, put_triples};
 use crate::support::data::triples;
-use crate::support::engine::read_log;
+use crate::support::engine::{read_log, undo_last_table_commit};
 use crate::support::fault_proxy::{FaultPlan, FaultProxy, Trim};
-use crate::support::servers::{Kind, TestKinesis};
+use crate::support::servers::{Kind, TestKinesis, lose_server_state};
 use crate::support::{
-    create_stream, load_pipeline, put_records, query_counts, run_available_now,
+    create_streams, load_pipeline, put_records, query_counts, run_available_now,
     run_expecting_error, write_config,
 };
 
@@ -53,9 +53,7 @@ async fn a_checkpoint_that_aged_out_resumes_its_shard_alone_without_duplicates()
     let config = write_config(dir.path(), &proxy.endpoint, "aged", 100_000);
     let pipeline = load_pipeline(&config);
     let client = server.client().await;
-    for spec in &pipeline.streams {
-        create_stream(&client, &spec.stream, 2).await;
-    }
+    create_streams(&client, &pipeline, 2).await;
     put_triples(&server, &pipeline, &triples(0, 100)).await;
     run_available_now(&pipeline).await;
 
@@ -90,27 +88,16 @@ async fn a_pending_batch_whose_records_are_gone_is_the_users_to_decide() {
     let config = write_config(dir.path(), first.endpoint(), "gone", 100_000);
     let pipeline = load_pipeline(&config);
     let client = first.client().await;
-    for spec in &pipeline.streams {
-        create_stream(&client, &spec.stream, 1).await;
-    }
+    create_streams(&client, &pipeline, 1).await;
     put_triples(&first, &pipeline, &triples(0, 100)).await;
     run_available_now(&pipeline).await;
     put_triples(&first, &pipeline, &triples(100, 20)).await;
     run_available_now(&pipeline).await;
     // As if the engine stopped before the pin table's commit of batch 2.
     let pin_dir = dir.path().join("tables/pin");
-    let last = read_log(&pin_dir).last().unwrap().version;
-    std::fs::remove_file(pin_dir.join(format!("_delta_log/{last:020}.json"))).unwrap();
-    drop(first);
-
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    let second = TestKinesis::start(Kind::Embedded).await;
-    let client = second.client().await;
-    let mut pipeline = pipeline.clone();
-    pipeline.kinesis.endpoint_url = Some(second.endpoint().to_owned());
-    for spec in &pipeline.streams {
-        create_stream(&client, &spec.stream, 1).await;
-    }
+    undo_last_table_commit(&pin_dir);
+    // The local server's state is lost: a new, empty server; the streams made again.
+    let (second, mut pipeline) = lose_server_state(first, &pipeline, 1).await;
     put_triples(&second, &pipeline, &triples(120, 50)).await;
 
     let err = run_expecting_error(&pipeline).await;
@@ -162,9 +149,7 @@ async fn a_pending_batch_partly_aged_out_loses_only_what_is_gone() {
     let config = write_config(dir.path(), &proxy.endpoint, "trimmed", 100_000);
     let mut pipeline = load_pipeline(&config);
     let client = server.client().await;
-    for spec in &pipeline.streams {
-        create_stream(&client, &spec.stream, 1).await;
-    }
+    create_streams(&client, &pipeline, 1).await;
     put_triples(&server, &pipeline, &triples(0, 100)).await;
     run_available_now(&pipeline).await;
     put_triples(&server, &pipeline, &triples(100, 20)).await;
@@ -175,8 +160,7 @@ async fn a_pending_batch_partly_aged_out_loses_only_what_is_gone() {
     put_records(&client, &pipeline.streams[0].stream, &malformed).await;
     run_available_now(&pipeline).await;
     let pin_dir = dir.path().join("tables/pin");
-    let last = read_log(&pin_dir).last().unwrap().version;
-    std::fs::remove_file(pin_dir.join(format!("_delta_log/{last:020}.json"))).unwrap();
+    undo_last_table_commit(&pin_dir);
     let pending = newest_manifest(&pin_dir);
     let first = pending["ranges"]["shardId-000000000000"]["first"]
         .as_str()
@@ -262,9 +246,7 @@ async fn a_checkpoint_aged_out_after_downtime_longer_than_retention_is_the_users
     let config = write_config(dir.path(), &proxy.endpoint, "downtime", 100_000);
     let mut pipeline = load_pipeline(&config);
     let client = server.client().await;
-    for spec in &pipeline.streams {
-        create_stream(&client, &spec.stream, 2).await;
-    }
+    create_streams(&client, &pipeline, 2).await;
     put_triples(&server, &pipeline, &triples(0, 100)).await;
     run_available_now(&pipeline).await;
     let pin = pipeline.streams[0].clone();
@@ -310,9 +292,7 @@ async fn a_refused_position_check_stops_the_run_and_never_rereads() {
     let config = write_config(dir.path(), server.endpoint(), "refused", 100_000);
     let mut pipeline = load_pipeline(&config);
     let client = server.client().await;
-    for spec in &pipeline.streams {
-        create_stream(&client, &spec.stream, 2).await;
-    }
+    create_streams(&client, &pipeline, 2).await;
     put_triples(&server, &pipeline, &triples(0, 100)).await;
     run_available_now(&pipeline).await;
     put_triples(&server, &pipeline, &triples(100, 50)).await;
@@ -344,29 +324,17 @@ async fn a_batch_pending_on_the_new_stream_after_a_restart_is_replayed_not_dropp
     let config = write_config(dir.path(), first.endpoint(), "newpending", 100_000);
     let pipeline = load_pipeline(&config);
     let client = first.client().await;
-    for spec in &pipeline.streams {
-        create_stream(&client, &spec.stream, 1).await;
-    }
+    create_streams(&client, &pipeline, 1).await;
     put_triples(&first, &pipeline, &triples(0, 100)).await;
     run_available_now(&pipeline).await;
-    drop(first);
-
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    let second = TestKinesis::start(Kind::Embedded).await;
-    let client = second.client().await;
-    let mut pipeline = pipeline.clone();
-    pipeline.kinesis.endpoint_url = Some(second.endpoint().to_owned());
+    // The local server's state is lost: a new, empty server; the streams made again.
+    let (second, mut pipeline) = lose_server_state(first, &pipeline, 1).await;
     pipeline.engine.on_lost_stream = LostStreamPolicy::Restart;
-    for spec in &pipeline.streams {
-        create_stream(&client, &spec.stream, 1).await;
-    }
     put_triples(&second, &pipeline, &triples(100, 50)).await;
     run_available_now(&pipeline).await;
     // As if that run stopped before the pin table's commit of the new stream's batch.
     let pin_dir = dir.path().join("tables/pin");
-    let newest = read_log(&pin_dir).pop().unwrap();
-    let pending = newest.txns[0].1;
-    std::fs::remove_file(pin_dir.join(format!("_delta_log/{:020}.json", newest.version))).unwrap();
+    let pending = undo_last_table_commit(&pin_dir).txns[0].1;
 
     run_available_now(&pipeline).await;
     let log = read_log(&pin_dir);
@@ -393,9 +361,7 @@ async fn a_checkpoint_inside_a_burst_that_aged_out_is_the_users_to_decide() {
     let config = write_config(dir.path(), &proxy.endpoint, "burst", 10);
     let mut pipeline = load_pipeline(&config);
     let client = server.client().await;
-    for spec in &pipeline.streams {
-        create_stream(&client, &spec.stream, 1).await;
-    }
+    create_streams(&client, &pipeline, 1).await;
     put_triples(&server, &pipeline, &triples(0, 50)).await;
     run_available_now(&pipeline).await;
     let pin = pipeline.streams[0].clone();
@@ -449,9 +415,7 @@ async fn a_shard_gone_from_the_listing_follows_the_same_rule() {
     let config = write_config(dir.path(), &proxy.endpoint, "unlisted", 100_000);
     let pipeline = load_pipeline(&config);
     let client = server.client().await;
-    for spec in &pipeline.streams {
-        create_stream(&client, &spec.stream, 2).await;
-    }
+    create_streams(&client, &pipeline, 2).await;
     put_triples(&server, &pipeline, &triples(0, 100)).await;
     run_available_now(&pipeline).await;
     let pin = pipeline.streams[0].clone();
@@ -516,16 +480,13 @@ async fn restart_goes_on_after_a_position_that_expired() {
     let config = write_config(dir.path(), &proxy.endpoint, "expired", 100_000);
     let mut pipeline = load_pipeline(&config);
     let client = server.client().await;
-    for spec in &pipeline.streams {
-        create_stream(&client, &spec.stream, 1).await;
-    }
+    create_streams(&client, &pipeline, 1).await;
     put_triples(&server, &pipeline, &triples(0, 100)).await;
     run_available_now(&pipeline).await;
     put_triples(&server, &pipeline, &triples(100, 20)).await;
     run_available_now(&pipeline).await;
     let pin_dir = dir.path().join("tables/pin");
-    let last = read_log(&pin_dir).last().unwrap().version;
-    std::fs::remove_file(pin_dir.join(format!("_delta_log/{last:020}.json"))).unwrap();
+    undo_last_table_commit(&pin_dir);
     // All of the pending batch 2 expires; then new records arrive.
     let pending = newest_manifest(&pin_dir);
     let through = pending["ranges"]["shardId-000000000000"]["last"]

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::support::data::{records, triples};
 use crate::support::servers::{Kind, TestKinesis};
 use crate::support::{
-    create_stream, load_pipeline, put_records, query_counts, wait_active, wait_until, write_config,
+    create_streams, load_pipeline, put_records, query_counts, wait_active, wait_until, write_config,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -27,9 +27,7 @@ async fn split_scenario(kind: Kind) {
     let config = write_config(dir.path(), server.endpoint(), "reshard", 100_000);
     let pipeline = load_pipeline(&config);
     let client = server.client().await;
-    for spec in &pipeline.streams {
-        create_stream(&client, &spec.stream, 1).await;
-    }
+    create_streams(&client, &pipeline, 1).await;
     let pin = pipeline.streams[0].clone();
     put_records(&client, &pin.stream, &records(&triples(0, 400), |t| &t.pin)).await;
 

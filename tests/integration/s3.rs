@@ -8,7 +8,7 @@ use crate::end_to_end::put_triples;
 use crate::support::data::triples;
 use crate::support::kinesis_mock::free_port;
 use crate::support::servers::{Kind, TestKinesis};
-use crate::support::{create_stream, load_pipeline, run_available_now, write_config};
+use crate::support::{create_streams, load_pipeline, run_available_now, write_config};
 
 struct MotoS3 {
     child: Child,
@@ -100,9 +100,7 @@ async fn tables_on_s3_are_committed_resumed_and_read_back() {
     );
 
     let client = kinesis.client().await;
-    for spec in &pipeline.streams {
-        create_stream(&client, &spec.stream, 2).await;
-    }
+    create_streams(&client, &pipeline, 2).await;
     put_triples(&kinesis, &pipeline, &triples(0, 300)).await;
     let (summaries, _) = run_available_now(&pipeline).await;
     assert!(

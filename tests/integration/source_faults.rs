@@ -17,7 +17,7 @@ use crate::support::engine::{engine_command, table_rows, wait_with_deadline};
 use crate::support::fault_proxy::{FaultPlan, FaultProxy};
 use crate::support::servers::{Kind, TestKinesis};
 use crate::support::{
-    create_stream, load_pipeline, put_records, query_counts, run_available_now, wait_until,
+    create_streams, load_pipeline, put_records, query_counts, run_available_now, wait_until,
     write_config,
 };
 
@@ -44,9 +44,7 @@ async fn no_shard_iterator_for_an_open_shard_fails_the_run_after_a_bounded_wait(
     let config = write_config(dir.path(), &proxy.endpoint, "noiter", 100_000);
     let pipeline = load_pipeline(&config);
     let client = server.client().await;
-    for spec in &pipeline.streams {
-        create_stream(&client, &spec.stream, 2).await;
-    }
+    create_streams(&client, &pipeline, 2).await;
     put_triples(&server, &pipeline, &triples(0, 100)).await;
     let child = engine_command(&config, true)
         .stderr(Stdio::piped())
@@ -81,9 +79,7 @@ async fn an_outage_before_the_first_record_at_latest_loses_nothing() {
     );
     let pipeline = load_pipeline(&config);
     let client = server.client().await;
-    for spec in &pipeline.streams {
-        create_stream(&client, &spec.stream, 2).await;
-    }
+    create_streams(&client, &pipeline, 2).await;
     // Put before the engine starts: LATEST must not read these.
     put_triples(&server, &pipeline, &triples(1000, 20)).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -193,9 +189,7 @@ async fn a_fraction_in_an_integer_column_is_a_dead_letter_not_a_truncation() {
     let config = write_config(dir.path(), server.endpoint(), "fraction", 100_000);
     let pipeline = load_pipeline(&config);
     let client = server.client().await;
-    for spec in &pipeline.streams {
-        create_stream(&client, &spec.stream, 2).await;
-    }
+    create_streams(&client, &pipeline, 2).await;
     put_triples(&server, &pipeline, &triples(0, 50)).await;
     let (pin, user) = (&pipeline.streams[0], &pipeline.streams[2]);
     let fractions: Vec<(String, Vec<u8>)> = [
@@ -251,9 +245,7 @@ async fn available_now_ends_under_steady_load_at_the_records_present_at_start() 
     let config = write_config(dir.path(), &proxy.endpoint, "steady", 100_000);
     let pipeline = load_pipeline(&config);
     let client = server.client().await;
-    for spec in &pipeline.streams {
-        create_stream(&client, &spec.stream, 2).await;
-    }
+    create_streams(&client, &pipeline, 2).await;
     put_triples(&server, &pipeline, &triples(0, 200)).await;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -322,9 +314,7 @@ async fn a_batch_holds_about_max_batch_bytes_of_large_records() {
     );
     let pipeline = load_pipeline(&config);
     let client = server.client().await;
-    for spec in &pipeline.streams {
-        create_stream(&client, &spec.stream, 2).await;
-    }
+    create_streams(&client, &pipeline, 2).await;
     // 40 pin records of about 100 KB: 4 MB in all, four times the budget.
     let mut big = triples(0, 40);
     for t in &mut big {
@@ -361,9 +351,7 @@ async fn latest_with_available_now_reads_what_came_after_the_first_start() {
     );
     let pipeline = load_pipeline(&config);
     let client = server.client().await;
-    for spec in &pipeline.streams {
-        create_stream(&client, &spec.stream, 2).await;
-    }
+    create_streams(&client, &pipeline, 2).await;
     put_triples(&server, &pipeline, &triples(1000, 10)).await; // before any start: never read
     tokio::time::sleep(Duration::from_millis(50)).await;
     let (summaries, _) = run_available_now(&pipeline).await;
@@ -387,9 +375,7 @@ async fn available_now_with_a_small_byte_budget_reads_every_shard() {
     );
     let pipeline = load_pipeline(&config);
     let client = server.client().await;
-    for spec in &pipeline.streams {
-        create_stream(&client, &spec.stream, 2).await;
-    }
+    create_streams(&client, &pipeline, 2).await;
     // Every record on the last shard (the top of the hash key range).
     let batch = triples(0, 40);
     for spec in &pipeline.streams {
@@ -427,9 +413,7 @@ async fn a_missing_next_iterator_on_an_open_shard_loses_nothing_after_it() {
     let config = write_config(dir.path(), &proxy.endpoint, "nonext", 100_000);
     let pipeline = load_pipeline(&config);
     let client = server.client().await;
-    for spec in &pipeline.streams {
-        create_stream(&client, &spec.stream, 1).await;
-    }
+    create_streams(&client, &pipeline, 1).await;
     put_triples(&server, &pipeline, &triples(0, 50)).await;
     run_available_now(&pipeline).await;
     put_triples(&server, &pipeline, &triples(50, 50)).await;

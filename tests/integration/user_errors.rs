@@ -9,7 +9,7 @@ use crate::end_to_end::{assert_exactly_once, put_triples};
 use crate::support::data::triples;
 use crate::support::servers::{Kind, TestKinesis};
 use crate::support::{
-    create_stream, load_pipeline, repo, run_available_now, run_expecting_error, write_config,
+    create_streams, load_pipeline, repo, run_available_now, run_expecting_error, write_config,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,9 +33,7 @@ async fn a_failing_cleaning_sql_commits_nothing_and_its_batch_replays_once_fixed
 
     let pipeline = load_pipeline(&config);
     let client = server.client().await;
-    for spec in &pipeline.streams {
-        create_stream(&client, &spec.stream, 2).await;
-    }
+    create_streams(&client, &pipeline, 2).await;
     put_triples(&server, &pipeline, &triples(0, 200)).await;
 
     let err = run_expecting_error(&pipeline).await;

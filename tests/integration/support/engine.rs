@@ -131,3 +131,11 @@ pub fn assert_log_clean(table_dir: &Path) {
         );
     }
 }
+
+/// Leaves a local table as a crash between a batch's dead-letter commit and its table commit
+/// does: the newest commit is removed (its data files stay, unreferenced). Returns that commit.
+pub fn undo_last_table_commit(table_dir: &Path) -> LogEntry {
+    let last = read_log(table_dir).pop().unwrap();
+    std::fs::remove_file(table_dir.join(format!("_delta_log/{:020}.json", last.version))).unwrap();
+    last
+}

@@ -42,6 +42,13 @@ pub async fn create_stream(client: &KinesisClient, name: &str, shards: i32) {
     wait_active(client, name).await;
 }
 
+/// Creates every stream of the pipeline with `shards` shards and waits until they are ACTIVE.
+pub async fn create_streams(client: &KinesisClient, pipeline: &Pipeline, shards: i32) {
+    for spec in &pipeline.streams {
+        create_stream(client, &spec.stream, shards).await;
+    }
+}
+
 /// Waits until a stream is ACTIVE (after a create or a reshard).
 pub async fn wait_active(client: &KinesisClient, name: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -1,6 +1,7 @@
 //! The two Kinesis servers the engine suite runs against: kinesis-mock (npm, a separate process) and
 //! the embedded ferrokinesis of local mode (in-process), both on loopback ports.
 
+use kinesis_delta::config::Pipeline;
 use kinesis_delta::local::{LocalKinesis, LocalKinesisSettings};
 use kinesis_delta::source::KinesisClient;
 use tokio_util::sync::CancellationToken;
@@ -57,6 +58,23 @@ impl TestKinesis {
     pub async fn client(&self) -> KinesisClient {
         super::client(self.endpoint()).await
     }
+}
+
+/// The embedded server `old` loses its state: a new, empty one takes its place, with the
+/// pipeline's streams made again (`shards` each). Returns it and the pipeline pointed at it.
+pub async fn lose_server_state(
+    old: TestKinesis,
+    pipeline: &Pipeline,
+    shards: i32,
+) -> (TestKinesis, Pipeline) {
+    drop(old);
+    // A new server in another millisecond: its streams are another incarnation.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let server = TestKinesis::start(Kind::Embedded).await;
+    let mut pipeline = pipeline.clone();
+    pipeline.kinesis.endpoint_url = Some(server.endpoint().to_owned());
+    super::create_streams(&server.client().await, &pipeline, shards).await;
+    (server, pipeline)
 }
 
 impl Drop for TestKinesis {
