@@ -202,12 +202,14 @@ impl ManifestLog {
             return Ok(now_ms);
         }
         let pinned: Option<LatestStart> = self.read_json(&path).await?;
-        pinned
-            .map(|p| p.ms)
-            .ok_or_else(|| SinkError::DamagedManifest {
-                path: path.to_string(),
-                message: "reported as existing but cannot be read".into(),
-            })
+        // Reported as existing, then not found: a store that is not consistent; retrying helps.
+        pinned.map(|p| p.ms).ok_or_else(|| SinkError::Store {
+            path: path.to_string(),
+            source: object_store::Error::Generic {
+                store: "kinesis-delta",
+                source: "reported as existing, then not found".into(),
+            },
+        })
     }
 
     fn tip_path(&self) -> Path {

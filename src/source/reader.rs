@@ -133,7 +133,8 @@ impl ShardReader {
         self.finished
     }
 
-    /// The last answer was empty at `MillisBehindLatest = 0`: nothing lay beyond what was read.
+    /// The last answer was empty at `MillisBehindLatest = 0` and not cut at the run's end: nothing
+    /// lay beyond what was read.
     /// Recorded in manifests, it tells later whether records after the position could have
     /// existed back then.
     pub fn is_at_tip(&self) -> bool {
