@@ -148,6 +148,46 @@ pub struct EngineSettings {
     /// How long `--available-now` waits for Kinesis to answer at start-up before it fails.
     #[serde(with = "humantime_serde")]
     pub startup_timeout: Duration,
+    /// Bytes of memory that records fetched, buffered and in batches may take, across streams.
+    #[serde(deserialize_with = "byte_size")]
+    pub memory_budget: usize,
+}
+
+/// The smallest memory budget accepted: below it batches would hold a handful of records.
+const MIN_MEMORY_BUDGET: usize = 16 << 20;
+
+/// A size in bytes: a number, or a string such as `"128MiB"` (B, KiB, MiB, GiB).
+fn byte_size<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(usize),
+        Text(String),
+    }
+    match Size::deserialize(deserializer)? {
+        Size::Bytes(bytes) => Ok(bytes),
+        Size::Text(text) => parse_byte_size(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "`{text}` is not a size: write a number of bytes, or a number with KiB, MiB or GiB, e.g. \"128MiB\""
+            ))
+        }),
+    }
+}
+
+fn parse_byte_size(text: &str) -> Option<usize> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let unit_bytes: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return None,
+    };
+    digits.parse::<usize>().ok()?.checked_mul(unit_bytes)
 }
 
 /// What the engine does when a stream is not the one its checkpoints were taken on.
@@ -169,6 +209,7 @@ impl Default for EngineSettings {
             max_get_records_per_second: 5,
             on_lost_stream: LostStreamPolicy::Stop,
             startup_timeout: Duration::from_secs(60),
+            memory_budget: crate::source::DEFAULT_MEMORY_BUDGET,
         }
     }
 }
@@ -300,6 +341,12 @@ impl PipelineConfig {
         }
         if e.trigger_interval.is_zero() {
             return invalid("engine.trigger_interval must be above 0 (for example \"1s\")".into());
+        }
+        if e.memory_budget < MIN_MEMORY_BUDGET {
+            return invalid(format!(
+                "engine.memory_budget is {} bytes; give it at least \"16MiB\" (the default, \"128MiB\", suits most pipelines)",
+                e.memory_budget
+            ));
         }
         let k = &self.kinesis;
         if k.initial_position == InitialPosition::AtTimestamp && k.initial_timestamp.is_none() {
@@ -450,6 +497,29 @@ fn table_root_url(root: &str, base: &Path) -> Result<String, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_budget_takes_sizes_with_units_and_refuses_the_rest_with_the_fix() {
+        assert_eq!(parse_byte_size("128MiB"), Some(128 << 20));
+        assert_eq!(parse_byte_size("64 KiB"), Some(64 << 10));
+        assert_eq!(parse_byte_size("1GiB"), Some(1 << 30));
+        assert_eq!(parse_byte_size("4096"), Some(4096));
+        for bad in ["128MB", "MiB", "-1MiB", "1.5GiB"] {
+            assert_eq!(parse_byte_size(bad), None, "{bad}");
+        }
+        let text = DEFAULT_CONFIG.replace("memory_budget = \"128MiB\"", "memory_budget = \"lots\"");
+        let err = PipelineConfig::parse(&text, "test")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("128MiB"), "{err}");
+        let text = DEFAULT_CONFIG.replace("memory_budget = \"128MiB\"", "memory_budget = \"1MiB\"");
+        let config = PipelineConfig::parse(&text, "test").unwrap();
+        let err = config
+            .validate(Path::new(env!("CARGO_MANIFEST_DIR")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at least \"16MiB\""), "{err}");
+    }
 
     #[test]
     fn shipped_config_validates() {

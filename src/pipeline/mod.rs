@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Pipeline;
 use crate::progress::BatchProgress;
-use crate::source::connect_checked;
+use crate::source::{MemoryBudget, connect_checked};
 
 /// Runs every stream until `cancel` fires (continuous) or every shard is read to its current end
 /// ([`RunMode::AvailableNow`]). The first failing stream stops the others.
@@ -34,20 +34,23 @@ pub async fn run(
     progress: UnboundedSender<BatchProgress>,
 ) -> Result<Vec<StreamSummary>, EngineError> {
     let client = connect_checked(&pipeline.kinesis).await?;
-    let mut jobs = Vec::with_capacity(pipeline.streams.len());
-    for spec in &pipeline.streams {
-        jobs.push(
-            StreamJob::start(
-                pipeline,
-                spec,
-                mode,
-                client.clone(),
-                progress.clone(),
-                &cancel,
-            )
-            .await?,
-        );
-    }
+    // One budget for every stream: the process's memory stays bounded however many there are.
+    let budget = MemoryBudget::new(pipeline.engine.memory_budget);
+    // Started together (each lists its shards and opens its tables); none reads a record before
+    // every one has started. A failure is reported for the first failing stream of the config.
+    let started = futures::future::join_all(pipeline.streams.iter().map(|spec| {
+        StreamJob::start(
+            pipeline,
+            spec,
+            mode,
+            client.clone(),
+            budget.clone(),
+            progress.clone(),
+            &cancel,
+        )
+    }))
+    .await;
+    let jobs = started.into_iter().collect::<Result<Vec<_>, _>>()?;
     let mut tasks = JoinSet::new();
     for job in jobs {
         let cancel = cancel.clone();

@@ -23,7 +23,10 @@ use crate::progress::BatchProgress;
 use crate::sink::{
     BatchManifest, CommitOutcome, DeltaSink, ManifestLog, ManifestOutcome, TipMarker,
 };
-use crate::source::{BatchLimits, KinesisClient, KinesisRecord, StartPosition, StreamSource};
+use crate::source::{
+    BatchLimits, BudgetLease, KinesisClient, KinesisRecord, MemoryBudget, StartPosition,
+    StreamSource,
+};
 use crate::transform::Cleaning;
 
 /// How long the engine runs.
@@ -60,6 +63,8 @@ struct PlannedBatch {
     replayed: bool,
     /// Some of the batch's records are gone and the user accepted it: it holds what remains.
     records_gone: bool,
+    /// The batch's share of the memory budget, given back once it is committed.
+    lease: BudgetLease,
 }
 
 /// One stream: its source, its cleaning and its two tables.
@@ -75,7 +80,6 @@ pub struct StreamJob {
     dead_letters: DeltaSink,
     manifests: ManifestLog,
     limits: BatchLimits,
-    trigger_interval: Duration,
     committed: i64,
     /// When the stream was created, recorded in every manifest.
     stream_created_ms: Option<i64>,
@@ -98,6 +102,7 @@ impl StreamJob {
         spec: &StreamSpec,
         mode: RunMode,
         client: KinesisClient,
+        budget: MemoryBudget,
         progress: UnboundedSender<BatchProgress>,
         cancel: &CancellationToken,
     ) -> Result<Self, EngineError> {
@@ -144,7 +149,8 @@ impl StreamJob {
         .with_startup_timeout(
             (mode == RunMode::AvailableNow).then_some(pipeline.engine.startup_timeout),
         )
-        .continue_after_expiry(pipeline.engine.on_lost_stream == LostStreamPolicy::Restart);
+        .continue_after_expiry(pipeline.engine.on_lost_stream == LostStreamPolicy::Restart)
+        .with_budget(budget);
         if mode == RunMode::AvailableNow {
             // The run ends at the records that were there when it started.
             source.end_after(started_at.timestamp_millis());
@@ -190,7 +196,6 @@ impl StreamJob {
                 max_bytes: pipeline.engine.max_batch_bytes,
                 max_wait: pipeline.engine.trigger_interval,
             },
-            trigger_interval: pipeline.engine.trigger_interval,
             committed,
             stream_created_ms,
             caught_up: false,
@@ -217,21 +222,13 @@ impl StreamJob {
                 break;
             }
             let started = Instant::now();
+            // Collecting waits for records (up to the trigger interval): no sleep here.
             let Some(planned) = self.plan(cancel).await? else {
                 if self.caught_up && !cancel.is_cancelled() {
                     self.mark_tip().await?;
                 }
                 if cancel.is_cancelled() || (mode == RunMode::AvailableNow && self.caught_up) {
                     break;
-                }
-                if mode == RunMode::AvailableNow {
-                    continue;
-                }
-                // Caught up: wait out the rest of the trigger interval.
-                let rest = self.trigger_interval.saturating_sub(started.elapsed());
-                tokio::select! {
-                    () = tokio::time::sleep(rest.max(Duration::from_millis(200))) => {}
-                    () = cancel.cancelled() => break,
                 }
                 continue;
             };
@@ -264,6 +261,7 @@ impl StreamJob {
         let fetch = started.elapsed();
         let (decoded, decode) = self
             .decode(collected.records, batch_id)
+            .await
             .map_err(EngineError::Internal)?;
         let manifest = BatchManifest {
             batch_id,
@@ -302,6 +300,7 @@ impl StreamJob {
             millis_behind: collected.millis_behind,
             replayed: false,
             records_gone: false,
+            lease: collected.lease,
         }))
     }
 
@@ -328,20 +327,27 @@ impl StreamJob {
     }
 
     /// Decodes a batch's records in one canonical order (shard, then sequence), so that a replay
-    /// feeds the SQL exactly the rows, in exactly the order, of the first attempt.
-    fn decode(
+    /// feeds the SQL exactly the rows, in exactly the order, of the first attempt. Runs on a
+    /// blocking thread: the streams decode in parallel, and the shard consumers are not held up.
+    async fn decode(
         &self,
         mut records: Vec<KinesisRecord>,
         batch_id: i64,
     ) -> Result<(DecodedBatch, Duration), String> {
-        let t = Instant::now();
-        // Stable: within a shard, records already come in sequence order.
-        records.sort_by(|a, b| a.shard_id.cmp(&b.shard_id));
-        let decoded = self
-            .decoder
-            .decode(&records)
-            .map_err(|e| format!("decoding batch {batch_id}: {e}"))?;
-        Ok((decoded, t.elapsed()))
+        let decoder = self.decoder.clone();
+        let decoding = tokio::task::spawn_blocking(move || {
+            let t = Instant::now();
+            // Stable: within a shard, records already come in sequence order.
+            records.sort_by(|a, b| a.shard_id.cmp(&b.shard_id));
+            decoder
+                .decode(&records)
+                .map(|decoded| (decoded, t.elapsed()))
+        });
+        match decoding.await {
+            Ok(Ok(decoded)) => Ok(decoded),
+            Ok(Err(e)) => Err(format!("decoding batch {batch_id}: {e}")),
+            Err(e) => Err(format!("decoding batch {batch_id}: {e}")),
+        }
     }
 
     async fn process(
@@ -350,6 +356,8 @@ impl StreamJob {
         started: Instant,
     ) -> Result<(), EngineError> {
         let batch_id = planned.manifest.batch_id;
+        // Held until the batch is committed (or given up), then given back to the readers.
+        let lease = planned.lease;
         let decoded = planned.decoded;
         let dead = decoded.dead_letters.len();
         let rows_in = decoded.rows.num_rows() + dead;
@@ -414,6 +422,7 @@ impl StreamJob {
             }
         };
         self.committed = batch_id;
+        drop(lease);
         // From here on, pending batches are planned on the stream as it is now.
         self.foreign.clear();
         self.manifests.prune(batch_id).await;

@@ -4,14 +4,17 @@
 //!   ListShards ──► ShardMap (parents before children)
 //!                      │ readable shards
 //!                      ▼
-//!   ShardReader::fetch (GetShardIterator / GetRecords, ≤ N calls/s, backoff, iterator renewal)
-//!                      │ KinesisRecord …
+//!   ShardConsumer, one task per shard: ShardReader::fetch (GetShardIterator / GetRecords,
+//!                      │ ≤ N calls/s, backoff, iterator renewal), waits on the MemoryBudget
+//!                      │ KinesisRecord … (a small buffer per shard)
 //!                      ▼
 //!   StreamSource::collect_batch ──► the records of one micro-batch + the range read per shard
 //! ```
 
 mod backoff;
+mod budget;
 mod client;
+mod consumer;
 mod error;
 mod reader;
 mod replay;
@@ -19,6 +22,7 @@ mod shards;
 mod stream;
 
 pub use backoff::Backoff;
+pub use budget::{BudgetLease, DEFAULT_MEMORY_BUDGET, FOOTPRINT, MemoryBudget};
 pub use client::{KinesisClient, connect, connect_checked};
 pub use error::{ErrorClass, SourceError, classify};
 pub use reader::{FetchOutcome, ShardReader, StartPosition};

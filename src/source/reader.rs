@@ -66,7 +66,7 @@ enum NewIterator {
 }
 
 /// One shard's reading state.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ShardReader {
     stream: String,
     shard_id: Arc<str>,
@@ -187,6 +187,25 @@ impl ShardReader {
     pub fn start_at(&mut self, start: StartPosition) {
         self.start = start;
         self.rewind_to(None);
+    }
+
+    /// A reader that fetches on from this one's position, with its settings and no iterator: the
+    /// shard's consumer task reads with it while this one keeps the position handed out.
+    pub fn fork(&self) -> Self {
+        let mut reader = self.clone();
+        reader.iterator = None;
+        reader
+    }
+
+    /// Moves the position over an answer that a fork fetched and that was handed out.
+    pub fn note_taken(&mut self, outcome: &FetchOutcome) {
+        if let Some(last) = outcome.records.last() {
+            self.last_read = Some(last.sequence_number.clone());
+        }
+        self.finished = outcome.finished;
+        self.at_run_end = outcome.at_run_end;
+        self.at_tip =
+            !outcome.at_run_end && outcome.records.is_empty() && outcome.millis_behind == Some(0);
     }
 
     /// Marks the shard as read to its end (known from a committed batch).

@@ -118,6 +118,7 @@ impl StreamSource {
 
     /// Starts a shard afresh at its oldest record.
     pub fn start_at_trim_horizon(&mut self, shard_id: &str) {
+        self.stop_consumers();
         if let Some(reader) = self.readers.get_mut(shard_id) {
             reader.start_at(StartPosition::TrimHorizon);
         }

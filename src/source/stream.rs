@@ -1,4 +1,4 @@
-//! One stream's shards, read together into micro-batches.
+//! One stream's shards, read ahead by one consumer task each, cut into micro-batches.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -7,8 +7,10 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::budget::{BudgetLease, DEFAULT_MEMORY_BUDGET, MemoryBudget};
+use super::consumer::{ConsumerSettings, Fetched, ShardConsumer};
 use super::error::SourceError;
-use super::reader::{FetchOutcome, ShardReader, StartPosition};
+use super::reader::{ShardReader, StartPosition};
 use super::shards::{ShardInfo, list_shards, readable_shards};
 use super::{Backoff, KinesisClient, KinesisRecord};
 use crate::sequence::SequenceNumber;
@@ -59,9 +61,14 @@ pub struct CollectedBatch {
     pub millis_behind: i64,
     /// Every readable shard reported no more records at the end of collecting.
     pub caught_up: bool,
+    /// The bytes of record data.
+    pub bytes: usize,
+    /// The batch's share of the memory budget, given back when it is dropped (after its commit).
+    pub lease: BudgetLease,
 }
 
-/// Reads the shards of one stream in order, keeping each shard's position.
+/// Reads the shards of one stream, each with its own consumer task, and keeps each shard's
+/// handed-out position.
 #[derive(Debug)]
 pub struct StreamSource {
     pub(super) client: KinesisClient,
@@ -69,26 +76,30 @@ pub struct StreamSource {
     initial: StartPosition,
     pub(super) calls_per_second: u32,
     pub(super) shards: Vec<ShardInfo>,
+    /// Each shard's handed-out position: it moves only over records given to a batch.
     pub(super) readers: BTreeMap<String, ShardReader>,
+    /// The shards being read on ahead of the batches.
+    consumers: BTreeMap<String, ShardConsumer>,
+    budget: MemoryBudget,
     listed_at: Option<Instant>,
     end_after_ms: Option<i64>,
-    /// Bytes per record in the last response that had records: sizes the next GetRecords calls
-    /// so that a batch stays near `max_bytes`. Starts at Kinesis' largest record.
-    bytes_per_record: usize,
-    /// Which readable shard is asked first when not all fit in the byte budget (rotates).
+    /// Which shard's buffer is taken first (rotates, so that none waits behind the others).
     next_first: usize,
     startup_timeout: Option<Duration>,
     continue_after_expiry: bool,
 }
 
-/// The largest Kinesis record (1 MiB): the size assumed before any record was read, so that even
-/// the first calls of a run cannot overshoot `max_bytes` (they take fewer records; the next
-/// round, sized from what they returned, takes the rest).
-const MAX_RECORD_BYTES: usize = 1024 * 1024;
-
 /// How often the shard list is refreshed while running (resharding is also noticed at once when a
 /// shard closes).
 const SHARD_REFRESH: Duration = Duration::from_secs(30);
+
+/// What became of an answer offered to a batch.
+enum Offer {
+    /// All of it is in the batch; `relist`: the shard ended or asked for a new listing.
+    Taken { relist: bool },
+    /// The batch is full: the answer (or its rest) is held for the next batch.
+    Full,
+}
 
 impl StreamSource {
     /// A source for `stream`; shards without a position start at `initial`.
@@ -105,13 +116,25 @@ impl StreamSource {
             calls_per_second,
             shards: Vec::new(),
             readers: BTreeMap::new(),
+            consumers: BTreeMap::new(),
+            budget: MemoryBudget::new(DEFAULT_MEMORY_BUDGET),
             listed_at: None,
             end_after_ms: None,
-            bytes_per_record: MAX_RECORD_BYTES,
             next_first: 0,
             startup_timeout: None,
             continue_after_expiry: false,
         }
+    }
+
+    /// Shares `budget` with the other streams of the process.
+    pub fn with_budget(mut self, budget: MemoryBudget) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// The memory budget the stream's records are held in.
+    pub fn budget(&self) -> &MemoryBudget {
+        &self.budget
     }
 
     /// See [`ShardReader::continue_after_expiry`]; applies to every shard.
@@ -129,6 +152,7 @@ impl StreamSource {
 
     /// Takes no record that arrived after `end_ms` (see [`ShardReader::end_after`]).
     pub fn end_after(&mut self, end_ms: i64) {
+        self.stop_consumers();
         self.end_after_ms = Some(end_ms);
         for reader in self.readers.values_mut() {
             reader.end_after(Some(end_ms));
@@ -192,6 +216,7 @@ impl StreamSource {
         positions: &BTreeMap<String, ShardPosition>,
         keep: impl Fn(&str) -> bool,
     ) {
+        self.stop_consumers();
         for (id, reader) in &mut self.readers {
             if keep(id) {
                 continue;
@@ -245,6 +270,9 @@ impl StreamSource {
             if let Some(reader) = self.readers.get_mut(&shard.shard_id) {
                 reader.set_closed(shard.closed);
             }
+            if let Some(consumer) = self.consumers.get(&shard.shard_id) {
+                consumer.relisted(shard.closed);
+            }
         }
         self.listed_at = Some(Instant::now());
         Ok(())
@@ -283,31 +311,6 @@ impl StreamSource {
             .any(|s| s.shard_id == shard_id && s.closed)
     }
 
-    /// The shards to ask now: readable, not at the run's end, and as many as can each take one
-    /// record of the expected size in the bytes left, starting from a rotating one so that none
-    /// is starved.
-    fn shards_to_fetch(&mut self, bytes_left: usize) -> Vec<String> {
-        let finished = self.finished_map();
-        let readable: Vec<String> = readable_shards(&self.shards, &finished)
-            .into_iter()
-            .map(|s| s.shard_id.clone())
-            .filter(|id| self.readers.get(id).is_some_and(|r| !r.is_at_run_end()))
-            .collect();
-        let fit = (bytes_left / self.bytes_per_record.max(1)).clamp(1, readable.len().max(1));
-        if fit >= readable.len() {
-            return readable;
-        }
-        let first = self.next_first % readable.len();
-        self.next_first = self.next_first.wrapping_add(fit);
-        readable
-            .iter()
-            .cycle()
-            .skip(first)
-            .take(fit)
-            .cloned()
-            .collect()
-    }
-
     fn every_readable_caught_up(&self) -> bool {
         let finished = self.finished_map();
         readable_shards(&self.shards, &finished).iter().all(|s| {
@@ -324,8 +327,181 @@ impl StreamSource {
             .collect()
     }
 
-    /// Reads new records from every readable shard until a limit is reached or every shard is
-    /// caught up. Returns an empty batch (caught up) when there is nothing new.
+    /// Stops every consumer and throws their buffers away: the shards read on from their
+    /// handed-out positions when batches are collected again.
+    pub(super) fn stop_consumers(&mut self) {
+        self.consumers.clear();
+    }
+
+    /// Starts a consumer for every readable shard that has more to read and none yet.
+    fn start_consumers(&mut self, limits: BatchLimits, cancel: &CancellationToken) {
+        self.consumers.retain(|_, c| !c.is_done());
+        let finished = self.finished_map();
+        let readable: Vec<ShardInfo> = readable_shards(&self.shards, &finished)
+            .into_iter()
+            .cloned()
+            .collect();
+        // One call's share: a batch of every readable shard stays near `max_bytes`, and the
+        // budget holds several calls of every shard of every stream.
+        let call_bytes = (limits.max_bytes / readable.len().max(1))
+            .min(self.budget.record_bytes() / 16)
+            .max(1);
+        for shard in readable {
+            let Some(reader) = self.readers.get(&shard.shard_id) else {
+                continue;
+            };
+            if reader.is_finished()
+                || reader.is_at_run_end()
+                || self.consumers.contains_key(&shard.shard_id)
+            {
+                continue;
+            }
+            let settings = ConsumerSettings {
+                client: self.client.clone(),
+                budget: self.budget.clone(),
+                call_bytes,
+                call_records: limits.max_records,
+            };
+            let consumer = ShardConsumer::start(reader.fork(), shard.closed, settings, cancel);
+            self.consumers.insert(shard.shard_id.clone(), consumer);
+        }
+    }
+
+    /// Takes what the consumers have buffered into `batch`, within `limits`. Returns whether a
+    /// shard ended or asked for a new listing, and whether the batch is full.
+    fn take_buffered(
+        &mut self,
+        batch: &mut CollectedBatch,
+        limits: BatchLimits,
+    ) -> Result<(bool, bool), SourceError> {
+        let ids: Vec<String> = self.consumers.keys().cloned().collect();
+        if ids.is_empty() {
+            return Ok((false, false));
+        }
+        let first = self.next_first % ids.len();
+        self.next_first = self.next_first.wrapping_add(1);
+        let mut relist = false;
+        for id in ids.iter().cycle().skip(first).take(ids.len()) {
+            while let Some(answer) = self.consumers.get_mut(id).and_then(ShardConsumer::try_take) {
+                match self.offer(id, answer?, batch, limits) {
+                    Offer::Taken { relist: r } => relist |= r,
+                    Offer::Full => return Ok((relist, true)),
+                }
+            }
+        }
+        Ok((relist, false))
+    }
+
+    /// Gives `batch` as much of an answer as fits in `limits`: all of it when the batch is empty
+    /// (a record larger than the limits still goes through). What does not fit is held for the
+    /// next batch.
+    fn offer(
+        &mut self,
+        shard_id: &str,
+        mut fetched: Fetched,
+        batch: &mut CollectedBatch,
+        limits: BatchLimits,
+    ) -> Offer {
+        let records = &fetched.outcome.records;
+        let mut fit = records.len();
+        if !batch.records.is_empty() {
+            let room = limits.max_records.saturating_sub(batch.records.len());
+            let mut bytes = batch.bytes;
+            fit = records
+                .iter()
+                .take(room)
+                .take_while(|r| {
+                    bytes += r.data.len();
+                    bytes <= limits.max_bytes
+                })
+                .count();
+        }
+        if fit == records.len() {
+            return Offer::Taken {
+                relist: self.hand_out(shard_id, fetched, batch),
+            };
+        }
+        if fit > 0 {
+            let head = fetched.split_off_head(fit);
+            self.hand_out(shard_id, head, batch);
+        }
+        if let Some(consumer) = self.consumers.get_mut(shard_id) {
+            consumer.hold(fetched);
+        }
+        Offer::Full
+    }
+
+    /// Gives an answer to the batch and moves the shard's position over it. Returns whether the
+    /// shard ended or asked for a new listing.
+    fn hand_out(&mut self, shard_id: &str, fetched: Fetched, batch: &mut CollectedBatch) -> bool {
+        let Fetched { outcome, lease } = fetched;
+        if let Some(reader) = self.readers.get_mut(shard_id) {
+            reader.note_taken(&outcome);
+        }
+        batch.lease.merge(lease);
+        batch.millis_behind = batch.millis_behind.max(outcome.millis_behind.unwrap_or(0));
+        if let (Some(first), Some(last)) = (outcome.records.first(), outcome.records.last()) {
+            let range = batch
+                .ranges
+                .entry(shard_id.to_owned())
+                .or_insert_with(|| ShardRange {
+                    first: first.sequence_number.clone(),
+                    last: last.sequence_number.clone(),
+                });
+            range.last = last.sequence_number.clone();
+        }
+        batch.bytes += outcome.records.iter().map(|r| r.data.len()).sum::<usize>();
+        batch.records.extend(outcome.records);
+        outcome.finished || outcome.relist
+    }
+
+    /// Waits for the next answer of any consumer (or `deadline`, or `cancel`) and hands it out.
+    /// Returns whether a shard ended or asked for a new listing.
+    async fn wait_for_answer(
+        &mut self,
+        batch: &mut CollectedBatch,
+        limits: BatchLimits,
+        deadline: Instant,
+        cancel: &CancellationToken,
+    ) -> Result<bool, SourceError> {
+        if self.consumers.is_empty() {
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => {}
+                () = cancel.cancelled() => {}
+            }
+            return Ok(false);
+        }
+        let next = futures::future::select_all(
+            self.consumers
+                .iter_mut()
+                .map(|(id, c)| Box::pin(async move { (id.clone(), c.take().await) })),
+        );
+        let (id, answer) = tokio::select! {
+            ((id, answer), _, _) = next => (id, answer),
+            () = tokio::time::sleep_until(deadline) => return Ok(false),
+            () = cancel.cancelled() => return Ok(false),
+        };
+        match answer {
+            None => {
+                self.consumers.remove(&id);
+                Ok(false)
+            }
+            Some(answer) => match self.offer(&id, answer?, batch, limits) {
+                Offer::Taken { relist } => Ok(relist),
+                // Taken from the buffer next round, which finds the batch full.
+                Offer::Full => Ok(false),
+            },
+        }
+    }
+
+    /// The next micro-batch: what the shards' consumers have read, cut
+    ///
+    /// * at once when every shard's last answer was empty at `MillisBehindLatest` 0 (latency),
+    /// * when it reaches `max_records` or `max_bytes`, or the memory budget runs low,
+    /// * otherwise after `max_wait` (under load: commits stay rare and files large).
+    ///
+    /// An empty batch is returned after `max_wait` with nothing new, or at once when every shard
+    /// was read to the run's end; `caught_up` then says every readable shard is at its end.
     pub async fn collect_batch(
         &mut self,
         limits: BatchLimits,
@@ -336,67 +512,30 @@ impl StreamSource {
         }
         let deadline = Instant::now() + limits.max_wait;
         let mut batch = CollectedBatch::default();
-        let mut bytes = 0usize;
         loop {
-            let bytes_left = limits.max_bytes.saturating_sub(bytes);
-            let readable = self.shards_to_fetch(bytes_left);
-            let room = limits.max_records.saturating_sub(batch.records.len());
-            if readable.is_empty() || room == 0 || bytes_left == 0 || cancel.is_cancelled() {
-                batch.caught_up = readable.is_empty();
-                return Ok(batch);
-            }
-            // Records by count and, from the sizes seen, by bytes: a batch ends within one record
-            // of `max_bytes` when record sizes are steady.
-            let by_bytes = bytes_left / (readable.len() * self.bytes_per_record.max(1));
-            let per_shard = i32::try_from((room / readable.len()).min(by_bytes).clamp(1, 10_000))
-                .unwrap_or(10_000);
-            let client = &self.client;
-            let fetches = self
-                .readers
-                .iter_mut()
-                .filter(|(id, _)| readable.contains(id))
-                .map(|(_, reader)| reader.fetch(client, per_shard, cancel));
-            let outcomes: Vec<Result<FetchOutcome, SourceError>> =
-                futures::future::join_all(fetches).await;
-            let mut any_finished = false;
-            let mut relist = false;
-            for outcome in outcomes {
-                let outcome = outcome?;
-                any_finished |= outcome.finished;
-                relist |= outcome.relist;
-                batch.millis_behind = batch.millis_behind.max(outcome.millis_behind.unwrap_or(0));
-                if let (Some(first), Some(last)) = (outcome.records.first(), outcome.records.last())
-                {
-                    let range = batch
-                        .ranges
-                        .entry(first.shard_id.to_string())
-                        .or_insert_with(|| ShardRange {
-                            first: first.sequence_number.clone(),
-                            last: last.sequence_number.clone(),
-                        });
-                    range.last = last.sequence_number.clone();
-                }
-                let got: usize = outcome.records.iter().map(|r| r.data.len()).sum();
-                if !outcome.records.is_empty() {
-                    self.bytes_per_record = got.div_ceil(outcome.records.len());
-                }
-                bytes += got;
-                batch.records.extend(outcome.records);
-            }
-            if any_finished || relist {
+            self.start_consumers(limits, cancel);
+            let (relist, full) = self.take_buffered(&mut batch, limits)?;
+            if relist {
                 // A shard closed: its children (now readable) are listed and read in this batch.
                 // Or one looks closed while listed open: the listing says which it is.
                 self.refresh_shards(cancel).await?;
-            }
-            if any_finished {
                 continue;
             }
-            // Every readable shard, not only those asked this round (the byte budget may leave
-            // some out), must have found nothing more.
-            let all_caught_up = self.every_readable_caught_up();
-            if all_caught_up || Instant::now() >= deadline {
-                batch.caught_up = all_caught_up;
+            let caught_up = self.every_readable_caught_up();
+            let has_records = !batch.records.is_empty();
+            let cut = full || (has_records && (caught_up || self.budget.under_pressure()));
+            // A bounded run (or one whose shards all ended) has nothing more to wait for.
+            let ended = caught_up && (self.end_after_ms.is_some() || self.consumers.is_empty());
+            if cut || (!has_records && ended) || cancel.is_cancelled() || Instant::now() >= deadline
+            {
+                batch.caught_up = caught_up && !full;
                 return Ok(batch);
+            }
+            if self
+                .wait_for_answer(&mut batch, limits, deadline, cancel)
+                .await?
+            {
+                self.refresh_shards(cancel).await?;
             }
         }
     }

@@ -16,7 +16,7 @@ use crate::support::fault_proxy::{FaultPlan, FaultProxy};
 use crate::support::servers::{Kind, TestKinesis};
 use crate::support::{
     create_streams, load_pipeline, put_records, query, query_counts, run_available_now,
-    run_expecting_error, wait_until, write_config,
+    run_expecting_error, set_trigger_interval, wait_until, write_config,
 };
 use kinesis_delta::config::Pipeline;
 use kinesis_delta::pipeline::{EngineError, ErrorKind};
@@ -39,18 +39,6 @@ fn assert_logs_clean(dir: &Path, pipeline: &Pipeline) {
             assert_log_clean(&dir.join("tables").join(folder));
         }
     }
-}
-
-fn set_trigger_interval(config: &Path, interval: &str) {
-    let text = std::fs::read_to_string(config).unwrap();
-    std::fs::write(
-        config,
-        text.replace(
-            "trigger_interval = \"300ms\"",
-            &format!("trigger_interval = \"{interval}\""),
-        ),
-    )
-    .unwrap();
 }
 
 /// Item 1 of the hardening issue: both engines saw no table, and the second committed batch 1 on

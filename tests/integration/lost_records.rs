@@ -13,7 +13,7 @@ use crate::support::fault_proxy::{FaultPlan, FaultProxy, Trim};
 use crate::support::servers::{Kind, TestKinesis, lose_server_state};
 use crate::support::{
     create_streams, load_pipeline, put_records, query_counts, run_available_now,
-    run_expecting_error, write_config,
+    run_expecting_error, set_trigger_interval, write_config,
 };
 
 /// The file of the newest manifest of the (only) stream in a local table.
@@ -147,6 +147,8 @@ async fn a_pending_batch_partly_aged_out_loses_only_what_is_gone() {
     let proxy = FaultProxy::start(server.endpoint(), FaultPlan::NONE).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &proxy.endpoint, "trimmed", 100_000);
+    // Each run's records form one batch: cut when the shard is caught up, never by the clock.
+    set_trigger_interval(&config, "1m");
     let mut pipeline = load_pipeline(&config);
     let client = server.client().await;
     create_streams(&client, &pipeline, 1).await;
@@ -359,6 +361,8 @@ async fn a_checkpoint_inside_a_burst_that_aged_out_is_the_users_to_decide() {
     let proxy = FaultProxy::start(server.endpoint(), FaultPlan::NONE).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &proxy.endpoint, "burst", 10);
+    // Batches of 10, cut by the limit, never by the clock.
+    set_trigger_interval(&config, "1m");
     let mut pipeline = load_pipeline(&config);
     let client = server.client().await;
     create_streams(&client, &pipeline, 1).await;
@@ -478,6 +482,8 @@ async fn restart_goes_on_after_a_position_that_expired() {
     let proxy = FaultProxy::start(server.endpoint(), FaultPlan::NONE).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &proxy.endpoint, "expired", 100_000);
+    // Each run's records form one batch: cut when the shard is caught up, never by the clock.
+    set_trigger_interval(&config, "1m");
     let mut pipeline = load_pipeline(&config);
     let client = server.client().await;
     create_streams(&client, &pipeline, 1).await;

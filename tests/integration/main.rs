@@ -16,6 +16,7 @@ mod lost_records;
 mod reshard;
 mod s3;
 mod source_faults;
+mod streaming_core;
 mod streams_cli;
 mod support;
 mod user_errors;

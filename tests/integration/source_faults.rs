@@ -17,15 +17,9 @@ use crate::support::engine::{engine_command, table_rows, wait_with_deadline};
 use crate::support::fault_proxy::{FaultPlan, FaultProxy};
 use crate::support::servers::{Kind, TestKinesis};
 use crate::support::{
-    create_streams, load_pipeline, put_records, query_counts, run_available_now, wait_until,
-    write_config,
+    create_streams, edit_config, load_pipeline, put_records, query_counts, run_available_now,
+    wait_until, write_config,
 };
-
-fn edit_config(config: &std::path::Path, from: &str, to: &str) {
-    let text = std::fs::read_to_string(config).unwrap();
-    assert!(text.contains(from), "the config has `{from}`");
-    std::fs::write(config, text.replacen(from, to, 1)).unwrap();
-}
 
 /// Item 4: GetShardIterator answered without an iterator for an open shard. Before the fix the
 /// run asked again about 5 times a second, forever, silently.

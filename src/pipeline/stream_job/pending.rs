@@ -11,7 +11,7 @@ use crate::config::LostStreamPolicy;
 use crate::pipeline::EngineError;
 use crate::pipeline::resume::{incarnation_changed, lost_stream};
 use crate::sink::BatchManifest;
-use crate::source::ReplayRules;
+use crate::source::{BudgetLease, ReplayRules};
 
 impl StreamJob {
     /// The pending batch `pending`, ready to commit.
@@ -37,6 +37,7 @@ impl StreamJob {
             }
             return self
                 .abandon(pending)
+                .await
                 .map(Some)
                 .map_err(EngineError::Internal);
         }
@@ -77,8 +78,11 @@ impl StreamJob {
             .iter()
             .map(|r| (r.shard_id.to_string(), r.sequence_number.clone()))
             .collect();
+        let bytes: usize = replayed.records.iter().map(|r| r.data.len()).sum();
+        let lease = self.source.budget().reserve(bytes).await;
         let (decoded, decode) = self
             .decode(replayed.records, batch_id)
+            .await
             .map_err(EngineError::Internal)?;
         self.split_rule
             .check(&manifest, &decoded, records_gone.then_some(&present))
@@ -91,16 +95,17 @@ impl StreamJob {
             millis_behind: 0,
             replayed: true,
             records_gone,
+            lease,
         }))
     }
 
     /// A pending batch planned on another incarnation of the stream: none of its records exist
     /// any more. It is committed with no rows, so its batch id is used once, and the shards go on
     /// from where resuming put them.
-    fn abandon(&mut self, manifest: BatchManifest) -> Result<PlannedBatch, String> {
+    async fn abandon(&mut self, manifest: BatchManifest) -> Result<PlannedBatch, String> {
         let batch_id = manifest.batch_id;
         tracing::warn!(stream = %manifest.stream, batch_id, "a planned batch of the old stream is committed without its records, which are gone");
-        let (decoded, _) = self.decode(Vec::new(), batch_id)?;
+        let (decoded, _) = self.decode(Vec::new(), batch_id).await?;
         Ok(PlannedBatch {
             manifest,
             decoded,
@@ -109,6 +114,7 @@ impl StreamJob {
             millis_behind: 0,
             replayed: true,
             records_gone: true,
+            lease: BudgetLease::none(),
         })
     }
 

@@ -193,6 +193,22 @@ pub fn write_config(
     path
 }
 
+/// Replaces the first `from` in a config file with `to` (which must be there).
+pub fn edit_config(config: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(config).unwrap();
+    assert!(text.contains(from), "the config has `{from}`");
+    std::fs::write(config, text.replacen(from, to, 1)).unwrap();
+}
+
+/// Sets a test config's `trigger_interval` (300 ms by default in tests).
+pub fn set_trigger_interval(config: &Path, interval: &str) {
+    edit_config(
+        config,
+        "trigger_interval = \"300ms\"",
+        &format!("trigger_interval = \"{interval}\""),
+    );
+}
+
 /// Loads and validates a config file.
 pub fn load_pipeline(path: &Path) -> Pipeline {
     let (config, base) = PipelineConfig::load(Some(path)).unwrap();

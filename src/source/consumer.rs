@@ -1,0 +1,195 @@
+//! One task per shard: it reads on at the shard's call budget into a small buffer, so that
+//! fetching overlaps decoding, SQL and commits. A micro-batch takes whatever the buffers hold.
+//!
+//! The task reads with a fork of the shard's [`ShardReader`]; the stream's own reader moves only
+//! over answers that were handed out, so the positions recorded in a batch are exactly the records
+//! it took. Stopping a consumer throws its buffer away: those records are read again from the
+//! handed-out position.
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::KinesisClient;
+use super::budget::{BudgetLease, MemoryBudget};
+use super::error::SourceError;
+use super::reader::{FetchOutcome, ShardReader};
+
+/// Answers buffered per shard beyond the one being fetched (the memory budget is the real
+/// limit; this keeps one shard from running far ahead of the batch).
+const BUFFERED_ANSWERS: usize = 4;
+
+/// The largest Kinesis record (1 MiB): the size assumed before any record was read, so that the
+/// first call of a consumer cannot overshoot its share (it takes few records; the next call,
+/// sized from what it returned, takes the rest).
+const MAX_RECORD_BYTES: usize = 1024 * 1024;
+
+/// One answer handed out, with its share of the memory budget.
+#[derive(Debug)]
+pub(super) struct Fetched {
+    pub outcome: FetchOutcome,
+    pub lease: BudgetLease,
+}
+
+impl Fetched {
+    /// The answer's first `n` records as an answer of their own (more follow: the rest, left in
+    /// `self`, which keeps what the answer said about the shard).
+    pub fn split_off_head(&mut self, n: usize) -> Fetched {
+        let rest = self.outcome.records.split_off(n);
+        let head = std::mem::replace(&mut self.outcome.records, rest);
+        let head_bytes = head.iter().map(|r| r.data.len()).sum();
+        Fetched {
+            outcome: FetchOutcome {
+                records: head,
+                millis_behind: self.outcome.millis_behind,
+                ..FetchOutcome::default()
+            },
+            lease: self.lease.split_off(head_bytes),
+        }
+    }
+}
+
+/// The settings a consumer reads with.
+#[derive(Debug, Clone)]
+pub(super) struct ConsumerSettings {
+    pub client: KinesisClient,
+    pub budget: MemoryBudget,
+    /// About how many bytes one GetRecords call may return.
+    pub call_bytes: usize,
+    /// At most this many records per GetRecords call.
+    pub call_records: usize,
+}
+
+/// A running shard consumer. Dropping it stops the task.
+#[derive(Debug)]
+pub(super) struct ShardConsumer {
+    answers: mpsc::Receiver<Result<Fetched, SourceError>>,
+    listing: watch::Sender<bool>,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+    /// An answer taken from the buffer that did not fit in the batch: the next batch's first.
+    held: Option<Fetched>,
+}
+
+impl ShardConsumer {
+    /// Starts reading with `reader` (a fork of the handed-out position) until `cancel` fires, the
+    /// shard ends, or an error that retrying cannot fix (handed out as the last answer).
+    pub fn start(
+        reader: ShardReader,
+        closed: bool,
+        settings: ConsumerSettings,
+        cancel: &CancellationToken,
+    ) -> Self {
+        let (sender, answers) = mpsc::channel(BUFFERED_ANSWERS);
+        let (listing, listing_rx) = watch::channel(closed);
+        let stop = cancel.child_token();
+        let task = tokio::spawn(consume(reader, settings, sender, listing_rx, stop.clone()));
+        Self {
+            answers,
+            listing,
+            stop,
+            task,
+            held: None,
+        }
+    }
+
+    /// The next buffered answer, without waiting. `None` when the buffer is empty or the
+    /// consumer has ended.
+    pub fn try_take(&mut self) -> Option<Result<Fetched, SourceError>> {
+        match self.held.take() {
+            Some(held) => Some(Ok(held)),
+            None => self.answers.try_recv().ok(),
+        }
+    }
+
+    /// Waits for the next answer. `None` once the consumer has ended and its buffer is empty.
+    pub async fn take(&mut self) -> Option<Result<Fetched, SourceError>> {
+        match self.held.take() {
+            Some(held) => Some(Ok(held)),
+            None => self.answers.recv().await,
+        }
+    }
+
+    /// Puts back an answer that did not fit in the batch: it is the next one taken.
+    pub fn hold(&mut self, fetched: Fetched) {
+        self.held = Some(fetched);
+    }
+
+    /// The consumer has ended (the shard is read to its end or to the run's end, or it failed)
+    /// and everything it buffered was taken.
+    pub fn is_done(&self) -> bool {
+        self.held.is_none() && self.answers.is_closed() && self.answers.is_empty()
+    }
+
+    /// Tells the consumer what the latest shard listing says: a consumer that found its shard
+    /// looking closed waits for this before it asks again.
+    pub fn relisted(&self, closed: bool) {
+        // Sent even when unchanged: the consumer waits for a new listing, not a new value.
+        self.listing.send_replace(closed);
+    }
+}
+
+impl Drop for ShardConsumer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        self.task.abort();
+    }
+}
+
+async fn consume(
+    mut reader: ShardReader,
+    settings: ConsumerSettings,
+    answers: mpsc::Sender<Result<Fetched, SourceError>>,
+    mut listing: watch::Receiver<bool>,
+    stop: CancellationToken,
+) {
+    let mut bytes_per_record = MAX_RECORD_BYTES;
+    // An empty answer at the tip is handed out once; repeating it would only fill the buffer.
+    let mut told_at_tip = false;
+    loop {
+        reader.set_closed(*listing.borrow_and_update());
+        let limit = (settings.call_bytes / bytes_per_record)
+            .clamp(1, settings.call_records.clamp(1, 10_000));
+        let limit = i32::try_from(limit).unwrap_or(10_000);
+        let outcome = match reader.fetch(&settings.client, limit, &stop).await {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                let _ = answers.send(Err(error)).await;
+                return;
+            }
+        };
+        if stop.is_cancelled() {
+            return;
+        }
+        let bytes: usize = outcome.records.iter().map(|r| r.data.len()).sum();
+        if !outcome.records.is_empty() {
+            bytes_per_record = bytes.div_ceil(outcome.records.len()).max(1);
+        }
+        let ends = outcome.finished || outcome.at_run_end;
+        let at_tip = outcome.records.is_empty() && outcome.caught_up();
+        let news =
+            !outcome.records.is_empty() || ends || outcome.relist || (at_tip && !told_at_tip);
+        if !news {
+            continue;
+        }
+        told_at_tip = at_tip;
+        let relist = outcome.relist;
+        let lease = tokio::select! {
+            lease = settings.budget.reserve(bytes) => lease,
+            () = stop.cancelled() => return,
+        };
+        let sent = tokio::select! {
+            sent = answers.send(Ok(Fetched { outcome, lease })) => sent.is_ok(),
+            () = stop.cancelled() => return,
+        };
+        if !sent || ends {
+            return;
+        }
+        if relist {
+            tokio::select! {
+                changed = listing.changed() => if changed.is_err() { return },
+                () = stop.cancelled() => return,
+            }
+        }
+    }
+}

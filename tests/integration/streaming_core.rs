@@ -1,0 +1,127 @@
+//! The streaming core: shards read ahead within one memory budget, and batches cut when the
+//! shards are caught up rather than after a fixed wait.
+
+use std::time::Duration;
+
+use kinesis_delta::pipeline::{self, RunMode};
+use tokio_util::sync::CancellationToken;
+
+use crate::end_to_end::{assert_exactly_once, put_triples};
+use crate::support::data::{records, triples};
+use crate::support::engine::table_rows;
+use crate::support::servers::{Kind, TestKinesis};
+use crate::support::{
+    create_streams, edit_config, load_pipeline, run_available_now, set_trigger_interval,
+    wait_until, write_config,
+};
+
+/// A backlog four times the memory budget: every record lands once, and no batch holds more than
+/// the budget allows (16 MiB at three times the record bytes: about 5.6 MB of records). Before
+/// the budget, one batch took the whole backlog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_larger_than_the_memory_budget_lands_once_in_batches_the_budget_bounds() {
+    let server = TestKinesis::start(Kind::KinesisMock).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), server.endpoint(), "budget", 100_000);
+    edit_config(
+        &config,
+        "memory_budget = \"128MiB\"",
+        "memory_budget = \"16MiB\"",
+    );
+    let pipeline = load_pipeline(&config);
+    let client = server.client().await;
+    create_streams(&client, &pipeline, 2).await;
+    // 100 pin records of about 200 KB: 20 MB in all.
+    let mut big = triples(0, 100);
+    for t in &mut big {
+        t.pin["description"] = "x".repeat(200_000).into();
+    }
+    let pin = records(&big, |t| &t.pin);
+    let record_bytes = pin[0].1.len();
+    // One at a time: a PutRecords call may carry at most 5 MB.
+    for (key, data) in &pin {
+        client
+            .put_record()
+            .stream_name(&pipeline.streams[0].stream)
+            .partition_key(key)
+            .data(aws_sdk_kinesis::primitives::Blob::new(data.clone()))
+            .send()
+            .await
+            .unwrap();
+    }
+    put_geo_and_user(&server, &pipeline, &big).await;
+    let (_, reports) = run_available_now(&pipeline).await;
+    let pin_batches: Vec<usize> = reports
+        .iter()
+        .filter(|r| r.stream == "pin")
+        .map(|r| r.rows_in)
+        .collect();
+    assert_eq!(pin_batches.iter().sum::<usize>(), 100);
+    let budget_records = (16 << 20) / 3 / record_bytes;
+    assert!(
+        pin_batches.iter().all(|&n| n <= budget_records),
+        "records per pin batch: {pin_batches:?}; the budget holds {budget_records}"
+    );
+    assert_exactly_once(&pipeline, 100).await;
+}
+
+async fn put_geo_and_user(
+    server: &TestKinesis,
+    pipeline: &kinesis_delta::config::Pipeline,
+    batch: &[crate::support::data::Triple],
+) {
+    let client = server.client().await;
+    let geo = records(batch, |t| &t.geo);
+    let user = records(batch, |t| &t.user);
+    crate::support::put_records(&client, &pipeline.streams[1].stream, &geo).await;
+    crate::support::put_records(&client, &pipeline.streams[2].stream, &user).await;
+}
+
+/// A running engine whose shards are caught up commits new records as soon as it reads them,
+/// however long `trigger_interval` is. Before, an idle engine slept a whole trigger interval
+/// between polls (here an hour).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_reaching_a_caught_up_engine_are_committed_without_waiting_for_the_trigger() {
+    let server = TestKinesis::start(Kind::KinesisMock).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), server.endpoint(), "ready", 100_000);
+    set_trigger_interval(&config, "1h");
+    let pipeline = load_pipeline(&config);
+    let client = server.client().await;
+    create_streams(&client, &pipeline, 2).await;
+    put_triples(&server, &pipeline, &triples(0, 10)).await;
+    let cancel = CancellationToken::new();
+    let engine = tokio::spawn({
+        let pipeline = pipeline.clone();
+        let cancel = cancel.clone();
+        async move {
+            let (sender, _receiver) = tokio::sync::mpsc::unbounded_channel();
+            pipeline::run(&pipeline, RunMode::Continuous, cancel, sender).await
+        }
+    });
+    let pin = pipeline.streams[0].table_uri.clone();
+    wait_until(
+        "the waiting records are committed",
+        Duration::from_secs(60),
+        || {
+            let pin = pin.clone();
+            async move { table_rows(&pin).await == 10 }
+        },
+    )
+    .await;
+    // The engine is now idle at the tip of every shard.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    put_triples(&server, &pipeline, &triples(10, 20)).await;
+    wait_until(
+        "records put while idle are committed within seconds",
+        Duration::from_secs(30),
+        || {
+            let pin = pin.clone();
+            async move { table_rows(&pin).await == 30 }
+        },
+    )
+    .await;
+    cancel.cancel();
+    engine.await.unwrap().unwrap();
+    assert_exactly_once(&pipeline, 30).await;
+}
