@@ -18,6 +18,10 @@ pub struct Cli {
     /// access log is `kinesis_delta::api::access` (on by default for `api` only).
     #[arg(long, global = true, env = "RUST_LOG")]
     pub log: Option<String>,
+    /// Threads that run the engine's tasks (reading, SQL, writing); decoding runs beside them.
+    /// Default: one per core.
+    #[arg(long, global = true, env = "KINESIS_DELTA_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    pub worker_threads: Option<u16>,
 }
 
 /// The subcommands.

@@ -5,6 +5,14 @@ use std::fmt;
 
 use serde::Serialize;
 
+/// The process's peak resident memory so far (`VmHWM`), where the system tells it (Linux).
+pub fn peak_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// What one committed micro-batch did.
 #[derive(Debug, Clone, Serialize)]
 pub struct BatchProgress {

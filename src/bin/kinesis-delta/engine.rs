@@ -32,6 +32,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             ProgressFormat::Json => println!("{}", serde_json::json!({"summary": s})),
         }
     }
+    if let Some(peak) = kinesis_delta::progress::peak_memory_bytes() {
+        match format {
+            ProgressFormat::Text => println!("peak memory: {} MiB", peak >> 20),
+            ProgressFormat::Json => println!("{}", serde_json::json!({"peak_memory_bytes": peak})),
+        }
+    }
     Ok(())
 }
 
