@@ -1,0 +1,209 @@
+//! Put → committed latency at a trickle, with the engine at its default settings.
+//!
+//! `cargo bench --bench latency` (`LATENCY_SECONDS`, default 60; `LATENCY_RATE`, default 20 puts/s)
+//!
+//! It starts the embedded Kinesis server in this process (in memory), creates the shipped
+//! config's three streams with 4 shards each and starts `kinesis-delta run` (continuous, default
+//! settings) as its own process. Then it puts one pin record at a time, `LATENCY_RATE` a second,
+//! each with a random partition key, and notes when each put was answered. A record's latency
+//! runs from that answer to the moment the Delta commit holding it was written: the commit file's
+//! modification time, matched to the record by the shard ranges the commit records.
+
+#![allow(missing_docs, clippy::print_stdout)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use aws_sdk_kinesis::primitives::Blob;
+use kinesis_delta::config::KinesisSettings;
+use kinesis_delta::local::{LocalKinesis, LocalKinesisSettings};
+use kinesis_delta::sequence::SequenceNumber;
+use kinesis_delta::source::connect;
+use tokio_util::sync::CancellationToken;
+
+const PIN_STREAM: &str = "streaming-0a40ea42f8d1-pin";
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(bench());
+}
+
+/// One answered put.
+struct Put {
+    shard: String,
+    sequence: SequenceNumber,
+    answered: SystemTime,
+}
+
+/// One commit of the pin table: when its file was written and the range it holds per shard.
+struct Commit {
+    written: SystemTime,
+    ranges: BTreeMap<String, (SequenceNumber, SequenceNumber)>,
+}
+
+async fn bench() {
+    let seconds = env_number("LATENCY_SECONDS", 60);
+    let rate = env_number("LATENCY_RATE", 20).max(1);
+    let cancel = CancellationToken::new();
+    let server = LocalKinesis::start(
+        &LocalKinesisSettings {
+            bind: "127.0.0.1:0".parse().expect("address"),
+            state_dir: None,
+        },
+        cancel.clone(),
+    )
+    .await
+    .expect("embedded Kinesis");
+    let endpoint = server.endpoint.clone();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let binary = env!("CARGO_BIN_EXE_kinesis-delta");
+    let created = Command::new(binary)
+        .args([
+            "streams",
+            "create",
+            "--shards",
+            "4",
+            "--endpoint-url",
+            &endpoint,
+        ])
+        .current_dir(repo)
+        .output()
+        .expect("streams create");
+    assert!(created.status.success(), "{created:?}");
+    let tables = tempfile::tempdir().expect("temp dir");
+    let root = tables.path().display().to_string();
+    let mut engine = Command::new(binary)
+        .args(["run", "--endpoint-url", &endpoint, "--table-root", &root])
+        .current_dir(repo)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("the engine starts");
+
+    let client = connect(&KinesisSettings {
+        endpoint_url: Some(endpoint.clone()),
+        ..KinesisSettings::default()
+    })
+    .await;
+    // Let the engine open its tables and reach the tip of every shard.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let interval = Duration::from_micros(1_000_000 / rate);
+    let total = seconds * rate;
+    let mut puts = Vec::with_capacity(total as usize);
+    let mut next = tokio::time::Instant::now();
+    for i in 0..total {
+        tokio::time::sleep_until(next).await;
+        next += interval;
+        let record = serde_json::json!({
+            "index": i, "unique_id": uuid::Uuid::new_v4().to_string(), "title": format!("post {i}"),
+            "description": "latency", "poster_name": "bench", "follower_count": "1k",
+            "tag_list": "a,b", "is_image_or_video": "image", "image_src": "https://example.com/x.jpg",
+            "downloaded": 1, "save_location": "Local save in /data/art", "category": "art",
+        });
+        let answer = client
+            .put_record()
+            .stream_name(PIN_STREAM)
+            .partition_key(uuid::Uuid::new_v4().to_string())
+            .data(Blob::new(serde_json::to_vec(&record).expect("JSON")))
+            .send()
+            .await
+            .expect("PutRecord");
+        puts.push(Put {
+            shard: answer.shard_id,
+            sequence: SequenceNumber::parse(&answer.sequence_number).expect("sequence number"),
+            answered: SystemTime::now(),
+        });
+    }
+    let waited = Instant::now();
+    let commits = loop {
+        let commits = pin_commits(&tables.path().join("pin/_delta_log"));
+        let all_in = puts.iter().all(|p| committed_at(&commits, p).is_some());
+        if all_in || waited.elapsed() > Duration::from_secs(30) {
+            break commits;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let _ = engine.kill();
+    let _ = engine.wait();
+    cancel.cancel();
+
+    let mut latencies: Vec<Duration> = puts
+        .iter()
+        .filter_map(|p| committed_at(&commits, p))
+        .collect();
+    assert_eq!(
+        latencies.len(),
+        puts.len(),
+        "every put record must be committed"
+    );
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "{} puts at {rate}/s over {seconds} s, {} commits of the pin table: put → committed p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
+        puts.len(),
+        commits.len(),
+        at(0.5).as_millis(),
+        at(0.9).as_millis(),
+        at(0.99).as_millis(),
+        at(1.0).as_millis()
+    );
+}
+
+fn committed_at(commits: &[Commit], put: &Put) -> Option<Duration> {
+    commits
+        .iter()
+        .find(|c| {
+            c.ranges
+                .get(&put.shard)
+                .is_some_and(|(first, last)| (first..=last).contains(&&put.sequence))
+        })
+        .map(|c| c.written.duration_since(put.answered).unwrap_or_default())
+}
+
+fn pin_commits(log: &Path) -> Vec<Commit> {
+    let Ok(entries) = std::fs::read_dir(log) else {
+        return Vec::new();
+    };
+    let mut commits = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let (Ok(text), Ok(meta)) = (std::fs::read_to_string(&path), entry.metadata()) else {
+            continue;
+        };
+        let Ok(written) = meta.modified() else {
+            continue;
+        };
+        for line in text.lines() {
+            let Ok(action) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            let Some(ranges) = action
+                .pointer("/commitInfo/kinesisDelta/ranges")
+                .and_then(|r| r.as_object())
+            else {
+                continue;
+            };
+            let ranges = ranges
+                .iter()
+                .filter_map(|(shard, range)| {
+                    let first = SequenceNumber::parse(range.get("first")?.as_str()?).ok()?;
+                    let last = SequenceNumber::parse(range.get("last")?.as_str()?).ok()?;
+                    Some((shard.clone(), (first, last)))
+                })
+                .collect();
+            commits.push(Commit { written, ranges });
+        }
+    }
+    commits
+}
