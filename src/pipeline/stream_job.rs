@@ -283,6 +283,7 @@ impl StreamJob {
             }
             // Another engine planned this batch first: its plan is the batch.
             ManifestOutcome::Existing(theirs) => {
+                drop(collected.lease);
                 return self.replay_pending(*theirs, started, cancel).await;
             }
             // Another engine planned it, committed it and 20 more, and pruned it meanwhile:

@@ -220,8 +220,9 @@ impl DeltaSink {
             .await;
         match result {
             Ok(finalized) => {
+                // The snapshot is brought up to date before the next use (`committed_batch`,
+                // or the next commit's check): not here, on the path of every batch.
                 let version = i64::try_from(finalized.version()).unwrap_or(i64::MAX);
-                self.table.update_state().await.map_err(err)?;
                 Ok(CommitOutcome::Committed {
                     version,
                     write,

@@ -67,6 +67,18 @@ impl MemoryBudget {
         BudgetLease { permit }
     }
 
+    /// Takes what is left of the share of `record_bytes` bytes of records, without waiting: for
+    /// records already in memory (a replayed batch), which waiting would not make smaller.
+    pub fn take_available(&self, record_bytes: usize) -> BudgetLease {
+        let wanted = (record_bytes * FOOTPRINT).div_ceil(UNIT);
+        let units = wanted.min(self.permits.available_permits());
+        let permit = u32::try_from(units)
+            .ok()
+            .filter(|&units| units > 0)
+            .and_then(|units| Arc::clone(&self.permits).try_acquire_many_owned(units).ok());
+        BudgetLease { permit }
+    }
+
     /// Less than a quarter of the budget is left: batches should be cut now rather than wait.
     pub fn under_pressure(&self) -> bool {
         self.permits.available_permits() < self.total_units as usize / 4
@@ -188,6 +200,16 @@ mod tests {
         drop(head);
         assert_eq!(budget.in_use(), 100 * 1024 * FOOTPRINT);
         drop(all);
+        assert_eq!(budget.in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn records_already_in_memory_take_what_is_left_without_waiting() {
+        let budget = MemoryBudget::new(3 * 1024 * 1024);
+        let most = budget.reserve(900 * 1024).await;
+        let replayed = budget.take_available(500 * 1024);
+        assert_eq!(budget.in_use(), 3 * 1024 * 1024, "all that was left");
+        drop((most, replayed));
         assert_eq!(budget.in_use(), 0);
     }
 

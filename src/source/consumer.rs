@@ -6,6 +6,9 @@
 //! it took. Stopping a consumer throws its buffer away: those records are read again from the
 //! handed-out position.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -69,6 +72,8 @@ pub(super) struct ShardConsumer {
     task: JoinHandle<()>,
     /// An answer taken from the buffer that did not fit in the batch: the next batch's first.
     held: Option<Fetched>,
+    /// The task holds records it fetched and has not buffered yet (waiting for memory).
+    fetched: Arc<AtomicBool>,
 }
 
 impl ShardConsumer {
@@ -83,13 +88,22 @@ impl ShardConsumer {
         let (sender, answers) = mpsc::channel(BUFFERED_ANSWERS);
         let (listing, listing_rx) = watch::channel(closed);
         let stop = cancel.child_token();
-        let task = tokio::spawn(consume(reader, settings, sender, listing_rx, stop.clone()));
+        let fetched = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(consume(
+            reader,
+            settings,
+            sender,
+            listing_rx,
+            Arc::clone(&fetched),
+            stop.clone(),
+        ));
         Self {
             answers,
             listing,
             stop,
             task,
             held: None,
+            fetched,
         }
     }
 
@@ -113,6 +127,12 @@ impl ShardConsumer {
     /// Puts back an answer that did not fit in the batch: it is the next one taken.
     pub fn hold(&mut self, fetched: Fetched) {
         self.held = Some(fetched);
+    }
+
+    /// Records were read that are not handed out yet: buffered, held, or fetched and waiting for
+    /// memory. The shard is then not at its tip, whatever its last handed-out answer said.
+    pub fn has_more(&self) -> bool {
+        self.held.is_some() || !self.answers.is_empty() || self.fetched.load(Ordering::Acquire)
     }
 
     /// The consumer has ended (the shard is read to its end or to the run's end, or it failed)
@@ -141,6 +161,7 @@ async fn consume(
     settings: ConsumerSettings,
     answers: mpsc::Sender<Result<Fetched, SourceError>>,
     mut listing: watch::Receiver<bool>,
+    fetched: Arc<AtomicBool>,
     stop: CancellationToken,
 ) {
     let mut bytes_per_record = MAX_RECORD_BYTES;
@@ -174,6 +195,8 @@ async fn consume(
         }
         told_at_tip = at_tip;
         let relist = outcome.relist;
+        // Seen by the batches before the answer is buffered: the shard has more than it handed out.
+        fetched.store(!outcome.records.is_empty(), Ordering::Release);
         let lease = tokio::select! {
             lease = settings.budget.reserve(bytes) => lease,
             () = stop.cancelled() => return,
@@ -182,6 +205,7 @@ async fn consume(
             sent = answers.send(Ok(Fetched { outcome, lease })) => sent.is_ok(),
             () = stop.cancelled() => return,
         };
+        fetched.store(false, Ordering::Release);
         if !sent || ends {
             return;
         }

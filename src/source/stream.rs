@@ -181,13 +181,25 @@ impl StreamSource {
         let finished = self.finished_map();
         readable_shards(&self.shards, &finished)
             .iter()
-            .filter(|s| {
-                self.readers
-                    .get(&s.shard_id)
-                    .is_some_and(ShardReader::is_at_tip)
-            })
+            .filter(|s| self.is_at_tip(&s.shard_id))
             .map(|s| s.shard_id.clone())
             .collect()
+    }
+
+    /// The shard's last answer handed out was empty at `MillisBehindLatest` 0, and its consumer
+    /// has nothing more: no answer buffered or held, and none waiting for memory.
+    fn is_at_tip(&self, shard_id: &str) -> bool {
+        self.readers
+            .get(shard_id)
+            .is_some_and(ShardReader::is_at_tip)
+            && !self.has_more(shard_id)
+    }
+
+    /// The shard's consumer has records not handed out yet.
+    fn has_more(&self, shard_id: &str) -> bool {
+        self.consumers
+            .get(shard_id)
+            .is_some_and(ShardConsumer::has_more)
     }
 
     /// Each known shard's position.
@@ -198,7 +210,7 @@ impl StreamSource {
                 let position = ShardPosition {
                     last: r.last_read().cloned(),
                     finished: r.is_finished(),
-                    at_tip: r.is_at_tip(),
+                    at_tip: self.is_at_tip(id),
                 };
                 (id.clone(), position)
             })
@@ -317,6 +329,7 @@ impl StreamSource {
             self.readers
                 .get(&s.shard_id)
                 .is_some_and(ShardReader::is_caught_up)
+                && !self.has_more(&s.shard_id)
         })
     }
 

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use kinesis_delta::pipeline::{self, RunMode};
+use kinesis_delta::source::{BatchLimits, MemoryBudget, StartPosition, StreamSource};
 use tokio_util::sync::CancellationToken;
 
 use crate::end_to_end::{assert_exactly_once, put_triples};
@@ -124,4 +125,69 @@ async fn records_reaching_a_caught_up_engine_are_committed_without_waiting_for_t
     cancel.cancel();
     engine.await.unwrap().unwrap();
     assert_exactly_once(&pipeline, 30).await;
+}
+
+/// Review finding: a shard's "at its tip" came from its last answer handed out, while its
+/// consumer already held newer records, waiting for memory. An idle engine then wrote tip markers
+/// (and manifests) saying nothing lay beyond its position, for as long as the wait lasted. Now a
+/// shard with records fetched but not handed out is never at its tip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_whose_reader_waits_for_memory_is_not_at_its_tip() {
+    let server = TestKinesis::start(Kind::KinesisMock).await;
+    let client = server.client().await;
+    crate::support::create_stream(&client, "tip-budget", 1).await;
+    let budget = MemoryBudget::new(16 << 20);
+    let mut source = StreamSource::new(client.clone(), "tip-budget", StartPosition::TrimHorizon, 5)
+        .with_budget(budget.clone());
+    let cancel = CancellationToken::new();
+    let limits = BatchLimits {
+        max_records: 1000,
+        max_bytes: 1 << 20,
+        max_wait: Duration::from_millis(300),
+    };
+    let mut at_tip = false;
+    for _ in 0..50 {
+        at_tip = source
+            .collect_batch(limits, &cancel)
+            .await
+            .unwrap()
+            .caught_up;
+        if at_tip {
+            break;
+        }
+    }
+    assert!(at_tip, "an empty shard reaches its tip");
+    assert_eq!(source.shards_at_tip(), ["shardId-000000000000"]);
+
+    let everything = budget.reserve(budget.record_bytes()).await;
+    crate::support::put_records(&client, "tip-budget", &[("k".into(), b"{}".to_vec())]).await;
+    let mut seen_more = false;
+    for _ in 0..50 {
+        let batch = source.collect_batch(limits, &cancel).await.unwrap();
+        assert!(batch.records.is_empty(), "no memory: nothing is handed out");
+        if !batch.caught_up {
+            seen_more = true;
+            assert!(source.shards_at_tip().is_empty());
+            assert!(source.positions().values().all(|p| !p.at_tip));
+            break;
+        }
+    }
+    assert!(
+        seen_more,
+        "the record fetched, waiting for memory, keeps the shard off its tip"
+    );
+    drop(everything);
+    let mut records = 0;
+    for _ in 0..50 {
+        records += source
+            .collect_batch(limits, &cancel)
+            .await
+            .unwrap()
+            .records
+            .len();
+        if records > 0 {
+            break;
+        }
+    }
+    assert_eq!(records, 1, "once memory is back, the record is handed out");
 }

@@ -79,7 +79,8 @@ impl StreamJob {
             .map(|r| (r.shard_id.to_string(), r.sequence_number.clone()))
             .collect();
         let bytes: usize = replayed.records.iter().map(|r| r.data.len()).sum();
-        let lease = self.source.budget().reserve(bytes).await;
+        // Already in memory: counted, but never waited for (the stream may hold the rest itself).
+        let lease = self.source.budget().take_available(bytes);
         let (decoded, decode) = self
             .decode(replayed.records, batch_id)
             .await
