@@ -12,7 +12,8 @@
 //!   to 10,000 records at most 5 times a second (Kinesis' limit, as the engine's default), until
 //!   an empty answer at `MillisBehindLatest` 0. Records are counted and dropped;
 //! * the engine: `kinesis-delta run --available-now` into fresh tables, default settings. Its
-//!   peak resident memory is the one it reports.
+//!   peak resident memory is the one it reports; its first commit is the oldest commit file of
+//!   the three tables, timed from the moment the process was started.
 //!
 //! It prints each round and the engine's throughput as a share of the bare drain's.
 
@@ -20,7 +21,7 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_kinesis::types::ShardIteratorType;
 use kinesis_delta::config::KinesisSettings;
@@ -93,12 +94,13 @@ async fn bench() {
         let run = engine_drain(&endpoint);
         let rate = run.records as f64 / run.took.as_secs_f64();
         println!(
-            "round {round}: engine --available-now: {} records in {:.2} s = {:.0} records/s ({:.0}% of the bare drain), peak RSS {} MiB",
+            "round {round}: engine --available-now: {} records in {:.2} s = {:.0} records/s ({:.0}% of the bare drain), peak RSS {} MiB, first commit {} ms after start",
             run.records,
             run.took.as_secs_f64(),
             rate,
             100.0 * rate / bare,
-            run.peak_memory >> 20
+            run.peak_memory >> 20,
+            run.first_commit.as_millis()
         );
         bare_rates.push(bare);
         engine_rates.push(rate);
@@ -193,12 +195,14 @@ struct EngineRun {
     records: u64,
     took: Duration,
     peak_memory: u64,
+    first_commit: Duration,
 }
 
 fn engine_drain(endpoint: &str) -> EngineRun {
     let tables = tempfile::tempdir().expect("temp dir");
     let root = tables.path().display().to_string();
     let started = Instant::now();
+    let started_at = SystemTime::now();
     let stdout = cli(
         endpoint,
         &[
@@ -211,10 +215,21 @@ fn engine_drain(endpoint: &str) -> EngineRun {
         ],
     );
     let took = started.elapsed();
+    let first_commit = ["pin", "geo", "user"]
+        .iter()
+        .filter_map(|table| std::fs::read_dir(tables.path().join(table).join("_delta_log")).ok())
+        .flatten()
+        .flatten()
+        .filter(|entry| entry.path().extension().is_some_and(|e| e == "json"))
+        .filter_map(|entry| entry.metadata().ok()?.modified().ok())
+        .min()
+        .and_then(|first| first.duration_since(started_at).ok())
+        .unwrap_or_default();
     let mut run = EngineRun {
         records: 0,
         took,
         peak_memory: 0,
+        first_commit,
     };
     for line in stdout.lines() {
         let value: serde_json::Value = serde_json::from_str(line).expect("a JSON line");

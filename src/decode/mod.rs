@@ -114,7 +114,13 @@ pub struct RecordDecoder {
 
 impl RecordDecoder {
     /// A decoder for `stream` with the declared raw schema.
-    pub fn new(stream: &str, raw_schema: SchemaRef) -> Self {
+    ///
+    /// Text is decoded as plain strings, not the string views DataFusion declares `VARCHAR` as:
+    /// arrow-json sizes a view column's buffers by its bytes of text counted as views (16 bytes
+    /// each), which took 16 times the memory of the records, and the tables store plain strings
+    /// anyway.
+    pub fn new(stream: &str, declared: SchemaRef) -> Self {
+        let raw_schema = without_views(&declared);
         let mut fields: Vec<Field> = raw_schema
             .fields()
             .iter()
@@ -193,6 +199,24 @@ impl RecordDecoder {
     fn metadata_columns(&self, records: &[&KinesisRecord]) -> Vec<ArrayRef> {
         metadata_columns(&self.stream, records)
     }
+}
+
+/// `schema` with every string or binary view (at any depth) as its plain array type.
+fn without_views(schema: &Schema) -> SchemaRef {
+    fn plain(field: &Field) -> Field {
+        let data_type = match field.data_type() {
+            DataType::Utf8View => DataType::Utf8,
+            DataType::BinaryView => DataType::Binary,
+            DataType::List(item) => DataType::List(Arc::new(plain(item))),
+            DataType::LargeList(item) => DataType::LargeList(Arc::new(plain(item))),
+            DataType::Struct(fields) => DataType::Struct(fields.iter().map(|f| plain(f)).collect()),
+            other => other.clone(),
+        };
+        field.clone().with_data_type(data_type)
+    }
+    Arc::new(Schema::new(
+        schema.fields().iter().map(|f| plain(f)).collect::<Vec<_>>(),
+    ))
 }
 
 /// The metadata columns of `records` read from `stream`.
@@ -315,6 +339,29 @@ mod tests {
         assert!(decoded.dead_letters.iter().all(|d| !d.error.is_empty()));
         let batch = dead_letter_batch("s", &decoded.dead_letters).unwrap();
         assert_eq!(batch.num_rows(), 6);
+    }
+
+    #[tokio::test]
+    async fn text_is_decoded_as_plain_strings() {
+        let declared = raw_schema_from_sql(
+            "CREATE TABLE raw (ind BIGINT, first_name VARCHAR)",
+            Path::new("user.schema.sql"),
+        )
+        .await
+        .unwrap();
+        // DataFusion declares VARCHAR as a string view: the decoder must not decode it as one.
+        assert_eq!(declared.field(1).data_type(), &DataType::Utf8View);
+        let decoder = user_decoder().await;
+        let declared = decoder.row_schema();
+        let first_name = declared.field_with_name("first_name").unwrap();
+        assert_eq!(first_name.data_type(), &DataType::Utf8);
+        let decoded = decoder
+            .decode(&[record(
+                1,
+                br#"{"ind": 1, "first_name": "a name longer than twelve"}"#,
+            )])
+            .unwrap();
+        assert_eq!(decoded.rows.column(1).data_type(), &DataType::Utf8);
     }
 
     #[tokio::test]

@@ -45,6 +45,7 @@ impl Fetched {
             outcome: FetchOutcome {
                 records: head,
                 millis_behind: self.outcome.millis_behind,
+                full: true,
                 ..FetchOutcome::default()
             },
             lease: self.lease.split_off(head_bytes),
@@ -70,6 +71,8 @@ pub(super) struct ShardConsumer {
     listing: watch::Sender<bool>,
     stop: CancellationToken,
     task: JoinHandle<()>,
+    /// The last answer handed out said nothing more is likely waiting ([`FetchOutcome::ready`]).
+    pub ready: bool,
     /// An answer taken from the buffer that did not fit in the batch: the next batch's first.
     held: Option<Fetched>,
     /// The task holds records it fetched and has not buffered yet (waiting for memory).
@@ -102,6 +105,7 @@ impl ShardConsumer {
             listing,
             stop,
             task,
+            ready: false,
             held: None,
             fetched,
         }

@@ -40,6 +40,8 @@ pub struct FetchOutcome {
     /// The shard looks closed but the listing says open (no next iterator, or no iterator): list
     /// the shards again before trusting either.
     pub relist: bool,
+    /// The answer held as many records as were asked for: more may be waiting.
+    pub full: bool,
 }
 
 impl FetchOutcome {
@@ -49,6 +51,13 @@ impl FetchOutcome {
         self.finished
             || self.at_run_end
             || (self.records.is_empty() && self.millis_behind == Some(0))
+    }
+
+    /// Nothing more is likely waiting: caught up, or fewer records than asked for at
+    /// `MillisBehindLatest` 0. Enough to cut a batch at once (latency); only [`Self::caught_up`]
+    /// says a shard was read to its end or is at its tip.
+    pub fn ready(&self) -> bool {
+        self.caught_up() || (!self.full && self.millis_behind == Some(0))
     }
 }
 
@@ -281,7 +290,7 @@ impl ShardReader {
             match response {
                 Ok(output) => {
                     self.backoff.reset();
-                    return self.accept(output);
+                    return self.accept(output, limit);
                 }
                 Err(err) => match classify(&err) {
                     ErrorClass::Throttled => {
@@ -315,7 +324,9 @@ impl ShardReader {
     fn accept(
         &mut self,
         output: aws_sdk_kinesis::operation::get_records::GetRecordsOutput,
+        limit: i32,
     ) -> Result<FetchOutcome, SourceError> {
+        let full = usize::try_from(limit).is_ok_and(|limit| output.records.len() >= limit);
         let mut records = Vec::with_capacity(output.records.len());
         for record in output.records {
             // Kinesis never sends such a number; skipping the record would lose it.
@@ -379,6 +390,7 @@ impl ShardReader {
             finished: self.finished,
             at_run_end: self.at_run_end,
             relist,
+            full,
         })
     }
 

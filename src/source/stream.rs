@@ -333,6 +333,18 @@ impl StreamSource {
         })
     }
 
+    /// Every readable shard's last answer handed out said nothing more is likely waiting, and
+    /// its consumer has nothing more buffered.
+    fn every_readable_ready(&self) -> bool {
+        let finished = self.finished_map();
+        readable_shards(&self.shards, &finished).iter().all(|s| {
+            let id = &s.shard_id;
+            let answered_ready = self.readers.get(id).is_some_and(ShardReader::is_caught_up)
+                || self.consumers.get(id).is_some_and(|c| c.ready);
+            answered_ready && !self.has_more(id)
+        })
+    }
+
     fn finished_map(&self) -> BTreeMap<String, bool> {
         self.readers
             .iter()
@@ -451,6 +463,9 @@ impl StreamSource {
         if let Some(reader) = self.readers.get_mut(shard_id) {
             reader.note_taken(&outcome);
         }
+        if let Some(consumer) = self.consumers.get_mut(shard_id) {
+            consumer.ready = outcome.ready();
+        }
         batch.lease.merge(lease);
         batch.millis_behind = batch.millis_behind.max(outcome.millis_behind.unwrap_or(0));
         if let (Some(first), Some(last)) = (outcome.records.first(), outcome.records.last()) {
@@ -509,7 +524,7 @@ impl StreamSource {
 
     /// The next micro-batch: what the shards' consumers have read, cut
     ///
-    /// * at once when every shard's last answer was empty at `MillisBehindLatest` 0 (latency),
+    /// * at once when every shard's last answer said nothing more is likely waiting (latency),
     /// * when it reaches `max_records` or `max_bytes`, or the memory budget runs low,
     /// * otherwise after `max_wait` (under load: commits stay rare and files large).
     ///
@@ -536,7 +551,8 @@ impl StreamSource {
             }
             let caught_up = self.every_readable_caught_up();
             let has_records = !batch.records.is_empty();
-            let cut = full || (has_records && (caught_up || self.budget.under_pressure()));
+            let cut = full
+                || (has_records && (self.every_readable_ready() || self.budget.under_pressure()));
             // A bounded run (or one whose shards all ended) has nothing more to wait for.
             let ended = caught_up && (self.end_after_ms.is_some() || self.consumers.is_empty());
             if cut || (!has_records && ended) || cancel.is_cancelled() || Instant::now() >= deadline

@@ -174,11 +174,15 @@ async fn a_pending_batch_partly_aged_out_loses_only_what_is_gone() {
         through: first,
     });
 
+    // The trim took batch 1's checkpointed record too. Batch 1 was cut when its answer came back
+    // short at `MillisBehindLatest = 0`, not after an empty one: nothing recorded that no record
+    // lay beyond it, so the aged-out checkpoint may be the first stop, before the pending batch.
     let err = run_expecting_error(&pipeline).await;
     assert!(
         matches!(
             err,
             EngineError::Source(kinesis_delta::source::SourceError::RecordsGone { .. })
+                | EngineError::LostStream { .. }
         ),
         "{err}"
     );
