@@ -107,6 +107,7 @@ impl EngineError {
                 | SourceError::RecordsGone { .. },
             ) => ErrorKind::User,
             Self::Sink(SinkError::DamagedManifest { .. }) => ErrorKind::User,
+            Self::Source(SourceError::ReaderStopped { .. }) => ErrorKind::Internal,
             Self::Source(_) | Self::Sink(_) => ErrorKind::External,
             Self::Internal(_) => ErrorKind::Internal,
         }

@@ -126,6 +126,16 @@ pub enum SourceError {
         /// How many answers came without one.
         attempts: u32,
     },
+    /// A shard's reader task ended before the shard did, without an error: a bug.
+    #[error(
+        "stream `{stream}` shard {shard}: the shard's reader stopped unexpectedly (a bug in kinesis-delta: please report it with the log); nothing was lost, the shard's position is kept: run again"
+    )]
+    ReaderStopped {
+        /// The stream.
+        stream: String,
+        /// The shard.
+        shard: String,
+    },
     /// The records of a planned, uncommitted batch are no longer in the shard (trimmed by
     /// retention, or the server lost its state). The user's to decide: see the message.
     #[error(

@@ -74,6 +74,46 @@ enum NewIterator {
     None,
 }
 
+/// Kinesis' per-shard read limit, as a bucket of calls: `per_second` a second on average, up to
+/// `per_second` at once. A new reader can ask again right after a small first answer instead of
+/// waiting out a fixed interval.
+#[derive(Debug, Clone)]
+struct CallBudget {
+    per_second: f64,
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl CallBudget {
+    fn new(per_second: u32) -> Self {
+        let per_second = f64::from(per_second.max(1));
+        Self {
+            per_second,
+            tokens: per_second,
+            refilled: Instant::now(),
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let earned = now.saturating_duration_since(self.refilled).as_secs_f64() * self.per_second;
+        self.tokens = (self.tokens + earned).min(self.per_second);
+        self.refilled = self.refilled.max(now);
+    }
+
+    /// When the next call may be made, seen at `now`.
+    fn next_call(&mut self, now: Instant) -> Instant {
+        self.refill(now);
+        let missing = (1.0 - self.tokens).max(0.0);
+        self.refilled + Duration::from_secs_f64(missing / self.per_second)
+    }
+
+    /// Spends one call, made at `now`.
+    fn spend(&mut self, now: Instant) {
+        self.refill(now);
+        self.tokens -= 1.0;
+    }
+}
+
 /// One shard's reading state.
 #[derive(Debug, Clone)]
 pub struct ShardReader {
@@ -93,8 +133,7 @@ pub struct ShardReader {
     continue_after_expiry: bool,
     /// Reading from the oldest record after such a refusal: records up to here were consumed.
     skip_through: Option<SequenceNumber>,
-    min_interval: Duration,
-    next_call: Instant,
+    calls: CallBudget,
     backoff: Backoff,
 }
 
@@ -121,8 +160,7 @@ impl ShardReader {
             at_tip: false,
             continue_after_expiry: false,
             skip_through: None,
-            min_interval: Duration::from_millis(1000 / u64::from(calls_per_second.max(1))),
-            next_call: Instant::now(),
+            calls: CallBudget::new(calls_per_second),
             backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(10)),
         }
     }
@@ -243,10 +281,10 @@ impl ShardReader {
                 return Ok(FetchOutcome::default());
             }
             tokio::select! {
-                () = tokio::time::sleep_until(self.next_call) => {}
+                () = tokio::time::sleep_until(self.calls.next_call(Instant::now())) => {}
                 () = cancel.cancelled() => return Ok(FetchOutcome::default()),
             }
-            self.next_call = Instant::now() + self.min_interval;
+            self.calls.spend(Instant::now());
             let iterator = match &self.iterator {
                 Some(iterator) => iterator.clone(),
                 None => match self.new_iterator(client).await? {
@@ -465,6 +503,34 @@ impl ShardReader {
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = cancel.cancelled() => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_burst_up_to_the_per_second_limit_then_keep_to_it() {
+        let mut calls = CallBudget::new(5);
+        let start = calls.refilled;
+        let mut now = start;
+        let mut made = Vec::new();
+        while now - start < Duration::from_secs(3) {
+            now = now.max(calls.next_call(now));
+            calls.spend(now);
+            made.push((now - start).as_millis());
+        }
+        // Five at once, then one every 200 ms.
+        assert_eq!(made[..7], [0, 0, 0, 0, 0, 200, 400], "{made:?}");
+        for second in 0..3 {
+            let in_window = made
+                .iter()
+                .filter(|&&at| (second * 1000..(second + 1) * 1000).contains(&at))
+                .count();
+            let limit = if second == 0 { 10 } else { 5 };
+            assert!(in_window <= limit, "second {second}: {in_window} calls");
         }
     }
 }

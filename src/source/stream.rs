@@ -359,8 +359,21 @@ impl StreamSource {
     }
 
     /// Starts a consumer for every readable shard that has more to read and none yet.
-    fn start_consumers(&mut self, limits: BatchLimits, cancel: &CancellationToken) {
-        self.consumers.retain(|_, c| !c.is_done());
+    fn start_consumers(
+        &mut self,
+        limits: BatchLimits,
+        cancel: &CancellationToken,
+    ) -> Result<(), SourceError> {
+        let done: Vec<String> = self
+            .consumers
+            .iter()
+            .filter(|(_, c)| c.is_done())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in done {
+            self.consumers.remove(&id);
+            self.check_ended(&id, cancel)?;
+        }
         let finished = self.finished_map();
         let readable: Vec<ShardInfo> = readable_shards(&self.shards, &finished)
             .into_iter()
@@ -390,6 +403,25 @@ impl StreamSource {
             let consumer = ShardConsumer::start(reader.fork(), shard.closed, settings, cancel);
             self.consumers.insert(shard.shard_id.clone(), consumer);
         }
+        Ok(())
+    }
+
+    /// A consumer whose answers are all taken ends only with its shard (read to its end or to the
+    /// run's end), with an error it handed out, or at shutdown; otherwise its task died (a panic).
+    /// Restarting it would hide that, and could repeat it forever.
+    fn check_ended(&self, shard_id: &str, cancel: &CancellationToken) -> Result<(), SourceError> {
+        let ended = cancel.is_cancelled()
+            || self
+                .readers
+                .get(shard_id)
+                .is_some_and(|r| r.is_finished() || r.is_at_run_end());
+        if ended {
+            return Ok(());
+        }
+        Err(SourceError::ReaderStopped {
+            stream: self.stream.clone(),
+            shard: shard_id.to_owned(),
+        })
     }
 
     /// Takes what the consumers have buffered into `batch`, within `limits`. Returns whether a
@@ -512,6 +544,7 @@ impl StreamSource {
         match answer {
             None => {
                 self.consumers.remove(&id);
+                self.check_ended(&id, cancel)?;
                 Ok(false)
             }
             Some(answer) => match self.offer(&id, answer?, batch, limits) {
@@ -541,7 +574,7 @@ impl StreamSource {
         let deadline = Instant::now() + limits.max_wait;
         let mut batch = CollectedBatch::default();
         loop {
-            self.start_consumers(limits, cancel);
+            self.start_consumers(limits, cancel)?;
             let (relist, full) = self.take_buffered(&mut batch, limits)?;
             if relist {
                 // A shard closed: its children (now readable) are listed and read in this batch.

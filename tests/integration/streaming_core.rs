@@ -17,8 +17,8 @@ use crate::support::{
 };
 
 /// A backlog four times the memory budget: every record lands once, and no batch holds more than
-/// the budget allows (16 MiB at three times the record bytes: about 5.6 MB of records). Before
-/// the budget, one batch took the whole backlog.
+/// the budget allows (16 MiB at three times the record bytes: about 5.6 MB of records), where the
+/// batch limits alone (64 MiB) would let one batch take the whole backlog.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_larger_than_the_memory_budget_lands_once_in_batches_the_budget_bounds() {
     let server = TestKinesis::start(Kind::KinesisMock).await;
