@@ -19,15 +19,15 @@
 
 #![allow(missing_docs, clippy::print_stdout)]
 
-use std::path::Path;
-use std::process::Command;
+mod common;
+
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_kinesis::types::ShardIteratorType;
-use kinesis_delta::config::KinesisSettings;
-use kinesis_delta::local::{LocalKinesis, LocalKinesisSettings};
-use kinesis_delta::source::{KinesisClient, connect};
+use kinesis_delta::source::KinesisClient;
 use tokio_util::sync::CancellationToken;
+
+use common::{binary, env_number, start_server};
 
 const SHARDS: &str = "4";
 const STREAMS: [&str; 3] = [
@@ -35,13 +35,6 @@ const STREAMS: [&str; 3] = [
     "streaming-0a40ea42f8d1-geo",
     "streaming-0a40ea42f8d1-user",
 ];
-
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
@@ -52,16 +45,7 @@ async fn bench() {
     let posts = env_number("DRAIN_POSTS", 100_000);
     let rounds = env_number("DRAIN_ROUNDS", 3);
     let cancel = CancellationToken::new();
-    let server = LocalKinesis::start(
-        &LocalKinesisSettings {
-            bind: "127.0.0.1:0".parse().expect("address"),
-            state_dir: None,
-        },
-        cancel.clone(),
-    )
-    .await
-    .expect("embedded Kinesis");
-    let endpoint = server.endpoint.clone();
+    let (endpoint, client) = start_server(&cancel).await;
     cli(&endpoint, &["streams", "create", "--shards", SHARDS]);
     let started = Instant::now();
     let count = posts.to_string();
@@ -76,11 +60,6 @@ async fn bench() {
         posts * 3,
         started.elapsed().as_secs_f64()
     );
-    let client = connect(&KinesisSettings {
-        endpoint_url: Some(endpoint.clone()),
-        ..KinesisSettings::default()
-    })
-    .await;
     let mut bare_rates = Vec::new();
     let mut engine_rates = Vec::new();
     for round in 1..=rounds {
@@ -119,12 +98,7 @@ async fn bench() {
 
 /// Runs the binary against the server and waits for it to succeed.
 fn cli(endpoint: &str, args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_kinesis-delta"))
-        .args(args)
-        .args(["--endpoint-url", endpoint])
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
-        .output()
-        .expect("kinesis-delta runs");
+    let output = binary(endpoint, args).output().expect("kinesis-delta runs");
     assert!(
         output.status.success(),
         "kinesis-delta {args:?}: {}",

@@ -11,26 +11,20 @@
 
 #![allow(missing_docs, clippy::print_stdout)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_kinesis::primitives::Blob;
-use kinesis_delta::config::KinesisSettings;
-use kinesis_delta::local::{LocalKinesis, LocalKinesisSettings};
 use kinesis_delta::sequence::SequenceNumber;
-use kinesis_delta::source::connect;
 use tokio_util::sync::CancellationToken;
 
-const PIN_STREAM: &str = "streaming-0a40ea42f8d1-pin";
+use common::{binary, env_number, start_server};
 
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+const PIN_STREAM: &str = "streaming-0a40ea42f8d1-pin";
 
 fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
@@ -54,45 +48,18 @@ async fn bench() {
     let seconds = env_number("LATENCY_SECONDS", 60);
     let rate = env_number("LATENCY_RATE", 20).max(1);
     let cancel = CancellationToken::new();
-    let server = LocalKinesis::start(
-        &LocalKinesisSettings {
-            bind: "127.0.0.1:0".parse().expect("address"),
-            state_dir: None,
-        },
-        cancel.clone(),
-    )
-    .await
-    .expect("embedded Kinesis");
-    let endpoint = server.endpoint.clone();
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let binary = env!("CARGO_BIN_EXE_kinesis-delta");
-    let created = Command::new(binary)
-        .args([
-            "streams",
-            "create",
-            "--shards",
-            "4",
-            "--endpoint-url",
-            &endpoint,
-        ])
-        .current_dir(repo)
+    let (endpoint, client) = start_server(&cancel).await;
+    let created = binary(&endpoint, &["streams", "create", "--shards", "4"])
         .output()
         .expect("streams create");
     assert!(created.status.success(), "{created:?}");
     let tables = tempfile::tempdir().expect("temp dir");
     let root = tables.path().display().to_string();
-    let mut engine = Command::new(binary)
-        .args(["run", "--endpoint-url", &endpoint, "--table-root", &root])
-        .current_dir(repo)
+    let mut engine = binary(&endpoint, &["run", "--table-root", &root])
         .stdout(Stdio::null())
         .spawn()
         .expect("the engine starts");
 
-    let client = connect(&KinesisSettings {
-        endpoint_url: Some(endpoint.clone()),
-        ..KinesisSettings::default()
-    })
-    .await;
     // Let the engine open its tables and reach the tip of every shard.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let interval = Duration::from_micros(1_000_000 / rate);
