@@ -85,17 +85,13 @@ impl MemoryBudget {
     }
 
     /// The bytes of the budget in use now (record data times [`FOOTPRINT`]).
-    pub fn in_use(&self) -> usize {
+    #[cfg(test)]
+    fn in_use(&self) -> usize {
         (self.total_units as usize - self.permits.available_permits()) * UNIT
     }
 }
 
 impl BudgetLease {
-    /// An empty lease.
-    pub fn none() -> Self {
-        Self::default()
-    }
-
     /// Splits off the share of `record_bytes` bytes of records (at most all of this one).
     pub fn split_off(&mut self, record_bytes: usize) -> BudgetLease {
         let units = (record_bytes * FOOTPRINT).div_ceil(UNIT);
@@ -216,10 +212,10 @@ mod tests {
     #[tokio::test]
     async fn merged_leases_give_back_their_sum() {
         let budget = MemoryBudget::new(3 * 1024 * 1024);
-        let mut lease = BudgetLease::none();
+        let mut lease = BudgetLease::default();
         lease.merge(budget.reserve(100 * 1024).await);
         lease.merge(budget.reserve(200 * 1024).await);
-        lease.merge(BudgetLease::none());
+        lease.merge(BudgetLease::default());
         assert_eq!(budget.in_use(), 300 * 1024 * FOOTPRINT);
         drop(lease);
         assert_eq!(budget.in_use(), 0);

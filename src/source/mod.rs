@@ -14,6 +14,7 @@
 mod backoff;
 mod budget;
 mod client;
+mod collect;
 mod consumer;
 mod error;
 mod reader;
@@ -22,7 +23,7 @@ mod shards;
 mod stream;
 
 pub use backoff::Backoff;
-pub use budget::{BudgetLease, DEFAULT_MEMORY_BUDGET, FOOTPRINT, MemoryBudget};
+pub use budget::{BudgetLease, DEFAULT_MEMORY_BUDGET, MemoryBudget};
 pub use client::{KinesisClient, connect, connect_checked};
 pub use error::{ErrorClass, SourceError, classify};
 pub use reader::{FetchOutcome, ShardReader, StartPosition};

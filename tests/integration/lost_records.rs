@@ -7,12 +7,12 @@ use kinesis_delta::config::LostStreamPolicy;
 use kinesis_delta::pipeline::{EngineError, ErrorKind};
 
 use crate::end_to_end::{assert_exactly_once, put_triples};
-use crate::support::data::triples;
+use crate::support::data::{records, triples};
 use crate::support::engine::{read_log, undo_last_table_commit};
 use crate::support::fault_proxy::{FaultPlan, FaultProxy, Trim};
 use crate::support::servers::{Kind, TestKinesis, lose_server_state};
 use crate::support::{
-    create_streams, load_pipeline, put_records, query_counts, run_available_now,
+    create_streams, load_pipeline, put_each, put_records, query_counts, run_available_now,
     run_expecting_error, set_trigger_interval, write_config,
 };
 
@@ -433,19 +433,8 @@ async fn a_shard_gone_from_the_listing_follows_the_same_rule() {
         .unwrap()
         .push((pin.stream.clone(), "shardId-000000000000".into()));
     // New pin records only on the other shard (the top of the hash key range).
-    for t in triples(100, 20) {
-        client
-            .put_record()
-            .stream_name(&pin.stream)
-            .partition_key("k")
-            .explicit_hash_key(u128::MAX.to_string())
-            .data(aws_sdk_kinesis::primitives::Blob::new(
-                serde_json::to_vec(&t.pin).unwrap(),
-            ))
-            .send()
-            .await
-            .unwrap();
-    }
+    let records = records(&triples(100, 20), |t| &t.pin);
+    put_each(&client, &pin.stream, &records, Some(u128::MAX)).await;
     // Three days later (the checkpoint and its tip marker aged alike), the gap is not safe.
     let pin_dir = dir.path().join("tables/pin");
     let manifest = newest_manifest_path(&pin_dir);

@@ -17,8 +17,8 @@ use crate::support::engine::{engine_command, table_rows, wait_with_deadline};
 use crate::support::fault_proxy::{FaultPlan, FaultProxy};
 use crate::support::servers::{Kind, TestKinesis};
 use crate::support::{
-    create_streams, edit_config, load_pipeline, put_records, query_counts, run_available_now,
-    wait_until, write_config,
+    create_streams, edit_config, load_pipeline, put_each, put_records, query_counts,
+    run_available_now, wait_until, write_config,
 };
 
 /// Item 4: GetShardIterator answered without an iterator for an open shard. Before the fix the
@@ -373,17 +373,8 @@ async fn available_now_with_a_small_byte_budget_reads_every_shard() {
     // Every record on the last shard (the top of the hash key range).
     let batch = triples(0, 40);
     for spec in &pipeline.streams {
-        for (key, data) in stream_records(&spec.name, &batch) {
-            client
-                .put_record()
-                .stream_name(&spec.stream)
-                .partition_key(key)
-                .explicit_hash_key(u128::MAX.to_string())
-                .data(aws_sdk_kinesis::primitives::Blob::new(data))
-                .send()
-                .await
-                .unwrap();
-        }
+        let records = stream_records(&spec.name, &batch);
+        put_each(&client, &spec.stream, &records, Some(u128::MAX)).await;
     }
     run_available_now(&pipeline).await;
     assert_exactly_once(&pipeline, 40).await;

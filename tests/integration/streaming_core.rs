@@ -12,8 +12,8 @@ use crate::support::data::{records, triples};
 use crate::support::engine::table_rows;
 use crate::support::servers::{Kind, TestKinesis};
 use crate::support::{
-    create_streams, edit_config, load_pipeline, run_available_now, set_trigger_interval,
-    wait_until, write_config,
+    create_streams, edit_config, load_pipeline, put_each, put_records, run_available_now,
+    set_trigger_interval, wait_until, write_config,
 };
 
 /// A backlog four times the memory budget: every record lands once, and no batch holds more than
@@ -40,17 +40,19 @@ async fn a_backlog_larger_than_the_memory_budget_lands_once_in_batches_the_budge
     let pin = records(&big, |t| &t.pin);
     let record_bytes = pin[0].1.len();
     // One at a time: a PutRecords call may carry at most 5 MB.
-    for (key, data) in &pin {
-        client
-            .put_record()
-            .stream_name(&pipeline.streams[0].stream)
-            .partition_key(key)
-            .data(aws_sdk_kinesis::primitives::Blob::new(data.clone()))
-            .send()
-            .await
-            .unwrap();
-    }
-    put_geo_and_user(&server, &pipeline, &big).await;
+    put_each(&client, &pipeline.streams[0].stream, &pin, None).await;
+    put_records(
+        &client,
+        &pipeline.streams[1].stream,
+        &records(&big, |t| &t.geo),
+    )
+    .await;
+    put_records(
+        &client,
+        &pipeline.streams[2].stream,
+        &records(&big, |t| &t.user),
+    )
+    .await;
     let (_, reports) = run_available_now(&pipeline).await;
     let pin_batches: Vec<usize> = reports
         .iter()
@@ -64,18 +66,6 @@ async fn a_backlog_larger_than_the_memory_budget_lands_once_in_batches_the_budge
         "records per pin batch: {pin_batches:?}; the budget holds {budget_records}"
     );
     assert_exactly_once(&pipeline, 100).await;
-}
-
-async fn put_geo_and_user(
-    server: &TestKinesis,
-    pipeline: &kinesis_delta::config::Pipeline,
-    batch: &[crate::support::data::Triple],
-) {
-    let client = server.client().await;
-    let geo = records(batch, |t| &t.geo);
-    let user = records(batch, |t| &t.user);
-    crate::support::put_records(&client, &pipeline.streams[1].stream, &geo).await;
-    crate::support::put_records(&client, &pipeline.streams[2].stream, &user).await;
 }
 
 /// A running engine whose shards are caught up commits new records as soon as it reads them,
@@ -160,7 +150,7 @@ async fn a_shard_whose_reader_waits_for_memory_is_not_at_its_tip() {
     assert_eq!(source.shards_at_tip(), ["shardId-000000000000"]);
 
     let everything = budget.reserve(budget.record_bytes()).await;
-    crate::support::put_records(&client, "tip-budget", &[("k".into(), b"{}".to_vec())]).await;
+    put_records(&client, "tip-budget", &[("k".into(), b"{}".to_vec())]).await;
     let mut seen_more = false;
     for _ in 0..50 {
         let batch = source.collect_batch(limits, &cancel).await.unwrap();

@@ -115,7 +115,7 @@ impl StreamJob {
             millis_behind: 0,
             replayed: true,
             records_gone: true,
-            lease: BudgetLease::none(),
+            lease: BudgetLease::default(),
         })
     }
 

@@ -72,6 +72,27 @@ pub async fn wait_active(client: &KinesisClient, name: &str) {
     }
 }
 
+/// Puts records (partition key, bytes) one PutRecord at a time (records too large together for
+/// one PutRecords call), all on the shard of `hash_key` when one is given.
+pub async fn put_each(
+    client: &KinesisClient,
+    stream: &str,
+    records: &[(String, Vec<u8>)],
+    hash_key: Option<u128>,
+) {
+    for (key, data) in records {
+        client
+            .put_record()
+            .stream_name(stream)
+            .partition_key(key)
+            .set_explicit_hash_key(hash_key.map(|k| k.to_string()))
+            .data(aws_sdk_kinesis::primitives::Blob::new(data.clone()))
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
 /// Puts records (partition key, bytes) with PutRecords, retrying failed entries until all are in.
 pub async fn put_records(client: &KinesisClient, stream: &str, records: &[(String, Vec<u8>)]) {
     for chunk in records.chunks(500) {
