@@ -6,8 +6,9 @@
 //! it took. Stopping a consumer throws its buffer away: those records are read again from the
 //! handed-out position.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -77,6 +78,9 @@ pub(super) struct ShardConsumer {
     held: Option<Fetched>,
     /// The task holds records it fetched and has not buffered yet (waiting for memory).
     fetched: Arc<AtomicBool>,
+    /// When the task's latest answer was empty at `MillisBehindLatest` 0; `None` once an answer
+    /// said otherwise. Calls that fail (an outage, throttling) leave it to age.
+    tip_seen: Arc<Mutex<Option<Instant>>>,
 }
 
 impl ShardConsumer {
@@ -92,12 +96,17 @@ impl ShardConsumer {
         let (listing, listing_rx) = watch::channel(closed);
         let stop = cancel.child_token();
         let fetched = Arc::new(AtomicBool::new(false));
+        let tip_seen = Arc::new(Mutex::new(None));
+        let flags = TaskFlags {
+            fetched: Arc::clone(&fetched),
+            tip_seen: Arc::clone(&tip_seen),
+        };
         let task = tokio::spawn(consume(
             reader,
             settings,
             sender,
             listing_rx,
-            Arc::clone(&fetched),
+            flags,
             stop.clone(),
         ));
         Self {
@@ -108,6 +117,7 @@ impl ShardConsumer {
             ready: false,
             held: None,
             fetched,
+            tip_seen,
         }
     }
 
@@ -139,6 +149,16 @@ impl ShardConsumer {
         self.held.is_some() || !self.answers.is_empty() || self.fetched.load(Ordering::Acquire)
     }
 
+    /// The task's latest answer, no older than `within`, was empty at `MillisBehindLatest` 0:
+    /// the shard is still at its tip, not merely last seen there before an outage.
+    pub fn tip_confirmed(&self, within: Duration) -> bool {
+        self.tip_seen
+            .lock()
+            .ok()
+            .and_then(|seen| *seen)
+            .is_some_and(|at| at.elapsed() <= within)
+    }
+
     /// The consumer has ended (the shard is read to its end or to the run's end, or it failed)
     /// and everything it buffered was taken.
     pub fn is_done(&self) -> bool {
@@ -160,12 +180,18 @@ impl Drop for ShardConsumer {
     }
 }
 
+/// What the task tells the batches between its answers.
+struct TaskFlags {
+    fetched: Arc<AtomicBool>,
+    tip_seen: Arc<Mutex<Option<Instant>>>,
+}
+
 async fn consume(
     mut reader: ShardReader,
     settings: ConsumerSettings,
     answers: mpsc::Sender<Result<Fetched, SourceError>>,
     mut listing: watch::Receiver<bool>,
-    fetched: Arc<AtomicBool>,
+    flags: TaskFlags,
     stop: CancellationToken,
 ) {
     let mut bytes_per_record = MAX_RECORD_BYTES;
@@ -192,6 +218,10 @@ async fn consume(
         }
         let ends = outcome.finished || outcome.at_run_end;
         let at_tip = outcome.records.is_empty() && outcome.caught_up();
+        if let Ok(mut seen) = flags.tip_seen.lock() {
+            let confirmed = outcome.records.is_empty() && outcome.millis_behind == Some(0);
+            *seen = confirmed.then(Instant::now);
+        }
         let news =
             !outcome.records.is_empty() || ends || outcome.relist || (at_tip && !told_at_tip);
         if !news {
@@ -200,7 +230,9 @@ async fn consume(
         told_at_tip = at_tip;
         let relist = outcome.relist;
         // Seen by the batches before the answer is buffered: the shard has more than it handed out.
-        fetched.store(!outcome.records.is_empty(), Ordering::Release);
+        flags
+            .fetched
+            .store(!outcome.records.is_empty(), Ordering::Release);
         let lease = tokio::select! {
             lease = settings.budget.reserve(bytes) => lease,
             () = stop.cancelled() => return,
@@ -209,7 +241,7 @@ async fn consume(
             sent = answers.send(Ok(Fetched { outcome, lease })) => sent.is_ok(),
             () = stop.cancelled() => return,
         };
-        fetched.store(false, Ordering::Release);
+        flags.fetched.store(false, Ordering::Release);
         if !sent || ends {
             return;
         }

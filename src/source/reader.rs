@@ -1,7 +1,7 @@
 //! Reads one shard: keeps its iterator and position, paces GetRecords calls, and survives
 //! throttling, expired iterators and the service being away without skipping a record.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_kinesis::types::ShardIteratorType;
@@ -133,7 +133,8 @@ pub struct ShardReader {
     continue_after_expiry: bool,
     /// Reading from the oldest record after such a refusal: records up to here were consumed.
     skip_through: Option<SequenceNumber>,
-    calls: CallBudget,
+    /// Shared with the reader's forks: a shard's consumers, one after another, spend one budget.
+    calls: Arc<Mutex<CallBudget>>,
     backoff: Backoff,
 }
 
@@ -160,7 +161,7 @@ impl ShardReader {
             at_tip: false,
             continue_after_expiry: false,
             skip_through: None,
-            calls: CallBudget::new(calls_per_second),
+            calls: Arc::new(Mutex::new(CallBudget::new(calls_per_second))),
             backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(10)),
         }
     }
@@ -255,6 +256,14 @@ impl ShardReader {
             !outcome.at_run_end && outcome.records.is_empty() && outcome.millis_behind == Some(0);
     }
 
+    /// When the shard's call budget allows the next call.
+    fn next_call(&self) -> Instant {
+        let now = Instant::now();
+        self.calls
+            .lock()
+            .map_or(now, |mut calls| calls.next_call(now))
+    }
+
     /// Marks the shard as read to its end (known from a committed batch).
     pub fn mark_finished(&mut self) {
         self.finished = true;
@@ -281,10 +290,12 @@ impl ShardReader {
                 return Ok(FetchOutcome::default());
             }
             tokio::select! {
-                () = tokio::time::sleep_until(self.calls.next_call(Instant::now())) => {}
+                () = tokio::time::sleep_until(self.next_call()) => {}
                 () = cancel.cancelled() => return Ok(FetchOutcome::default()),
             }
-            self.calls.spend(Instant::now());
+            if let Ok(mut calls) = self.calls.lock() {
+                calls.spend(Instant::now());
+            }
             let iterator = match &self.iterator {
                 Some(iterator) => iterator.clone(),
                 None => match self.new_iterator(client).await? {
@@ -510,6 +521,22 @@ impl ShardReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reader_and_its_forks_spend_one_call_budget() {
+        let reader = ShardReader::new("s", "shardId-0", StartPosition::TrimHorizon, None, 5);
+        let first = reader.fork();
+        let now = Instant::now();
+        for _ in 0..5 {
+            first.calls.lock().unwrap().spend(now);
+        }
+        drop(first);
+        let second = reader.fork();
+        assert!(
+            second.next_call() > Instant::now(),
+            "the spent calls are remembered"
+        );
+    }
 
     #[test]
     fn calls_burst_up_to_the_per_second_limit_then_keep_to_it() {

@@ -136,6 +136,9 @@ impl StreamSource {
         rules: &ReplayRules,
         cancel: &CancellationToken,
     ) -> Result<Replayed, SourceError> {
+        // The shards are put back where the batch leaves them afterwards: reading ahead now
+        // would only spend their calls twice.
+        self.stop_consumers();
         let mut replayed = Replayed::default();
         for (shard_id, range) in ranges {
             let exact = self

@@ -92,6 +92,10 @@ pub struct StreamSource {
 
 /// How often the shard list is refreshed while running (resharding is also noticed at once when a
 /// shard closes).
+/// How recent a consumer's last "nothing beyond" must be for its shard to count as at its tip
+/// (its calls come 5 a second; an outage or long throttling makes the claim lapse).
+const TIP_CONFIRMED_WITHIN: Duration = Duration::from_secs(10);
+
 pub(super) const SHARD_REFRESH: Duration = Duration::from_secs(30);
 
 impl StreamSource {
@@ -179,13 +183,27 @@ impl StreamSource {
             .collect()
     }
 
-    /// The shard's last answer handed out was empty at `MillisBehindLatest` 0, and its consumer
-    /// has nothing more: no answer buffered or held, and none waiting for memory.
+    /// The shard's last answer handed out was empty at `MillisBehindLatest` 0, its consumer has
+    /// nothing more (no answer buffered or held, none waiting for memory), and its consumer's
+    /// latest call, recent enough, still found it so (not an outage since).
     fn is_at_tip(&self, shard_id: &str) -> bool {
         self.readers
             .get(shard_id)
             .is_some_and(ShardReader::is_at_tip)
             && !self.has_more(shard_id)
+            && self
+                .consumers
+                .get(shard_id)
+                .is_none_or(|c| c.tip_confirmed(TIP_CONFIRMED_WITHIN))
+    }
+
+    /// Nothing more to read now: the shard is read to its end, or to the run's end, or at its tip.
+    pub(super) fn is_caught_up(&self, shard_id: &str) -> bool {
+        let ended = self
+            .readers
+            .get(shard_id)
+            .is_some_and(|r| r.is_finished() || r.is_at_run_end());
+        (ended && !self.has_more(shard_id)) || self.is_at_tip(shard_id)
     }
 
     /// The shard's consumer has records not handed out yet.
@@ -318,12 +336,9 @@ impl StreamSource {
 
     pub(super) fn every_readable_caught_up(&self) -> bool {
         let finished = self.finished_map();
-        readable_shards(&self.shards, &finished).iter().all(|s| {
-            self.readers
-                .get(&s.shard_id)
-                .is_some_and(ShardReader::is_caught_up)
-                && !self.has_more(&s.shard_id)
-        })
+        readable_shards(&self.shards, &finished)
+            .iter()
+            .all(|s| self.is_caught_up(&s.shard_id))
     }
 
     pub(super) fn finished_map(&self) -> BTreeMap<String, bool> {

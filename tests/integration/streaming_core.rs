@@ -1,6 +1,7 @@
 //! The streaming core: shards read ahead within one memory budget, and batches cut when the
 //! shards are caught up rather than after a fixed wait.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use kinesis_delta::pipeline::{self, RunMode};
@@ -10,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::end_to_end::{assert_exactly_once, put_triples};
 use crate::support::data::{records, triples};
 use crate::support::engine::table_rows;
+use crate::support::fault_proxy::{FaultPlan, FaultProxy};
 use crate::support::servers::{Kind, TestKinesis};
 use crate::support::{
     create_streams, edit_config, load_pipeline, put_each, put_records, run_available_now,
@@ -180,4 +182,76 @@ async fn a_shard_whose_reader_waits_for_memory_is_not_at_its_tip() {
         }
     }
     assert_eq!(records, 1, "once memory is back, the record is handed out");
+}
+
+/// Second review: a shard's "at its tip" came from the last answer handed out, and failing calls
+/// never reach the batches. Through an outage of GetRecords an idle engine kept saying "caught
+/// up, nothing beyond", and would have written fresh tip markers saying so every half hour. Now
+/// the claim lapses when the shard's reader has not confirmed it for a while.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_ends_the_claim_that_a_shard_is_at_its_tip() {
+    let server = TestKinesis::start(Kind::KinesisMock).await;
+    let proxy = FaultProxy::start(server.endpoint(), FaultPlan::NONE).await;
+    let server_client = server.client().await;
+    crate::support::create_stream(&server_client, "tip-outage", 1).await;
+    let client = crate::support::client(&proxy.endpoint).await;
+    let mut source = StreamSource::new(client, "tip-outage", StartPosition::TrimHorizon, 5);
+    let cancel = CancellationToken::new();
+    let limits = BatchLimits {
+        max_records: 1000,
+        max_bytes: 1 << 20,
+        max_wait: Duration::from_millis(300),
+    };
+    let mut at_tip = false;
+    for _ in 0..50 {
+        at_tip = source
+            .collect_batch(limits, &cancel)
+            .await
+            .unwrap()
+            .caught_up;
+        if at_tip {
+            break;
+        }
+    }
+    assert!(at_tip && source.shards_at_tip() == ["shardId-000000000000"]);
+
+    proxy.outage.store(true, Ordering::SeqCst);
+    put_records(
+        &server_client,
+        "tip-outage",
+        &[("k".into(), b"{}".to_vec())],
+    )
+    .await;
+    let mut lapsed = false;
+    for _ in 0..100 {
+        let batch = source.collect_batch(limits, &cancel).await.unwrap();
+        assert!(
+            batch.records.is_empty(),
+            "nothing is read through the outage"
+        );
+        if !batch.caught_up {
+            lapsed = true;
+            assert!(source.shards_at_tip().is_empty());
+            assert!(source.positions().values().all(|p| !p.at_tip));
+            break;
+        }
+    }
+    assert!(
+        lapsed,
+        "the shard is not said to be at its tip through an outage"
+    );
+    proxy.outage.store(false, Ordering::SeqCst);
+    let mut records = 0;
+    for _ in 0..100 {
+        records += source
+            .collect_batch(limits, &cancel)
+            .await
+            .unwrap()
+            .records
+            .len();
+        if records > 0 {
+            break;
+        }
+    }
+    assert_eq!(records, 1, "after the outage the record is read");
 }
