@@ -1,65 +1,97 @@
-//! Checks a record before arrow-json decodes it: UTF-8, exactly one JSON object, and every value of
-//! an integer column an exact integer.
+//! Integer columns are decoded as text and checked here, so that a value is never changed on its
+//! way in.
 //!
 //! arrow-json alone would truncate `1.5` or `"3.7"` in a BIGINT column to `1` and `3` without a
-//! word. A value is never changed silently: such a record becomes a dead letter with the reason.
+//! word. So the decoder reads integer columns as their JSON text (a number's literal, a string's
+//! contents), and [`IntegerColumns::convert`] turns each text into the declared integer type when
+//! it is an exact integer in the type's range. A row holding anything else is reported with the
+//! reason and becomes a dead letter.
 
-use std::borrow::Cow;
-use std::fmt;
+use std::sync::Arc;
 
-use arrow::datatypes::{DataType, SchemaRef};
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
-use serde_json::value::RawValue;
+use arrow::array::{Array, ArrayRef, Int64Array, StringArray, UInt64Array};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::error::ArrowError;
 
-/// The integer columns of a raw schema and their ranges.
+/// The top-level integer columns of a raw schema.
 #[derive(Debug, Clone, Default)]
-pub(super) struct RecordCheck {
-    integers: Vec<IntegerColumn>,
+pub(super) struct IntegerColumns {
+    columns: Vec<IntegerColumn>,
 }
 
 #[derive(Debug, Clone)]
 struct IntegerColumn {
+    index: usize,
     name: String,
+    data_type: DataType,
     sql_type: &'static str,
     min: i128,
     max: i128,
 }
 
-impl RecordCheck {
-    /// The check for records of `schema`.
-    pub fn new(schema: &SchemaRef) -> Self {
-        let integers = schema
+/// A row that holds a value its integer column cannot take, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct BadRow {
+    /// The row's index in the decoded batch.
+    pub row: usize,
+    /// The reason, naming the column and the value.
+    pub reason: String,
+}
+
+impl IntegerColumns {
+    /// The integer columns of `schema`.
+    pub fn new(schema: &Schema) -> Self {
+        let columns = schema
             .fields()
             .iter()
-            .filter_map(|f| {
+            .enumerate()
+            .filter_map(|(index, f)| {
                 let (sql_type, min, max) = integer_range(f.data_type())?;
                 Some(IntegerColumn {
+                    index,
                     name: f.name().clone(),
+                    data_type: f.data_type().clone(),
                     sql_type,
                     min,
                     max,
                 })
             })
             .collect();
-        Self { integers }
+        Self { columns }
     }
 
-    /// `Ok` when the record is one JSON object whose integer columns hold exact integers;
-    /// otherwise the reason it is a dead letter.
-    pub fn check(&self, data: &[u8]) -> Result<(), String> {
-        let text = std::str::from_utf8(data).map_err(|e| format!("record is not UTF-8: {e}"))?;
-        if !text.trim_start().starts_with('{') {
-            return Err("record is not a JSON object".to_owned());
+    /// `schema` with its integer columns as text: the schema arrow-json decodes into.
+    pub fn as_text(&self, schema: &Schema) -> SchemaRef {
+        let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        for column in &self.columns {
+            fields[column.index] = fields[column.index].clone().with_data_type(DataType::Utf8);
         }
-        let mut deserializer = serde_json::Deserializer::from_str(text);
-        deserializer
-            .deserialize_map(ObjectVisitor { check: self })
-            .and_then(|verdict| deserializer.end().map(|()| verdict))
-            .map_err(|e| format!("malformed JSON: {e}"))?
+        Arc::new(Schema::new(fields))
     }
 
-    fn column(&self, key: &str) -> Option<&IntegerColumn> {
-        self.integers.iter().find(|c| c.name == key)
+    /// Turns the text of every integer column in `columns` (decoded with [`Self::as_text`]) into
+    /// the declared type. Returns the rows that hold something else, in row order, each once.
+    /// Their values are NULL in the converted columns.
+    pub fn convert(&self, columns: &mut [ArrayRef]) -> Result<Vec<BadRow>, ArrowError> {
+        let mut bad: Vec<BadRow> = Vec::new();
+        for column in &self.columns {
+            let text = columns[column.index]
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .ok_or_else(|| {
+                    ArrowError::InvalidArgumentError(format!(
+                        "column `{}` was not decoded as text",
+                        column.name
+                    ))
+                })?;
+            let (converted, errors) = column.convert(text)?;
+            columns[column.index] = converted;
+            bad.extend(errors);
+        }
+        bad.sort_by_key(|b| b.row);
+        bad.dedup_by_key(|b| b.row);
+        Ok(bad)
     }
 }
 
@@ -78,152 +110,171 @@ fn integer_range(data_type: &DataType) -> Option<(&'static str, i128, i128)> {
 }
 
 impl IntegerColumn {
-    /// Checks one raw JSON value of this column.
-    fn check(&self, raw: &RawValue) -> Result<(), String> {
-        let text = raw.get();
-        let literal: Cow<'_, str> = if text.starts_with('"') {
-            match serde_json::from_str::<String>(text) {
-                Ok(inner) => Cow::Owned(inner),
-                Err(e) => return Err(format!("column `{}`: {e}", self.name)),
-            }
-        } else if text == "null" {
-            return Ok(());
-        } else {
-            Cow::Borrowed(text)
-        };
-        let digits = literal.strip_prefix('-').unwrap_or(&literal);
-        let exact = !digits.is_empty()
-            && digits.bytes().all(|b| b.is_ascii_digit())
-            && literal
-                .parse::<i128>()
-                .is_ok_and(|v| (self.min..=self.max).contains(&v));
-        if exact {
-            Ok(())
-        } else {
-            Err(format!(
-                "column `{}` is {} but the record holds {text}, which is not an integer in its range; declare the column DOUBLE or VARCHAR in the raw schema to keep such values",
-                self.name, self.sql_type
+    /// The column in its declared type, and the rows whose text is not an integer in its range.
+    fn convert(&self, text: &StringArray) -> Result<(ArrayRef, Vec<BadRow>), ArrowError> {
+        let mut bad = Vec::new();
+        let values: Vec<Option<i128>> = text
+            .iter()
+            .enumerate()
+            .map(|(row, value)| {
+                let value = value?;
+                let exact = self.exact(value);
+                if exact.is_none() {
+                    bad.push(BadRow {
+                        row,
+                        reason: self.refusal(value),
+                    });
+                }
+                exact
+            })
+            .collect();
+        // Every value is in the declared type's range, so both casts below are exact.
+        let wide: ArrayRef = if self.min < 0 {
+            Arc::new(Int64Array::from_iter(
+                values.iter().map(|v| v.and_then(|v| i64::try_from(v).ok())),
             ))
+        } else {
+            Arc::new(UInt64Array::from_iter(
+                values.iter().map(|v| v.and_then(|v| u64::try_from(v).ok())),
+            ))
+        };
+        Ok((cast(&wide, &self.data_type)?, bad))
+    }
+
+    /// The value when `text` is an integer (optional `-`, then digits only) in the column's range.
+    fn exact(&self, text: &str) -> Option<i128> {
+        let digits = text.strip_prefix('-').unwrap_or(text);
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
         }
-    }
-}
-
-/// Walks the top-level object: integer columns are checked, every other value is skipped.
-/// The outer `Result` is the JSON's syntax, the inner one the verdict on the values.
-struct ObjectVisitor<'c> {
-    check: &'c RecordCheck,
-}
-
-impl<'de> Visitor<'de> for ObjectVisitor<'_> {
-    type Value = Result<(), String>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object")
+        text.parse::<i128>()
+            .ok()
+            .filter(|v| (self.min..=self.max).contains(v))
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut verdict = Ok(());
-        while let Some(Key(key)) = map.next_key()? {
-            match self.check.column(&key) {
-                Some(column) => {
-                    let raw: &RawValue = map.next_value()?;
-                    if verdict.is_ok() {
-                        verdict = column.check(raw);
-                    }
-                }
-                None => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        Ok(verdict)
-    }
-}
-
-/// An object key, borrowed from the record unless it has escapes.
-struct Key<'de>(Cow<'de, str>);
-
-impl<'de> de::Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_str(KeyVisitor)
-    }
-}
-
-struct KeyVisitor;
-
-impl<'de> Visitor<'de> for KeyVisitor {
-    type Value = Key<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an object key")
-    }
-
-    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Key(Cow::Borrowed(v)))
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Key(Cow::Owned(v.to_owned())))
+    fn refusal(&self, value: &str) -> String {
+        format!(
+            "column `{}` is {} but the record holds `{value}`, which is not an integer in its range; declare the column DOUBLE or VARCHAR in the raw schema to keep such values",
+            self.name, self.sql_type
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use arrow::datatypes::{Field, Schema};
+    use arrow::array::{Int8Array, Int32Array, UInt64Array};
 
     use super::*;
 
-    fn check() -> RecordCheck {
-        RecordCheck::new(&Arc::new(Schema::new(vec![
+    fn schema() -> Schema {
+        Schema::new(vec![
             Field::new("ind", DataType::Int64, true),
             Field::new("age", DataType::Int32, true),
             Field::new("name", DataType::Utf8, true),
-        ])))
+            Field::new("small", DataType::Int8, true),
+            Field::new("count", DataType::UInt64, true),
+        ])
+    }
+
+    fn text(values: &[Option<&str>]) -> ArrayRef {
+        Arc::new(StringArray::from(values.to_vec()))
     }
 
     #[test]
-    fn exact_integers_pass() {
-        let c = check();
-        for ok in [
-            r#"{"ind": 1, "age": -3, "name": 1.5}"#,
-            r#"{"ind": "42", "age": null}"#,
-            r#"{"name": "x"}"#,
-            r#"{"ind": 9223372036854775807}"#,
-            r#"{"i\u006ed": 7}"#,
-        ] {
-            assert_eq!(c.check(ok.as_bytes()), Ok(()), "{ok}");
-        }
+    fn integer_columns_are_decoded_as_text_and_others_are_kept() {
+        let schema = schema();
+        let text = IntegerColumns::new(&schema).as_text(&schema);
+        let types: Vec<_> = text
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        assert_eq!(types, vec![DataType::Utf8; 5]);
+        assert_eq!(text.field(2).name(), "name");
+    }
+
+    #[test]
+    fn exact_integers_are_converted_to_the_declared_type() {
+        let integers = IntegerColumns::new(&schema());
+        let mut columns = vec![
+            text(&[Some("1"), Some("-9223372036854775808"), None]),
+            text(&[Some("-3"), Some("2147483647"), Some("007")]),
+            text(&[Some("x"), Some("1.5"), None]),
+            text(&[Some("-128"), Some("127"), None]),
+            text(&[Some("18446744073709551615"), Some("0"), None]),
+        ];
+        assert_eq!(integers.convert(&mut columns).unwrap(), []);
+        let ind = columns[0].as_any().downcast_ref::<Int64Array>().unwrap();
+        assert_eq!(
+            ind.iter().collect::<Vec<_>>(),
+            [Some(1), Some(i64::MIN), None]
+        );
+        let age = columns[1].as_any().downcast_ref::<Int32Array>().unwrap();
+        assert_eq!(
+            age.iter().collect::<Vec<_>>(),
+            [Some(-3), Some(i32::MAX), Some(7)]
+        );
+        let small = columns[3].as_any().downcast_ref::<Int8Array>().unwrap();
+        assert_eq!(
+            small.iter().collect::<Vec<_>>(),
+            [Some(-128), Some(127), None]
+        );
+        let count = columns[4].as_any().downcast_ref::<UInt64Array>().unwrap();
+        assert_eq!(count.value(0), u64::MAX);
+        assert_eq!(columns[2].data_type(), &DataType::Utf8, "text stays text");
     }
 
     #[test]
     fn anything_that_would_be_changed_is_refused_with_the_reason() {
-        let c = check();
-        for (bad, said) in [
-            (r#"{"ind": 1.5}"#, "1.5"),
-            (r#"{"ind": "3.7"}"#, "\"3.7\""),
-            (r#"{"ind": 1e3}"#, "1e3"),
-            (r#"{"age": 3000000000}"#, "3000000000"),
-            (r#"{"ind": 9223372036854775808}"#, "9223372036854775808"),
-            (r#"{"ind": true}"#, "true"),
-            (r#"{"ind": ""}"#, "\"\""),
-            (r#"{"i\u006ed": 2.5}"#, "2.5"),
-        ] {
-            let err = c.check(bad.as_bytes()).unwrap_err();
+        let integers = IntegerColumns::new(&schema());
+        let refused = [
+            "1.5",
+            "1e3",
+            "9223372036854775808",
+            "true",
+            "",
+            "+5",
+            "-",
+            " 1",
+            "3000000000",
+        ];
+        for value in refused {
+            // `age` is INT: 3000000000 is out of its range; the rest are not integers at all.
+            let mut columns = vec![
+                text(&[Some("1"), Some(value)]),
+                text(&[Some("1"), Some(value)]),
+                text(&[None, None]),
+                text(&[None, None]),
+                text(&[None, None]),
+            ];
+            let bad = integers.convert(&mut columns).unwrap();
+            assert_eq!(bad.len(), 1, "{value:?}: one row, reported once: {bad:?}");
+            assert_eq!(bad[0].row, 1);
+            let reason = &bad[0].reason;
             assert!(
-                err.contains(said) && err.contains("not an integer"),
-                "{bad}: {err}"
+                reason.contains(&format!("`{value}`")) && reason.contains("not an integer"),
+                "{value:?}: {reason}"
             );
+            assert!(columns[1].is_null(1), "{value:?}: a refused value is NULL");
         }
     }
 
     #[test]
-    fn malformed_records_are_named() {
-        let c = check();
-        assert!(c.check(b"[1]").unwrap_err().contains("not a JSON object"));
-        assert!(c.check(b"{\"ind\": 1").unwrap_err().contains("malformed"));
-        assert!(c.check(b"{} {}").unwrap_err().contains("malformed"));
-        assert!(c.check(b"\xff").unwrap_err().contains("UTF-8"));
+    fn a_range_is_the_declared_types() {
+        let integers = IntegerColumns::new(&schema());
+        for (small, fits) in [("-129", false), ("128", false), ("-128", true)] {
+            let mut columns = vec![
+                text(&[None]),
+                text(&[None]),
+                text(&[None]),
+                text(&[Some(small)]),
+                text(&[Some("-1")]),
+            ];
+            let bad = integers.convert(&mut columns).unwrap();
+            // -1 never fits the unsigned column.
+            assert_eq!(bad.len(), 1);
+            let names_small = bad[0].reason.contains("`small`");
+            assert_eq!(names_small, !fits, "{small}: {bad:?}");
+        }
     }
 }

@@ -12,14 +12,16 @@ mod check;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BinaryArray, RecordBatch, StringArray, TimestampMillisecondArray};
-use arrow::compute::concat_batches;
+use arrow::array::{
+    ArrayRef, BinaryArray, BooleanArray, RecordBatch, StringArray, TimestampMillisecondArray,
+};
+use arrow::compute::{concat_batches, filter};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 use arrow::json::ReaderBuilder;
 use datafusion::prelude::SessionContext;
 
-use self::check::RecordCheck;
+use self::check::IntegerColumns;
 use crate::source::KinesisRecord;
 
 /// The metadata columns every raw row carries, after the declared fields.
@@ -107,9 +109,10 @@ pub struct DecodedBatch {
 #[derive(Debug, Clone)]
 pub struct RecordDecoder {
     stream: Arc<str>,
-    raw_schema: SchemaRef,
     row_schema: SchemaRef,
-    check: RecordCheck,
+    /// The raw schema with its integer columns as text, which [`IntegerColumns`] checks.
+    text_schema: SchemaRef,
+    integers: IntegerColumns,
 }
 
 impl RecordDecoder {
@@ -129,8 +132,9 @@ impl RecordDecoder {
         fields.extend(metadata_fields());
         Self {
             stream: Arc::from(stream),
-            check: RecordCheck::new(&raw_schema),
-            raw_schema,
+            integers: IntegerColumns::new(&raw_schema),
+            text_schema: IntegerColumns::new(&raw_schema).as_text(&raw_schema),
+
             row_schema: Arc::new(Schema::new(fields)),
         }
     }
@@ -145,7 +149,7 @@ impl RecordDecoder {
         let mut dead_letters = Vec::new();
         let mut good: Vec<&KinesisRecord> = Vec::with_capacity(records.len());
         for record in records {
-            match self.check.check(&record.data) {
+            match looks_like_an_object(&record.data) {
                 Ok(()) => good.push(record),
                 Err(error) => dead_letters.push(DeadLetter {
                     record: record.clone(),
@@ -153,51 +157,87 @@ impl RecordDecoder {
                 }),
             }
         }
-        let values = match self.decode_all(&good) {
+        let values = match self.decode_rows(&good) {
             Ok(values) => values,
             Err(_) => {
-                // A value of the wrong type somewhere: find which records, one by one.
+                // Something did not decode: find which records, one by one.
                 let mut kept = Vec::with_capacity(good.len());
                 let mut parts = Vec::with_capacity(good.len());
                 for record in good {
-                    match self.decode_all(&[record]) {
+                    match self.decode_rows(&[record]) {
                         Ok(part) => {
                             kept.push(record);
                             parts.push(part);
                         }
-                        Err(e) => dead_letters.push(DeadLetter {
+                        Err(error) => dead_letters.push(DeadLetter {
                             record: record.clone(),
-                            error: e.to_string(),
+                            error,
                         }),
                     }
                 }
                 good = kept;
-                concat_batches(&self.raw_schema, &parts)?
+                concat_batches(&self.text_schema, &parts)?
             }
         };
         let mut columns: Vec<ArrayRef> = values.columns().to_vec();
+        let bad_rows = self.integers.convert(&mut columns)?;
+        if !bad_rows.is_empty() {
+            let mut keep = vec![true; good.len()];
+            for bad in bad_rows {
+                keep[bad.row] = false;
+                dead_letters.push(DeadLetter {
+                    record: good[bad.row].clone(),
+                    error: bad.reason,
+                });
+            }
+            let mask = BooleanArray::from(keep.clone());
+            columns = columns
+                .iter()
+                .map(|c| filter(c, &mask))
+                .collect::<Result<_, _>>()?;
+            let mut kept = keep.iter();
+            good.retain(|_| kept.next().is_some_and(|k| *k));
+        }
         columns.extend(self.metadata_columns(&good));
         let rows = RecordBatch::try_new(self.row_schema(), columns)?;
         Ok(DecodedBatch { rows, dead_letters })
     }
 
-    fn decode_all(&self, records: &[&KinesisRecord]) -> Result<RecordBatch, ArrowError> {
-        let mut decoder = ReaderBuilder::new(Arc::clone(&self.raw_schema))
-            .with_batch_size(records.len().max(1))
+    /// Decodes `records` into rows of the text schema, one row per record, or says why not.
+    fn decode_rows(&self, records: &[&KinesisRecord]) -> Result<RecordBatch, String> {
+        let malformed = |e: ArrowError| format!("malformed JSON: {e}");
+        let mut decoder = ReaderBuilder::new(Arc::clone(&self.text_schema))
+            .with_batch_size(records.len() + 1)
             .with_coerce_primitive(true)
-            .build_decoder()?;
-        for record in records {
-            decoder.decode(&record.data)?;
-            // Records are whole objects (checked before), so each one ends a row.
-            decoder.decode(b"\n")?;
+            .build_decoder()
+            .map_err(malformed)?;
+        for (i, record) in records.iter().enumerate() {
+            let read = decoder.decode(&record.data).map_err(malformed)?;
+            decoder.decode(b"\n").map_err(malformed)?;
+            // Each record must end exactly one row: not two objects, not half of one.
+            if read != record.data.len() || decoder.len() != i + 1 || decoder.has_partial_record() {
+                return Err("malformed JSON: the record is not exactly one JSON object".to_owned());
+            }
         }
         Ok(decoder
-            .flush()?
-            .unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(&self.raw_schema))))
+            .flush()
+            .map_err(|e| e.to_string())?
+            .unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(&self.text_schema))))
     }
 
     fn metadata_columns(&self, records: &[&KinesisRecord]) -> Vec<ArrayRef> {
         metadata_columns(&self.stream, records)
+    }
+}
+
+/// `Ok` when `data` is UTF-8 text that starts (after white space) with `{`; the decoder checks
+/// the rest. Otherwise the reason the record is a dead letter.
+fn looks_like_an_object(data: &[u8]) -> Result<(), String> {
+    let text = std::str::from_utf8(data).map_err(|e| format!("record is not UTF-8: {e}"))?;
+    if text.trim_start().starts_with('{') {
+        Ok(())
+    } else {
+        Err("record is not a JSON object".to_owned())
     }
 }
 
@@ -339,6 +379,54 @@ mod tests {
         assert!(decoded.dead_letters.iter().all(|d| !d.error.is_empty()));
         let batch = dead_letter_batch("s", &decoded.dead_letters).unwrap();
         assert_eq!(batch.num_rows(), 6);
+    }
+
+    #[tokio::test]
+    async fn records_that_are_not_one_object_are_named_and_do_not_shift_rows() {
+        let decoder = user_decoder().await;
+        // Two halves that together would make valid JSON: each record must end its own row.
+        let records = vec![
+            record(1, br#"{"ind": 1}{"age": "#),
+            record(2, br#"{"ind": 3}}"#),
+            record(3, br#"  {"ind": 4, "age": "5"}"#),
+            record(4, b"[1]"),
+            record(5, b"\xff"),
+            record(6, br#"{"ind": 1.5, "age": 2.5}"#),
+            record(7, br#"{"i\u006ed": 7}"#),
+        ];
+        let decoded = decoder.decode(&records).unwrap();
+        let ind = decoded
+            .rows
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        assert_eq!(ind.iter().collect::<Vec<_>>(), [Some(4), Some(7)]);
+        let age = decoded
+            .rows
+            .column(2)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        assert_eq!(age.iter().collect::<Vec<_>>(), [Some(5), None]);
+        let seqs = decoded.rows.column_by_name("_sequence_number").unwrap();
+        let seqs = seqs.as_any().downcast_ref::<StringArray>().unwrap();
+        assert_eq!(seqs.iter().collect::<Vec<_>>(), [Some("3"), Some("7")]);
+        let reason = |seq: &str| {
+            decoded
+                .dead_letters
+                .iter()
+                .find(|d| d.record.sequence_number.to_string() == seq)
+                .map(|d| d.error.clone())
+                .unwrap_or_default()
+        };
+        assert!(reason("1").contains("malformed JSON"), "{}", reason("1"));
+        assert!(reason("2").contains("malformed JSON"), "{}", reason("2"));
+        assert!(reason("4").contains("not a JSON object"), "{}", reason("4"));
+        assert!(reason("5").contains("not UTF-8"), "{}", reason("5"));
+        // One dead letter per record, however many of its values are refused.
+        assert!(reason("6").contains("`ind` is BIGINT but the record holds `1.5`"));
+        assert_eq!(decoded.dead_letters.len(), 5);
     }
 
     #[tokio::test]
