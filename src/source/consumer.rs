@@ -28,6 +28,9 @@ const BUFFERED_ANSWERS: usize = 4;
 /// sized from what it returned, takes the rest).
 const MAX_RECORD_BYTES: usize = 1024 * 1024;
 
+/// The most one GetRecords answer holds (Kinesis' limit: 10 MiB).
+const MAX_ANSWER_BYTES: usize = 10 * 1024 * 1024;
+
 /// One answer handed out, with its share of the memory budget.
 #[derive(Debug)]
 pub(super) struct Fetched {
@@ -201,7 +204,14 @@ async fn consume(
         reader.set_closed(*listing.borrow_and_update());
         let limit = (settings.call_bytes / bytes_per_record)
             .clamp(1, settings.call_records.clamp(1, 10_000));
+        // An answer takes memory while it is received and parsed, before it is buffered: its
+        // expected size is counted against the budget before the call is made.
+        let expected = (limit * bytes_per_record).min(MAX_ANSWER_BYTES);
         let limit = i32::try_from(limit).unwrap_or(10_000);
+        let mut lease = tokio::select! {
+            lease = settings.budget.reserve(expected) => lease,
+            () = stop.cancelled() => return,
+        };
         let outcome = match reader.fetch(&settings.client, limit, &stop).await {
             Ok(outcome) => outcome,
             Err(error) => {
@@ -213,6 +223,8 @@ async fn consume(
             return;
         }
         let bytes: usize = outcome.records.iter().map(|r| r.data.len()).sum();
+        // What the answer did not need goes back.
+        lease = lease.split_off(bytes);
         if !outcome.records.is_empty() {
             bytes_per_record = bytes.div_ceil(outcome.records.len()).max(1);
         }
@@ -233,10 +245,13 @@ async fn consume(
         flags
             .fetched
             .store(!outcome.records.is_empty(), Ordering::Release);
-        let lease = tokio::select! {
-            lease = settings.budget.reserve(bytes) => lease,
-            () = stop.cancelled() => return,
-        };
+        if bytes > expected {
+            // Records larger than those before: the rest of their share, waiting if need be.
+            tokio::select! {
+                more = settings.budget.reserve(bytes - expected) => lease.merge(more),
+                () = stop.cancelled() => return,
+            }
+        }
         let sent = tokio::select! {
             sent = answers.send(Ok(Fetched { outcome, lease })) => sent.is_ok(),
             () = stop.cancelled() => return,
