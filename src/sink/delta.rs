@@ -13,6 +13,9 @@ use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableBuilder};
 
+use deltalake::parquet::basic::Compression;
+use deltalake::parquet::file::properties::WriterProperties;
+
 use super::SinkError;
 use super::schema::{conform, delta_compatible};
 
@@ -193,7 +196,9 @@ impl DeltaSink {
             return Ok(CommitOutcome::AlreadyCommitted);
         }
         let started = Instant::now();
-        let mut writer = RecordBatchWriter::for_table(&self.table).map_err(err)?;
+        let mut writer = RecordBatchWriter::for_table(&self.table)
+            .map_err(err)?
+            .with_writer_properties(parquet_properties());
         for batch in rows.iter().filter(|b| b.num_rows() > 0) {
             let batch = conform(batch, &table_schema).map_err(|source| SinkError::Arrow {
                 table: self.uri.clone(),
@@ -321,6 +326,16 @@ fn describe(schema: &SchemaRef) -> String {
         .map(|f| format!("{} {}", f.name(), f.data_type()))
         .collect();
     format!("({})", columns.join(", "))
+}
+
+/// How batches are written to Parquet: Snappy, as delta-rs does, with dictionaries given up once
+/// they pass 256 KiB rather than 1 MiB. A column of mostly distinct values (ids, titles, URLs) then
+/// stops paying for a dictionary early; one of few distinct values keeps it.
+fn parquet_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_dictionary_page_size_limit(256 * 1024)
+        .build()
 }
 
 #[cfg(test)]
