@@ -16,6 +16,12 @@
 //! * [`streams`] and [`api`]: stream administration and the REST API in front of Kinesis.
 //! * [`local`]: the embedded Kinesis-compatible server of local mode.
 
+/// jemalloc instead of the system allocator, for every binary built on this library (the engine,
+/// the benches, the tests): a backlog drained about 20% faster, and with the settings in
+/// `.cargo/config.toml` the process' peak memory fell by a quarter (README, Performance).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 pub mod api;
 pub mod cli;
 pub mod config;
