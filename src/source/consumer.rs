@@ -268,3 +268,47 @@ async fn consume(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::KinesisSettings;
+    use crate::source::client::connect;
+    use crate::source::reader::StartPosition;
+
+    /// A consumer makes no call while the memory budget is spent: the answer it would receive and
+    /// parse takes memory before it is buffered.
+    #[tokio::test]
+    async fn no_call_is_made_while_the_memory_budget_is_spent() {
+        // Nothing listens on this loopback port: a call fails, but it is made, and spends a call.
+        let client = connect(&KinesisSettings {
+            endpoint_url: Some("http://127.0.0.1:9".into()),
+            ..KinesisSettings::default()
+        })
+        .await;
+        let budget = MemoryBudget::new(16 << 20);
+        let everything = budget.reserve(budget.record_bytes()).await;
+        // One call a second, so that a spent call is not refilled within the test.
+        let reader = ShardReader::new("s", "shardId-0", StartPosition::TrimHorizon, None, 1);
+        let settings = ConsumerSettings {
+            client,
+            budget: budget.clone(),
+            call_bytes: 1 << 20,
+            call_records: 10_000,
+        };
+        let cancel = CancellationToken::new();
+        let _consumer = ShardConsumer::start(reader.fork(), false, settings, &cancel);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            reader.calls_left() >= 1.0,
+            "no call while the budget is spent"
+        );
+        drop(everything);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            reader.calls_left() < 1.0,
+            "the call is made once memory is given back"
+        );
+        cancel.cancel();
+    }
+}

@@ -264,6 +264,15 @@ impl ShardReader {
             .map_or(now, |mut calls| calls.next_call(now))
     }
 
+    /// The calls the shard's call budget holds now (tests).
+    #[cfg(test)]
+    pub(super) fn calls_left(&self) -> f64 {
+        self.calls.lock().map_or(0.0, |mut calls| {
+            calls.refill(Instant::now());
+            calls.tokens
+        })
+    }
+
     /// Marks the shard as read to its end (known from a committed batch).
     pub fn mark_finished(&mut self) {
         self.finished = true;
