@@ -41,6 +41,8 @@ pub enum Command {
     Emulate(EmulateArgs),
     /// Run SQL over the Delta tables (inline, from a file, or interactively).
     Query(QueryArgs),
+    /// Compact, checkpoint and vacuum the tables once (the engine does it as it runs).
+    Maintain(MaintainArgs),
     /// Answer the analysts' questions (sql/analytics) in an HTML report, and CSVs on request.
     Report(ReportArgs),
     /// The whole pipeline on this machine: embedded Kinesis, streams, API, emulator, engine, report.
@@ -99,6 +101,16 @@ pub struct QueryArgs {
     /// Read a table as of a version or time: TABLE=VERSION or TABLE=TIMESTAMP (repeatable).
     #[arg(long = "as-of")]
     pub as_of: Vec<String>,
+}
+
+/// `kinesis-delta maintain`.
+#[derive(Debug, Args)]
+pub struct MaintainArgs {
+    /// Pipeline settings (which tables, where, and `[maintenance]`).
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// The tables to maintain, by folder name (`pin`, `pin_dead_letters`, …); none means all.
+    pub tables: Vec<String>,
 }
 
 /// `kinesis-delta report`.

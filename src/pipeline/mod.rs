@@ -10,11 +10,13 @@
 //! cancellation token stops them all; each finishes its in-flight commit first.
 
 mod error;
+mod maintenance;
 pub(crate) mod resume;
 mod split;
 mod stream_job;
 
 pub use error::{EngineError, ErrorKind, SplitChange};
+pub use maintenance::{TableMaintenance, maintain_table, pipeline_tables};
 pub use stream_job::{RunMode, StreamJob, StreamSummary};
 
 use tokio::sync::mpsc::UnboundedSender;

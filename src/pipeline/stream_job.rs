@@ -12,6 +12,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use super::EngineError;
+use super::maintenance::Maintainer;
 use super::resume::{Checkpoint, resume, stream_facts};
 use super::split::SplitRule;
 use crate::config::{InitialPosition, LostStreamPolicy, Pipeline, StreamSpec};
@@ -78,6 +79,8 @@ pub struct StreamJob {
     output_schema: SchemaRef,
     table: DeltaSink,
     dead_letters: DeltaSink,
+    table_maintenance: Maintainer,
+    dead_letter_maintenance: Maintainer,
     manifests: ManifestLog,
     limits: BatchLimits,
     committed: i64,
@@ -190,6 +193,8 @@ impl StreamJob {
             output_schema,
             table,
             dead_letters,
+            table_maintenance: Maintainer::new(&pipeline.maintenance),
+            dead_letter_maintenance: Maintainer::new(&pipeline.maintenance),
             manifests,
             limits: BatchLimits {
                 max_records: pipeline.engine.max_batch_records,
@@ -234,6 +239,10 @@ impl StreamJob {
             };
             self.process(planned, started).await?;
         }
+        self.table_maintenance.at_stop(&mut self.table).await;
+        self.dead_letter_maintenance
+            .at_stop(&mut self.dead_letters)
+            .await;
         Ok(self.summary)
     }
 
@@ -427,6 +436,15 @@ impl StreamJob {
         // From here on, pending batches are planned on the stream as it is now.
         self.foreign.clear();
         self.manifests.prune(batch_id).await;
+        // Between this commit and the stream's next: a compaction never races its appends.
+        self.table_maintenance
+            .after_commit(&mut self.table, usize::from(rows_out > 0))
+            .await;
+        if dead > 0 {
+            self.dead_letter_maintenance
+                .after_commit(&mut self.dead_letters, 1)
+                .await;
+        }
 
         self.summary.batches += 1;
         self.summary.records += rows_in as u64;

@@ -115,24 +115,35 @@ impl QueryResult {
 impl TableSet {
     /// Registers the pipeline's tables and dead-letter tables; `as_of` pins some to a version.
     pub async fn open(pipeline: &Pipeline, as_of: &[(String, AsOf)]) -> Result<Self, QueryError> {
+        Self::open_tables(&pipeline.tables(), as_of, &pipeline.storage).await
+    }
+
+    /// Registers each `(name, uri)` table; `as_of` pins some to a version.
+    pub async fn open_tables(
+        tables: &[(String, String)],
+        as_of: &[(String, AsOf)],
+        storage: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Self, QueryError> {
         let ctx = SessionContext::new();
-        let mut tables = Vec::new();
-        let mut names = Vec::new();
-        for spec in &pipeline.streams {
-            for uri in [&spec.table_uri, &spec.dead_letter_uri] {
-                let name = uri.rsplit('/').next().unwrap_or(uri).to_owned();
-                names.push(name.clone());
-                let pinned = as_of.iter().find(|(t, _)| *t == name).map(|(_, a)| a);
-                tables.push(register(&ctx, &name, uri, pinned, &pipeline.storage).await?);
-            }
-        }
-        if let Some((unknown, _)) = as_of.iter().find(|(t, _)| !names.contains(t)) {
+        if let Some((unknown, _)) = as_of
+            .iter()
+            .find(|(t, _)| !tables.iter().any(|(name, _)| name == t))
+        {
+            let names: Vec<&str> = tables.iter().map(|(name, _)| name.as_str()).collect();
             return Err(QueryError::AsOf(format!(
                 "{unknown}=…: no table {unknown} (tables: {})",
                 names.join(", ")
             )));
         }
-        Ok(Self { ctx, tables })
+        let mut registered = Vec::with_capacity(tables.len());
+        for (name, uri) in tables {
+            let pinned = as_of.iter().find(|(t, _)| t == name).map(|(_, a)| a);
+            registered.push(register(&ctx, name, uri, pinned, storage).await?);
+        }
+        Ok(Self {
+            ctx,
+            tables: registered,
+        })
     }
 
     /// Runs one SQL statement.

@@ -39,7 +39,7 @@ pub enum CommitOutcome {
 pub struct DeltaSink {
     uri: String,
     app_id: String,
-    table: DeltaTable,
+    pub(super) table: DeltaTable,
     schema: Option<SchemaRef>,
     properties: Vec<(String, String)>,
 }
@@ -120,24 +120,40 @@ impl DeltaSink {
         self.table.version().and_then(|v| i64::try_from(v).ok())
     }
 
-    /// The newest batch id committed under this sink's transaction id (`None`: none yet).
-    pub async fn committed_batch(&mut self) -> Result<Option<i64>, SinkError> {
-        let err = |source| SinkError::Delta {
-            table: self.uri.clone(),
-            source,
-        };
+    /// Loads the table's newest version. `false` when the table does not exist yet.
+    pub(super) async fn refresh(&mut self) -> Result<bool, SinkError> {
         if self.schema.is_none()
             && !self
                 .table
                 .verify_deltatable_existence()
                 .await
-                .map_err(err)?
+                .map_err(|source| self.error(source))?
         {
-            return Ok(None);
+            return Ok(false);
         }
-        self.table.update_state().await.map_err(err)?;
+        self.table
+            .update_state()
+            .await
+            .map_err(|source| self.error(source))?;
         if self.schema.is_none() {
-            self.schema = Some(table_arrow_schema(&self.table).map_err(err)?);
+            let schema = table_arrow_schema(&self.table).map_err(|source| self.error(source))?;
+            self.schema = Some(schema);
+        }
+        Ok(true)
+    }
+
+    /// A delta-rs failure on this table.
+    pub(super) fn error(&self, source: deltalake::DeltaTableError) -> SinkError {
+        SinkError::Delta {
+            table: self.uri.clone(),
+            source,
+        }
+    }
+
+    /// The newest batch id committed under this sink's transaction id (`None`: none yet).
+    pub async fn committed_batch(&mut self) -> Result<Option<i64>, SinkError> {
+        if !self.refresh().await? {
+            return Ok(None);
         }
         self.snapshot_batch().await
     }
@@ -331,7 +347,7 @@ fn describe(schema: &SchemaRef) -> String {
 /// How batches are written to Parquet: Snappy, as delta-rs does, with dictionaries given up once
 /// they pass 256 KiB rather than 1 MiB. A column of mostly distinct values (ids, titles, URLs) then
 /// stops paying for a dictionary early; one of few distinct values keeps it.
-fn parquet_properties() -> WriterProperties {
+pub(super) fn parquet_properties() -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_dictionary_page_size_limit(256 * 1024)

@@ -3,10 +3,12 @@
 //! manifest of the Kinesis ranges the batch read. The protocol is in `doc/DESIGN.md`.
 
 mod delta;
+mod maintenance;
 mod manifest;
 mod schema;
 
 pub use delta::{CommitOutcome, DeltaSink};
+pub use maintenance::{Compaction, TableFiles};
 pub use manifest::{BatchManifest, BatchSplit, ManifestLog, ManifestOutcome, TipMarker};
 pub use schema::delta_compatible;
 

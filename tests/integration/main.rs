@@ -13,6 +13,7 @@ mod end_to_end;
 mod exactly_once;
 mod faults;
 mod lost_records;
+mod maintenance;
 mod reshard;
 mod s3;
 mod source_faults;

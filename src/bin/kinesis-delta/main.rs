@@ -3,6 +3,7 @@
 
 mod emulate;
 mod engine;
+mod maintain;
 mod query;
 mod servers;
 mod streams;
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
             Command::Dataset(args) => emulate::write_dataset(args).await,
             Command::Emulate(args) => emulate::emulate(args).await,
             Command::Query(args) => query::query(args).await,
+            Command::Maintain(args) => maintain::maintain(args).await,
             Command::Report(args) => query::report(args).await,
             Command::Demo(args) => engine::demo(args).await,
         }

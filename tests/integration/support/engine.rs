@@ -133,9 +133,35 @@ pub fn assert_log_clean(table_dir: &Path) {
 }
 
 /// Leaves a local table as a crash between a batch's dead-letter commit and its table commit
-/// does: the newest commit is removed (its data files stay, unreferenced). Returns that commit.
+/// does: the newest batch commit is removed, with the maintenance commits (compaction) that came
+/// after it (their data files stay, unreferenced). Returns the batch commit.
 pub fn undo_last_table_commit(table_dir: &Path) -> LogEntry {
-    let last = read_log(table_dir).pop().unwrap();
-    std::fs::remove_file(table_dir.join(format!("_delta_log/{:020}.json", last.version))).unwrap();
+    let last = read_log(table_dir)
+        .into_iter()
+        .rev()
+        .find(|e| !e.txns.is_empty())
+        .unwrap();
+    truncate_log(table_dir, last.version);
     last
+}
+
+/// Removes commit `from` and every later one, and the checkpoints of removed versions: the log as
+/// it was before version `from` was committed.
+pub fn truncate_log(table_dir: &Path, from: u64) {
+    let log_dir = table_dir.join("_delta_log");
+    for file in std::fs::read_dir(&log_dir).unwrap() {
+        let path = file.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        let version = name.split('.').next().and_then(|v| v.parse::<u64>().ok());
+        if version.is_some_and(|v| v >= from) {
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+    let pointer = log_dir.join("_last_checkpoint");
+    if let Ok(text) = std::fs::read_to_string(&pointer) {
+        let checkpoint: serde_json::Value = serde_json::from_str(&text).unwrap();
+        if checkpoint["version"].as_u64().is_some_and(|v| v >= from) {
+            std::fs::remove_file(&pointer).unwrap();
+        }
+    }
 }

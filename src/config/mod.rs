@@ -12,21 +12,31 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+mod maintenance;
+
+pub use maintenance::{MIN_VACUUM_RETENTION, MaintenanceSettings};
+
 /// The shipped Pinterest pipeline, used when no `--config` is given.
-pub const DEFAULT_CONFIG: &str = include_str!("../kinesis-delta.toml");
+pub const DEFAULT_CONFIG: &str = include_str!("../../kinesis-delta.toml");
 
 /// The shipped SQL files, used by the built-in config when `./sql` does not hold them (the binary
 /// run outside the repository). Files on disk always win: users edit SQL, not Rust.
 const SHIPPED_SQL: [(&str, &str); 6] = [
-    ("sql/pin.schema.sql", include_str!("../sql/pin.schema.sql")),
-    ("sql/pin.sql", include_str!("../sql/pin.sql")),
-    ("sql/geo.schema.sql", include_str!("../sql/geo.schema.sql")),
-    ("sql/geo.sql", include_str!("../sql/geo.sql")),
+    (
+        "sql/pin.schema.sql",
+        include_str!("../../sql/pin.schema.sql"),
+    ),
+    ("sql/pin.sql", include_str!("../../sql/pin.sql")),
+    (
+        "sql/geo.schema.sql",
+        include_str!("../../sql/geo.schema.sql"),
+    ),
+    ("sql/geo.sql", include_str!("../../sql/geo.sql")),
     (
         "sql/user.schema.sql",
-        include_str!("../sql/user.schema.sql"),
+        include_str!("../../sql/user.schema.sql"),
     ),
-    ("sql/user.sql", include_str!("../sql/user.sql")),
+    ("sql/user.sql", include_str!("../../sql/user.sql")),
 ];
 
 /// A configuration that cannot run. Always the user's to fix; retrying does not help.
@@ -65,6 +75,9 @@ pub struct PipelineConfig {
     /// `[engine]`: micro-batch policy.
     #[serde(default)]
     pub engine: EngineSettings,
+    /// `[maintenance]`: compaction and vacuum of the tables.
+    #[serde(default)]
+    pub maintenance: MaintenanceSettings,
     /// `[storage]`: object-store options for the table root, as delta-rs names them
     /// (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ALLOW_HTTP`, `AWS_PROFILE`, …).
     #[serde(default)]
@@ -243,6 +256,8 @@ pub struct Pipeline {
     pub kinesis: KinesisSettings,
     /// Engine settings.
     pub engine: EngineSettings,
+    /// Table maintenance settings.
+    pub maintenance: MaintenanceSettings,
     /// Object-store options for the tables.
     pub storage: BTreeMap<String, String>,
     /// One entry per stream.
@@ -268,6 +283,23 @@ pub struct StreamSpec {
     pub table_uri: String,
     /// The dead-letter table's URL.
     pub dead_letter_uri: String,
+}
+
+impl Pipeline {
+    /// Every table of the pipeline and its dead-letter table, as `(name, url)`: the name is the
+    /// table's folder, as `query` and `maintain` know it.
+    pub fn tables(&self) -> Vec<(String, String)> {
+        self.streams
+            .iter()
+            .flat_map(|spec| [&spec.table_uri, &spec.dead_letter_uri])
+            .map(|uri| {
+                (
+                    uri.rsplit('/').next().unwrap_or(uri).to_owned(),
+                    uri.clone(),
+                )
+            })
+            .collect()
+    }
 }
 
 impl StreamSpec {
@@ -348,6 +380,7 @@ impl PipelineConfig {
                 e.memory_budget
             ));
         }
+        self.maintenance.validate().map_err(ConfigError::Invalid)?;
         let k = &self.kinesis;
         if k.initial_position == InitialPosition::AtTimestamp && k.initial_timestamp.is_none() {
             return invalid(
@@ -432,6 +465,7 @@ impl PipelineConfig {
             table_root,
             kinesis: self.kinesis,
             engine: self.engine,
+            maintenance: self.maintenance,
             storage: self.storage,
             streams,
         })

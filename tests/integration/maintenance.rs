@@ -1,0 +1,203 @@
+//! Table maintenance: the engine compacts its tables as it runs and when it stops; `maintain`
+//! compacts, checkpoints and vacuums once; vacuum keeps what `query --as-of` reaches.
+
+use std::time::Duration;
+
+use kinesis_delta::pipeline::{self, RunMode};
+use kinesis_delta::query::{AsOf, TableSet};
+use kinesis_delta::sink::{DeltaSink, TableFiles};
+use tokio_util::sync::CancellationToken;
+
+use crate::end_to_end::{assert_exactly_once, put_triples};
+use crate::support::data::triples;
+use crate::support::servers::{Kind, TestKinesis};
+use crate::support::{create_streams, load_pipeline, put_records, write_config};
+
+/// The live files of the table at `uri` (none before it exists).
+async fn live_files(uri: &str) -> TableFiles {
+    let mut table = DeltaSink::open(uri, "test").await.unwrap();
+    table.files(128 << 20).await.unwrap().unwrap_or_default()
+}
+
+fn has_checkpoint(uri: &str) -> bool {
+    let dir = url::Url::parse(uri).unwrap().to_file_path().unwrap();
+    dir.join("_delta_log/_last_checkpoint").exists()
+}
+
+/// Hundreds of tiny batches on a continuous engine, default maintenance settings: while it runs a
+/// table never holds more than `compact_min_files` (50) small files and the one they were compacted
+/// into; once it stops, a handful. Every row lands once, dead letters too, and the log has
+/// checkpoints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_of_tiny_batches_end_in_a_handful_of_files() {
+    let server = TestKinesis::start(Kind::Embedded).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), server.endpoint(), "upkeep", 100_000);
+    let pipeline = load_pipeline(&config);
+    let client = server.client().await;
+    create_streams(&client, &pipeline, 4).await;
+    let cancel = CancellationToken::new();
+    let engine = tokio::spawn({
+        let pipeline = pipeline.clone();
+        let cancel = cancel.clone();
+        async move {
+            let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+            let result = pipeline::run(&pipeline, RunMode::Continuous, cancel, sender).await;
+            (result, receiver)
+        }
+    });
+    let pin = pipeline.streams[0].table_uri.clone();
+    let dead = pipeline.streams[0].dead_letter_uri.clone();
+    let mut most_files = 0;
+    // 20 triples a second, one at a time: each poll cycle that finds one commits it alone.
+    let posts: i64 = 400;
+    let mut malformed = 0;
+    for ind in 0..posts {
+        put_triples(&server, &pipeline, &triples(ind, 1)).await;
+        if ind % 40 == 0 {
+            put_records(
+                &client,
+                &pipeline.streams[0].stream,
+                &[("pk".to_owned(), b"{\"index\": ".to_vec())],
+            )
+            .await;
+            malformed += 1;
+        }
+        if ind % 10 == 0 {
+            most_files = most_files.max(live_files(&pin).await.files);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    crate::support::wait_until("every record is committed", Duration::from_secs(60), || {
+        let pin = pin.clone();
+        async move { crate::support::engine::table_rows(&pin).await == posts }
+    })
+    .await;
+    cancel.cancel();
+    let (result, mut progress) = engine.await.unwrap();
+    result.unwrap();
+    let mut pin_batches = 0;
+    while let Ok(report) = progress.try_recv() {
+        pin_batches += usize::from(report.stream == "pin");
+    }
+    for (_, uri) in crate::end_to_end::tables(&pipeline) {
+        let files = live_files(&uri).await;
+        assert!(
+            files.files <= 3,
+            "{uri}: a handful of files once stopped: {files:?}"
+        );
+        assert!(files.version >= 150, "{uri}: {files:?}");
+        assert!(has_checkpoint(&uri), "{uri}: the log has a checkpoint");
+    }
+    assert!(live_files(&dead).await.files <= 3);
+    // Batches depend on timing: about one per poll cycle that found a record.
+    assert!(
+        pin_batches >= 150,
+        "hundreds of tiny batches: {pin_batches}"
+    );
+    assert!(
+        most_files <= 51,
+        "while running, at most 50 small files and the compacted one: {most_files}"
+    );
+    assert_exactly_once(&pipeline, posts).await;
+    let dead_letters =
+        crate::support::query_counts(&[("d", &dead)], "SELECT count(*) FROM d").await;
+    assert_eq!(dead_letters, [malformed]);
+}
+
+/// `maintain` on tables the engine did not compact (compaction off): each ends with one file, the
+/// same rows, a checkpoint; vacuum deletes nothing younger than the retention, so an old version
+/// still reads. An unknown table is refused with the list of tables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintain_compacts_checkpoints_and_keeps_what_time_travel_reads() {
+    let server = TestKinesis::start(Kind::Embedded).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), server.endpoint(), "maintain", 100_000);
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config).unwrap() + "\n[maintenance]\ncompact_min_files = 0\n",
+    )
+    .unwrap();
+    let pipeline = load_pipeline(&config);
+    let client = server.client().await;
+    create_streams(&client, &pipeline, 1).await;
+    for round in 0..12 {
+        put_triples(&server, &pipeline, &triples(round * 5, 5)).await;
+        crate::support::run_available_now(&pipeline).await;
+    }
+    let pin = pipeline.streams[0].table_uri.clone();
+    let before = live_files(&pin).await;
+    assert_eq!(before.files, 12, "one file per run: {before:?}");
+
+    let unknown = std::process::Command::new(env!("CARGO_BIN_EXE_kinesis-delta"))
+        .args(["maintain", "--config"])
+        .arg(&config)
+        .arg("nosuch")
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success());
+    let said = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        said.contains("no table `nosuch`") && said.contains("pin_dead_letters"),
+        "{said}"
+    );
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kinesis-delta"))
+        .args(["maintain", "--config"])
+        .arg(&config)
+        .args(["pin", "geo"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{said}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        said.contains("pin: 12 files (12 small)") && said.contains("12 files compacted into 1"),
+        "{said}"
+    );
+    assert!(said.contains("vacuum deleted 0 removed files"), "{said}");
+    assert!(
+        said.contains("2 tables: 24 live files before, 2 after"),
+        "{said}"
+    );
+    let after = live_files(&pin).await;
+    assert_eq!(after.files, 1);
+    assert!(has_checkpoint(&pin));
+    // The user table was not named: left as it was.
+    assert_eq!(live_files(&pipeline.streams[2].table_uri).await.files, 12);
+    assert_exactly_once(&pipeline, 60).await;
+
+    // Version 1 (the first run's commit) still reads: its file was removed, not deleted.
+    let as_of = [AsOf::parse("pin=1").unwrap()];
+    let tables = TableSet::open(&pipeline, &as_of).await.unwrap();
+    let old = tables.sql("SELECT count(*) AS n FROM pin").await.unwrap();
+    let n = old.batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<arrow::array::Int64Array>()
+        .unwrap()
+        .value(0);
+    assert_eq!(n, 5);
+}
+
+/// A vacuum retention below 7 days is refused at start, with the fix.
+#[test]
+fn a_vacuum_retention_below_seven_days_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "http://127.0.0.1:9", "retention", 1000);
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config).unwrap() + "\n[maintenance]\nvacuum_retention = \"1h\"\n",
+    )
+    .unwrap();
+    let (loaded, base) = kinesis_delta::config::PipelineConfig::load(Some(&config)).unwrap();
+    let err = loaded.validate(&base).unwrap_err().to_string();
+    assert!(
+        err.contains("vacuum_retention") && err.contains("7days"),
+        "{err}"
+    );
+}
