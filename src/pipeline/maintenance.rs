@@ -8,11 +8,16 @@
 //! compaction that fails (another writer's commit conflicted, the store was unreachable) is logged
 //! and tried again later: maintenance is never fatal to ingest.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::EngineError;
 use crate::config::{ConfigError, MaintenanceSettings, Pipeline};
 use crate::sink::{Compaction, DeltaSink, TableFiles};
+
+/// How long the compaction at stop may take: a supervisor stopping the engine waits about 30 s
+/// before it kills it (Kubernetes' default grace period), and committing the last batch comes
+/// first.
+const STOP_COMPACTION_LIMIT: Duration = Duration::from_secs(15);
 
 /// One table's maintenance schedule.
 #[derive(Debug)]
@@ -74,12 +79,21 @@ impl Maintainer {
         done
     }
 
-    /// Compacts whatever small files are left (two or more), when the engine stops.
+    /// Compacts whatever small files are left (two or more), when the engine stops; given up
+    /// after [`STOP_COMPACTION_LIMIT`] so that a stop stays prompt (the files it wrote are then
+    /// unreferenced, and vacuum deletes them after the retention).
     pub async fn at_stop(&mut self, table: &mut DeltaSink) -> Option<Compaction> {
         if self.settings.compact_min_files == 0 || self.small_files.is_none_or(|n| n < 2) {
             return None;
         }
-        self.compact(table, 2).await
+        let uri = table.uri().to_owned();
+        match tokio::time::timeout(STOP_COMPACTION_LIMIT, self.compact(table, 2)).await {
+            Ok(compaction) => compaction,
+            Err(_) => {
+                tracing::warn!(table = %uri, "the compaction at stop took too long and was given up; the next run compacts");
+                None
+            }
+        }
     }
 
     async fn compact(&mut self, table: &mut DeltaSink, min_files: usize) -> Option<Compaction> {

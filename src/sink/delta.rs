@@ -37,10 +37,10 @@ pub enum CommitOutcome {
 
 /// A Delta table and the transaction id under which one stream writes to it.
 pub struct DeltaSink {
-    uri: String,
+    pub(super) uri: String,
     app_id: String,
     pub(super) table: DeltaTable,
-    schema: Option<SchemaRef>,
+    pub(super) schema: Option<SchemaRef>,
     properties: Vec<(String, String)>,
 }
 

@@ -11,14 +11,24 @@
 //! survive compaction and checkpoints, and the batch manifests (`_kinesis_delta/`) are outside what
 //! vacuum deletes (it deletes only files the log removed).
 
-use std::num::NonZeroU64;
 use std::time::Duration;
 
 use deltalake::checkpoints::{cleanup_metadata, create_checkpoint};
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, Add, Transaction};
+use deltalake::operations::vacuum::VacuumMode;
+use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use deltalake::protocol::DeltaOperation;
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use object_store::ObjectStoreExt;
 use serde::Serialize;
 
 use super::delta::parquet_properties;
+use super::schema::conform;
 use super::{DeltaSink, SinkError};
+
+/// The transaction id of compaction commits (see [`DeltaSink::compact`]).
+pub const COMPACTION_APP_ID: &str = "kinesis-delta/compaction";
 
 /// How much of a table is in files, and how much of that in small ones.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -27,7 +37,7 @@ pub struct TableFiles {
     pub version: i64,
     /// Live data files.
     pub files: usize,
-    /// Live data files smaller than the compaction target.
+    /// Live data files compaction would rewrite (smaller than half the target).
     pub small_files: usize,
     /// Bytes in live data files.
     pub bytes: u64,
@@ -62,44 +72,112 @@ impl DeltaSink {
             let size = u64::try_from(file.size()).unwrap_or(0);
             files.files += 1;
             files.bytes += size;
-            if size < target_file_size {
+            if size < target_file_size / 2 {
                 files.small_files += 1;
             }
         }
         Ok(files)
     }
 
-    /// Rewrites the table's files smaller than `target_file_size` into files near that size, in
-    /// one commit, when there are at least `min_files` of them (and at least two). `None` when
-    /// there were too few.
+    /// Rewrites the table's small files (below half of `target_file_size`) into files of about
+    /// that size, oldest first, in one commit, when there are at least `min_files` of them (and at
+    /// least two). `None` when there were too few.
+    ///
+    /// The commit carries the transaction id [`COMPACTION_APP_ID`], so two compactions of one
+    /// table at once conflict and the second fails: delta-rs does not check that two commits
+    /// removed the same files without changing data, and both compactions would add the same
+    /// rows. (Its own `optimize` commits without a transaction id, so it is not used.)
     pub async fn compact(
         &mut self,
         target_file_size: u64,
         min_files: usize,
     ) -> Result<Option<Compaction>, SinkError> {
-        let Some(files) = self.files(target_file_size).await? else {
-            return Ok(None);
-        };
-        if files.small_files < min_files.max(2) {
+        if !self.refresh().await? {
             return Ok(None);
         }
-        let target = NonZeroU64::new(target_file_size).unwrap_or(NonZeroU64::MIN);
-        let (table, metrics) = self
-            .table
-            .clone()
-            .optimize()
-            .with_target_size(target)
-            .with_writer_properties(parquet_properties())
+        let snapshot = self.table.snapshot().map_err(|source| self.error(source))?;
+        let mut small: Vec<_> = snapshot
+            .log_data()
+            .iter()
+            .filter(|f| u64::try_from(f.size()).unwrap_or(0) < target_file_size / 2)
+            .collect();
+        if small.len() < min_files.max(2) {
+            return Ok(None);
+        }
+        small.sort_by_key(|f| f.modification_time());
+        let version = i64::try_from(snapshot.version()).unwrap_or(i64::MAX);
+        let schema = self.schema.clone().ok_or_else(|| {
+            self.error(deltalake::DeltaTableError::Generic(
+                "the table has no schema".into(),
+            ))
+        })?;
+        let store = self.table.log_store().object_store(None);
+        let mut writer = RecordBatchWriter::for_table(&self.table)
+            .map_err(|source| self.error(source))?
+            .with_writer_properties(parquet_properties());
+        let mut adds = Vec::new();
+        let mut bin_bytes = 0;
+        for file in &small {
+            // A small file, read whole (each is below half the target size).
+            let bytes = store
+                .get(&file.object_store_path())
+                .await
+                .map_err(|e| self.error(e.into()))?
+                .bytes()
+                .await
+                .map_err(|e| self.error(e.into()))?;
+            let batches = ParquetRecordBatchReaderBuilder::try_new(bytes)
+                .map_err(|e| self.error(e.into()))?
+                .build()
+                .map_err(|e| self.error(e.into()))?;
+            for batch in batches {
+                let batch = batch.map_err(|e| self.error(e.into()))?;
+                let batch = conform(&batch, &schema).map_err(|source| SinkError::Arrow {
+                    table: self.uri.clone(),
+                    source,
+                })?;
+                writer
+                    .write(batch)
+                    .await
+                    .map_err(|source| self.error(source))?;
+            }
+            bin_bytes += u64::try_from(file.size()).unwrap_or(0);
+            if bin_bytes >= target_file_size {
+                adds.extend(writer.flush().await.map_err(|source| self.error(source))?);
+                bin_bytes = 0;
+            }
+        }
+        adds.extend(writer.flush().await.map_err(|source| self.error(source))?);
+        let compaction = Compaction {
+            files_removed: small.len() as u64,
+            files_added: adds.len() as u64,
+        };
+        let actions = small
+            .iter()
+            .map(|f| Action::Remove(f.remove_action(false)))
+            .chain(adds.into_iter().map(|add| {
+                Action::Add(Add {
+                    data_change: false,
+                    ..add
+                })
+            }))
+            .collect();
+        let properties = CommitProperties::default()
+            .with_application_transaction(Transaction::new(COMPACTION_APP_ID, version));
+        let operation = DeltaOperation::Optimize {
+            predicate: None,
+            target_size: i64::try_from(target_file_size).unwrap_or(i64::MAX),
+        };
+        CommitBuilder::from(properties)
+            .with_actions(actions)
+            .build(Some(snapshot), self.table.log_store(), operation)
             .await
             .map_err(|source| self.error(source))?;
-        self.table = table;
-        Ok(Some(Compaction {
-            files_removed: metrics.num_files_removed,
-            files_added: metrics.num_files_added,
-        }))
+        Ok(Some(compaction))
     }
 
-    /// Deletes the data files the log removed more than `retention` ago. Returns how many.
+    /// Deletes the data files the log removed more than `retention` ago, and files no version
+    /// refers to that are older than `retention` (left by a crash). Returns how many.
     pub async fn vacuum(&mut self, retention: Duration) -> Result<usize, SinkError> {
         if self.files(u64::MAX).await?.is_none() {
             return Ok(0);
@@ -109,6 +187,10 @@ impl DeltaSink {
             .table
             .clone()
             .vacuum()
+            // Full: files whose removal a checkpoint has forgotten (after the table's 7-day
+            // `deletedFileRetentionDuration`) and files a crash left unreferenced are found by
+            // listing; the retention protects every file a version younger than it reads.
+            .with_mode(VacuumMode::Full)
             .with_retention_period(retention)
             .await
             .map_err(|source| self.error(source))?;

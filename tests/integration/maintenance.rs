@@ -106,8 +106,9 @@ async fn hundreds_of_tiny_batches_end_in_a_handful_of_files() {
 }
 
 /// `maintain` on tables the engine did not compact (compaction off): each ends with one file, the
-/// same rows, a checkpoint; vacuum deletes nothing younger than the retention, so an old version
-/// still reads. An unknown table is refused with the list of tables.
+/// same rows, a checkpoint. Vacuum deletes a file no version refers to once it is older than the
+/// retention, and keeps the files compaction just removed, however old: an old version still
+/// reads. An unknown table is refused with the list of tables.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn maintain_compacts_checkpoints_and_keeps_what_time_travel_reads() {
     let server = TestKinesis::start(Kind::Embedded).await;
@@ -142,6 +143,18 @@ async fn maintain_compacts_checkpoints_and_keeps_what_time_travel_reads() {
         "{said}"
     );
 
+    // Every data file is made 8 days old, past the retention, and a crash's leftover is added:
+    // vacuum deletes the leftover, and none of the files compaction is about to remove.
+    let pin_dir = dir.path().join("tables/pin");
+    let eight_days_ago = std::time::SystemTime::now() - Duration::from_secs(8 * 24 * 3600);
+    std::fs::write(pin_dir.join("part-leftover-of-a-crash.parquet"), b"PAR1").unwrap();
+    for file in std::fs::read_dir(&pin_dir).unwrap() {
+        let path = file.unwrap().path();
+        if path.extension().is_some_and(|e| e == "parquet") {
+            let file = std::fs::File::options().write(true).open(&path).unwrap();
+            file.set_modified(eight_days_ago).unwrap();
+        }
+    }
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_kinesis-delta"))
         .args(["maintain", "--config"])
         .arg(&config)
@@ -159,7 +172,11 @@ async fn maintain_compacts_checkpoints_and_keeps_what_time_travel_reads() {
         said.contains("pin: 12 files (12 small)") && said.contains("12 files compacted into 1"),
         "{said}"
     );
-    assert!(said.contains("vacuum deleted 0 removed files"), "{said}");
+    assert!(
+        said.contains("pin: ") && said.contains("vacuum deleted 1 files"),
+        "{said}"
+    );
+    assert!(!pin_dir.join("part-leftover-of-a-crash.parquet").exists());
     assert!(
         said.contains("2 tables: 24 live files before, 2 after"),
         "{said}"
@@ -200,4 +217,51 @@ fn a_vacuum_retention_below_seven_days_is_refused() {
         err.contains("vacuum_retention") && err.contains("7days"),
         "{err}"
     );
+}
+
+/// Review finding: two compactions of one table at once (two engines starting or stopping
+/// together, or an engine and `maintain`) both committed, and every compacted row was in the table
+/// twice: delta-rs does not check that two compactions removed the same files. Now each compaction
+/// commits with one transaction id, and the second fails instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_compactions_at_once_never_duplicate_rows() {
+    use arrow::array::{Int64Array, RecordBatch};
+    use arrow::datatypes::{DataType, Field, Schema};
+    let dir = tempfile::tempdir().unwrap();
+    let uri = url::Url::from_directory_path(dir.path().join("t"))
+        .unwrap()
+        .to_string()
+        .trim_end_matches('/')
+        .to_owned();
+    let schema = std::sync::Arc::new(Schema::new(vec![Field::new("ind", DataType::Int64, true)]));
+    let mut writer = DeltaSink::open(&uri, "writer").await.unwrap();
+    let mut batch_id = 0;
+    let mut rows = 0;
+    let mut refused = 0;
+    for _round in 0..5 {
+        for _ in 0..6 {
+            batch_id += 1;
+            let ids = Int64Array::from_iter_values(rows..rows + 10);
+            let batch =
+                RecordBatch::try_new(schema.clone(), vec![std::sync::Arc::new(ids)]).unwrap();
+            writer
+                .commit(batch_id, &schema, &[batch], Default::default())
+                .await
+                .unwrap();
+            rows += 10;
+        }
+        let mut first = DeltaSink::open(&uri, "first").await.unwrap();
+        let mut second = DeltaSink::open(&uri, "second").await.unwrap();
+        // Both look at the same version before either commits.
+        let (a, b) = tokio::join!(first.compact(128 << 20, 2), second.compact(128 << 20, 2));
+        assert!(a.is_ok() || b.is_ok(), "one of them compacts: {a:?} {b:?}");
+        refused += usize::from(a.is_err() || b.is_err());
+        let counts = crate::support::query_counts(
+            &[("t", &uri)],
+            "SELECT count(*), count(DISTINCT ind) FROM t",
+        )
+        .await;
+        assert_eq!(counts, [rows, rows], "each row once");
+    }
+    assert!(refused > 0, "the compactions did race: one was refused");
 }

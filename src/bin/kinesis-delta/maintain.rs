@@ -42,7 +42,7 @@ fn describe(report: &TableMaintenance) -> String {
     );
     let vacuum = report.vacuumed.map_or_else(
         || "vacuum off".to_owned(),
-        |n| format!("vacuum deleted {n} removed files"),
+        |n| format!("vacuum deleted {n} files"),
     );
     format!(
         "{}: {} → {}; version {} → {}; {compaction}; checkpoint written, {} expired log files deleted; {vacuum}",
