@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::end_to_end::{assert_exactly_once, put_triples};
 use crate::support::data::triples;
 use crate::support::servers::{Kind, TestKinesis};
-use crate::support::{create_streams, load_pipeline, put_records, write_config};
+use crate::support::{create_streams, edit_config, load_pipeline, put_records, write_config};
 
 /// The live files of the table at `uri` (none before it exists).
 async fn live_files(uri: &str) -> TableFiles {
@@ -114,11 +114,7 @@ async fn maintain_compacts_checkpoints_and_keeps_what_time_travel_reads() {
     let server = TestKinesis::start(Kind::Embedded).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), server.endpoint(), "maintain", 100_000);
-    std::fs::write(
-        &config,
-        std::fs::read_to_string(&config).unwrap() + "\n[maintenance]\ncompact_min_files = 0\n",
-    )
-    .unwrap();
+    edit_config(&config, "compact_min_files = 50", "compact_min_files = 0");
     let pipeline = load_pipeline(&config);
     let client = server.client().await;
     create_streams(&client, &pipeline, 1).await;
@@ -206,11 +202,11 @@ async fn maintain_compacts_checkpoints_and_keeps_what_time_travel_reads() {
 fn a_vacuum_retention_below_seven_days_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "http://127.0.0.1:9", "retention", 1000);
-    std::fs::write(
+    edit_config(
         &config,
-        std::fs::read_to_string(&config).unwrap() + "\n[maintenance]\nvacuum_retention = \"1h\"\n",
-    )
-    .unwrap();
+        "vacuum_retention = \"7days\"",
+        "vacuum_retention = \"1h\"",
+    );
     let (loaded, base) = kinesis_delta::config::PipelineConfig::load(Some(&config)).unwrap();
     let err = loaded.validate(&base).unwrap_err().to_string();
     assert!(
