@@ -5,7 +5,7 @@
 //!
 //! Each table gets the same rows. The small-file table is committed batch by batch, as the engine
 //! commits at a trickle (with the checkpoints delta-rs writes every 100 versions); the compacted
-//! one the same way, then compacted as the engine compacts; the fresh one in a single commit. Each
+//! one the same way, then compacted as the engine compacts (and checkpointed after); the fresh one in a single commit. Each
 //! measured query opens the table (reads its log) and aggregates every row, as `kinesis-delta
 //! query` does.
 
@@ -64,7 +64,9 @@ async fn table(uri: &str, batches: i64, one_commit: bool, compact: bool) {
         }
     }
     if compact {
+        // As the engine does: compaction, then a checkpoint.
         sink.compact(128 << 20, 2).await.expect("compaction");
+        sink.checkpoint().await.expect("checkpoint");
     }
     let files = sink.files(128 << 20).await.expect("files").expect("table");
     println!(

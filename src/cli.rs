@@ -18,10 +18,23 @@ pub struct Cli {
     /// access log is `kinesis_delta::api::access` (on by default for `api` only).
     #[arg(long, global = true, env = "RUST_LOG")]
     pub log: Option<String>,
+    /// Log lines as `text` (for people) or `json` (one object per line, for log collectors). Text
+    /// is coloured only when written to a terminal.
+    #[arg(long, global = true, env = "KINESIS_DELTA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// Threads that run the engine's tasks (reading, SQL, writing); decoding runs beside them.
     /// Default: one per core.
     #[arg(long, global = true, env = "KINESIS_DELTA_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     pub worker_threads: Option<u16>,
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line per event for people; coloured on a terminal only.
+    Text,
+    /// One JSON object per event.
+    Json,
 }
 
 /// The subcommands.

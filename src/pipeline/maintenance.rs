@@ -79,15 +79,18 @@ impl Maintainer {
         done
     }
 
-    /// Compacts whatever small files are left (two or more), when the engine stops; given up
+    /// Compacts the small files left when the engine stops, if there are at least a fifth of
+    /// `compact_min_files` (10 by default): a table is left with a handful, and a run that wrote a
+    /// few large batches is not made to rewrite them. Given up
     /// after [`STOP_COMPACTION_LIMIT`] so that a stop stays prompt (the files it wrote are then
     /// unreferenced, and vacuum deletes them after the retention).
     pub async fn at_stop(&mut self, table: &mut DeltaSink) -> Option<Compaction> {
-        if self.settings.compact_min_files == 0 || self.small_files.is_none_or(|n| n < 2) {
+        let min_files = (self.settings.compact_min_files / 5).max(2);
+        if self.settings.compact_min_files == 0 || self.small_files.is_none_or(|n| n < min_files) {
             return None;
         }
         let uri = table.uri().to_owned();
-        match tokio::time::timeout(STOP_COMPACTION_LIMIT, self.compact(table, 2)).await {
+        match tokio::time::timeout(STOP_COMPACTION_LIMIT, self.compact(table, min_files)).await {
             Ok(compaction) => compaction,
             Err(_) => {
                 tracing::warn!(table = %uri, "the compaction at stop took too long and was given up; the next run compacts");
@@ -116,6 +119,11 @@ impl Maintainer {
             }
         }
         if let Some(c) = compaction {
+            // Readers then open the compacted table from one checkpoint, not from the checkpoint
+            // before the compaction and the compaction's long list of removed files.
+            if let Err(e) = table.checkpoint().await {
+                tracing::warn!(table = %table.uri(), error = %e, "could not write a checkpoint after compacting");
+            }
             tracing::info!(
                 table = %table.uri(),
                 files_removed = c.files_removed,

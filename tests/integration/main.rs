@@ -14,6 +14,7 @@ mod exactly_once;
 mod faults;
 mod lost_records;
 mod maintenance;
+mod operating;
 mod reshard;
 mod s3;
 mod source_faults;

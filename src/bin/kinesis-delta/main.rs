@@ -11,18 +11,12 @@ mod streams;
 use std::process::ExitCode;
 
 use clap::Parser;
-use kinesis_delta::cli::{Cli, Command};
+use kinesis_delta::cli::{Cli, Command, LogFormat};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(cli.log_filter())
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(&cli);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = cli.worker_threads {
         builder.worker_threads(threads.into());
@@ -54,6 +48,20 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Log lines go to stderr, in the format asked for; colour codes only on a terminal.
+fn init_logging(cli: &Cli) {
+    use std::io::IsTerminal;
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(cli.log_filter()).unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().init(),
     }
 }
 
