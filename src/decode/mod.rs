@@ -336,6 +336,13 @@ mod tests {
         }
     }
 
+    /// The values of a BIGINT column of the decoded rows.
+    fn integers(decoded: &DecodedBatch, column: usize) -> Vec<Option<i64>> {
+        let column = decoded.rows.column(column);
+        let values = column.as_any().downcast_ref::<Int64Array>().unwrap();
+        values.iter().collect()
+    }
+
     async fn user_decoder() -> RecordDecoder {
         let schema = raw_schema_from_sql(
             "CREATE TABLE raw (ind BIGINT, first_name VARCHAR, age BIGINT)",
@@ -360,13 +367,7 @@ mod tests {
             record(8, br#"{"ind": "8", "age": 31, "extra": true}"#),
         ];
         let decoded = decoder.decode(&records).unwrap();
-        let ind = decoded
-            .rows
-            .column(0)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .unwrap();
-        assert_eq!(ind.iter().collect::<Vec<_>>(), [Some(1), Some(8)]);
+        assert_eq!(integers(&decoded, 0), [Some(1), Some(8)]);
         let seqs = decoded.rows.column_by_name("_sequence_number").unwrap();
         assert_eq!(seqs.len(), 2);
         let mut dead: Vec<_> = decoded
@@ -395,20 +396,8 @@ mod tests {
             record(7, br#"{"i\u006ed": 7}"#),
         ];
         let decoded = decoder.decode(&records).unwrap();
-        let ind = decoded
-            .rows
-            .column(0)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .unwrap();
-        assert_eq!(ind.iter().collect::<Vec<_>>(), [Some(4), Some(7)]);
-        let age = decoded
-            .rows
-            .column(2)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .unwrap();
-        assert_eq!(age.iter().collect::<Vec<_>>(), [Some(5), None]);
+        assert_eq!(integers(&decoded, 0), [Some(4), Some(7)]);
+        assert_eq!(integers(&decoded, 2), [Some(5), None]);
         let seqs = decoded.rows.column_by_name("_sequence_number").unwrap();
         let seqs = seqs.as_any().downcast_ref::<StringArray>().unwrap();
         assert_eq!(seqs.iter().collect::<Vec<_>>(), [Some("3"), Some("7")]);

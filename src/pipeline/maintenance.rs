@@ -29,15 +29,6 @@ pub(super) struct Maintainer {
     vacuumed: Option<Instant>,
 }
 
-/// What maintenance did to one table after a commit.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct MaintenanceDone {
-    /// The compaction, when one ran.
-    pub compaction: Option<Compaction>,
-    /// Files vacuum deleted.
-    pub vacuumed: usize,
-}
-
 impl Maintainer {
     pub fn new(settings: &MaintenanceSettings) -> Self {
         Self {
@@ -48,17 +39,12 @@ impl Maintainer {
     }
 
     /// Runs what is due on `table` after this engine committed `files_added` files to it.
-    pub async fn after_commit(
-        &mut self,
-        table: &mut DeltaSink,
-        files_added: usize,
-    ) -> MaintenanceDone {
-        let mut done = MaintenanceDone::default();
+    pub async fn after_commit(&mut self, table: &mut DeltaSink, files_added: usize) {
         let min_files = self.settings.compact_min_files;
         if min_files > 0 {
             let estimate = self.small_files.map(|n| n + files_added);
             if estimate.is_none_or(|n| n >= min_files) {
-                done.compaction = self.compact(table, min_files).await;
+                self.compact(table, min_files).await;
             } else {
                 self.small_files = estimate;
             }
@@ -69,70 +55,61 @@ impl Maintainer {
                 .is_none_or(|at| at.elapsed() >= self.settings.vacuum_interval)
         {
             self.vacuumed = Some(Instant::now());
-            match table.vacuum(self.settings.vacuum_retention).await {
-                Ok(deleted) => done.vacuumed = deleted,
-                Err(e) => {
-                    tracing::warn!(table = %table.uri(), error = %e, "vacuum failed; it runs again after the next vacuum_interval")
-                }
+            if let Err(e) = table.vacuum(self.settings.vacuum_retention).await {
+                tracing::warn!(table = %table.uri(), error = %e, "vacuum failed; it runs again after the next vacuum_interval");
             }
         }
-        done
     }
 
     /// Compacts the small files left when the engine stops, if there are at least a fifth of
     /// `compact_min_files` (10 by default): a table is left with a handful, and a run that wrote a
-    /// few large batches is not made to rewrite them. Given up
-    /// after [`STOP_COMPACTION_LIMIT`] so that a stop stays prompt (the files it wrote are then
-    /// unreferenced, and vacuum deletes them after the retention).
-    pub async fn at_stop(&mut self, table: &mut DeltaSink) -> Option<Compaction> {
+    /// few large batches is not made to rewrite them. Given up after [`STOP_COMPACTION_LIMIT`], so
+    /// that a stop stays prompt (the files written so far are then unreferenced, and vacuum
+    /// deletes them after the retention).
+    pub async fn at_stop(&mut self, table: &mut DeltaSink) {
         let min_files = (self.settings.compact_min_files / 5).max(2);
         if self.settings.compact_min_files == 0 || self.small_files.is_none_or(|n| n < min_files) {
-            return None;
+            return;
         }
         let uri = table.uri().to_owned();
-        match tokio::time::timeout(STOP_COMPACTION_LIMIT, self.compact(table, min_files)).await {
-            Ok(compaction) => compaction,
-            Err(_) => {
-                tracing::warn!(table = %uri, "the compaction at stop took too long and was given up; the next run compacts");
-                None
-            }
+        if tokio::time::timeout(STOP_COMPACTION_LIMIT, self.compact(table, min_files))
+            .await
+            .is_err()
+        {
+            tracing::warn!(table = %uri, "the compaction at stop took too long and was given up; the next run compacts");
         }
     }
 
-    async fn compact(&mut self, table: &mut DeltaSink, min_files: usize) -> Option<Compaction> {
+    async fn compact(&mut self, table: &mut DeltaSink, min_files: usize) {
         let target = u64::try_from(self.settings.target_file_size).unwrap_or(u64::MAX);
         let started = Instant::now();
-        let compaction = match table.compact(target, min_files).await {
-            Ok(compaction) => compaction,
-            Err(e) => {
-                tracing::warn!(table = %table.uri(), error = %e, "compaction failed; it is tried again after later commits");
-                // Looked at again after the next commit.
-                self.small_files = Some(min_files);
-                return None;
+        let compaction = table.compact(target, min_files).await;
+        // Counted again from the table as it is now; after a failure (another writer's compaction
+        // won, the store failed), tried again once `min_files` more batches are committed.
+        self.small_files = Some(match &compaction {
+            Ok(_) => table.loaded_files(target).map_or(0, |f| f.small_files),
+            Err(_) => 0,
+        });
+        match compaction {
+            Ok(Some(c)) => {
+                // Readers then open the table from one checkpoint, not from the checkpoint before
+                // the compaction and the compaction's long list of removed files.
+                if let Err(e) = table.checkpoint().await {
+                    tracing::warn!(table = %table.uri(), error = %e, "could not write a checkpoint after compacting");
+                }
+                tracing::info!(
+                    table = %table.uri(),
+                    files_removed = c.files_removed,
+                    files_added = c.files_added,
+                    ms = started.elapsed().as_millis() as u64,
+                    "compacted small files"
+                );
             }
-        };
-        match table.files(target).await {
-            Ok(files) => self.small_files = files.map(|f| f.small_files),
+            Ok(None) => {}
             Err(e) => {
-                tracing::warn!(table = %table.uri(), error = %e, "could not count the table's files");
-                self.small_files = Some(0);
+                tracing::warn!(table = %table.uri(), error = %e, "compaction failed; it is tried again after more batches");
             }
         }
-        if let Some(c) = compaction {
-            // Readers then open the compacted table from one checkpoint, not from the checkpoint
-            // before the compaction and the compaction's long list of removed files.
-            if let Err(e) = table.checkpoint().await {
-                tracing::warn!(table = %table.uri(), error = %e, "could not write a checkpoint after compacting");
-            }
-            tracing::info!(
-                table = %table.uri(),
-                files_removed = c.files_removed,
-                files_added = c.files_added,
-                ms = started.elapsed().as_millis() as u64,
-                "compacted small files"
-            );
-        }
-        compaction
     }
 }
 

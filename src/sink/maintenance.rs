@@ -8,8 +8,8 @@
 //! ([`crate::pipeline`]); `kinesis-delta maintain` runs them once.
 //!
 //! None of it touches what the exactly-once protocol relies on: the `txn` ids live in the log and
-//! survive compaction and checkpoints, and the batch manifests (`_kinesis_delta/`) are outside what
-//! vacuum deletes (it deletes only files the log removed).
+//! survive compaction and checkpoints, and vacuum never deletes under a folder whose name starts
+//! with `_`, where the batch manifests (`_kinesis_delta/`) and the log are.
 
 use std::time::Duration;
 
@@ -52,6 +52,12 @@ pub struct Compaction {
     pub files_added: u64,
 }
 
+/// A file compaction rewrites: below half the target (a file nearer the target is left alone, so
+/// compacted files are not rewritten again and again).
+fn is_small(size: i64, target_file_size: u64) -> bool {
+    u64::try_from(size).unwrap_or(0) < target_file_size / 2
+}
+
 impl DeltaSink {
     /// The table's live files as of its newest version (`None` before the table exists).
     pub async fn files(&mut self, target_file_size: u64) -> Result<Option<TableFiles>, SinkError> {
@@ -61,8 +67,8 @@ impl DeltaSink {
         Ok(Some(self.loaded_files(target_file_size)?))
     }
 
-    /// The live files of the loaded snapshot.
-    fn loaded_files(&self, target_file_size: u64) -> Result<TableFiles, SinkError> {
+    /// The live files of the version last loaded (by [`Self::files`] or [`Self::compact`]).
+    pub fn loaded_files(&self, target_file_size: u64) -> Result<TableFiles, SinkError> {
         let snapshot = self.table.snapshot().map_err(|source| self.error(source))?;
         let mut files = TableFiles {
             version: self.version().unwrap_or(0),
@@ -72,7 +78,7 @@ impl DeltaSink {
             let size = u64::try_from(file.size()).unwrap_or(0);
             files.files += 1;
             files.bytes += size;
-            if size < target_file_size / 2 {
+            if is_small(file.size(), target_file_size) {
                 files.small_files += 1;
             }
         }
@@ -81,7 +87,8 @@ impl DeltaSink {
 
     /// Rewrites the table's small files (below half of `target_file_size`) into files of about
     /// that size, oldest first, in one commit, when there are at least `min_files` of them (and at
-    /// least two). `None` when there were too few.
+    /// least two). `None` when there were too few. Either way the table is then loaded at its
+    /// newest version.
     ///
     /// The commit carries the transaction id [`COMPACTION_APP_ID`], so two compactions of one
     /// table at once conflict and the second fails: delta-rs does not check that two commits
@@ -99,7 +106,10 @@ impl DeltaSink {
         let mut small: Vec<_> = snapshot
             .log_data()
             .iter()
-            .filter(|f| u64::try_from(f.size()).unwrap_or(0) < target_file_size / 2)
+            // A file with deletion vectors (rows deleted by another tool) is left alone: it is
+            // read here whole, and its deleted rows would come back.
+            .filter(|f| is_small(f.size(), target_file_size))
+            .filter(|f| f.deletion_vector_descriptor().is_none())
             .collect();
         if small.len() < min_files.max(2) {
             return Ok(None);
@@ -173,13 +183,14 @@ impl DeltaSink {
             .build(Some(snapshot), self.table.log_store(), operation)
             .await
             .map_err(|source| self.error(source))?;
+        self.refresh().await?;
         Ok(Some(compaction))
     }
 
     /// Deletes the data files the log removed more than `retention` ago, and files no version
     /// refers to that are older than `retention` (left by a crash). Returns how many.
     pub async fn vacuum(&mut self, retention: Duration) -> Result<usize, SinkError> {
-        if self.files(u64::MAX).await?.is_none() {
+        if !self.refresh().await? {
             return Ok(0);
         }
         let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
@@ -202,7 +213,7 @@ impl DeltaSink {
     /// log retention (`delta.logRetentionDuration`, 30 days by default) that the checkpoint
     /// makes unnecessary. Returns how many log files were deleted.
     pub async fn checkpoint(&mut self) -> Result<usize, SinkError> {
-        if self.files(u64::MAX).await?.is_none() {
+        if !self.refresh().await? {
             return Ok(0);
         }
         create_checkpoint(&self.table, None)

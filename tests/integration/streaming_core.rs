@@ -119,6 +119,28 @@ async fn records_reaching_a_caught_up_engine_are_committed_without_waiting_for_t
     assert_exactly_once(&pipeline, 30).await;
 }
 
+/// Batch limits for the tests that collect from a source directly.
+const SMALL_BATCHES: BatchLimits = BatchLimits {
+    max_records: 1000,
+    max_bytes: 1 << 20,
+    max_wait: Duration::from_millis(300),
+};
+
+/// Collects (and drops) batches until one says the source is caught up, for at most 50 batches.
+async fn collect_until_caught_up(source: &mut StreamSource, cancel: &CancellationToken) -> bool {
+    for _ in 0..50 {
+        if source
+            .collect_batch(SMALL_BATCHES, cancel)
+            .await
+            .unwrap()
+            .caught_up
+        {
+            return true;
+        }
+    }
+    false
+}
+
 /// Review finding: a shard's "at its tip" came from its last answer handed out, while its
 /// consumer already held newer records, waiting for memory. An idle engine then wrote tip markers
 /// (and manifests) saying nothing lay beyond its position, for as long as the wait lasted. Now a
@@ -132,22 +154,7 @@ async fn a_shard_whose_reader_waits_for_memory_is_not_at_its_tip() {
     let mut source = StreamSource::new(client.clone(), "tip-budget", StartPosition::TrimHorizon, 5)
         .with_budget(budget.clone());
     let cancel = CancellationToken::new();
-    let limits = BatchLimits {
-        max_records: 1000,
-        max_bytes: 1 << 20,
-        max_wait: Duration::from_millis(300),
-    };
-    let mut at_tip = false;
-    for _ in 0..50 {
-        at_tip = source
-            .collect_batch(limits, &cancel)
-            .await
-            .unwrap()
-            .caught_up;
-        if at_tip {
-            break;
-        }
-    }
+    let at_tip = collect_until_caught_up(&mut source, &cancel).await;
     assert!(at_tip, "an empty shard reaches its tip");
     assert_eq!(source.shards_at_tip(), ["shardId-000000000000"]);
 
@@ -155,7 +162,7 @@ async fn a_shard_whose_reader_waits_for_memory_is_not_at_its_tip() {
     put_records(&client, "tip-budget", &[("k".into(), b"{}".to_vec())]).await;
     let mut seen_more = false;
     for _ in 0..50 {
-        let batch = source.collect_batch(limits, &cancel).await.unwrap();
+        let batch = source.collect_batch(SMALL_BATCHES, &cancel).await.unwrap();
         assert!(batch.records.is_empty(), "no memory: nothing is handed out");
         if !batch.caught_up {
             seen_more = true;
@@ -172,7 +179,7 @@ async fn a_shard_whose_reader_waits_for_memory_is_not_at_its_tip() {
     let mut records = 0;
     for _ in 0..50 {
         records += source
-            .collect_batch(limits, &cancel)
+            .collect_batch(SMALL_BATCHES, &cancel)
             .await
             .unwrap()
             .records
@@ -197,22 +204,7 @@ async fn an_outage_ends_the_claim_that_a_shard_is_at_its_tip() {
     let client = crate::support::client(&proxy.endpoint).await;
     let mut source = StreamSource::new(client, "tip-outage", StartPosition::TrimHorizon, 5);
     let cancel = CancellationToken::new();
-    let limits = BatchLimits {
-        max_records: 1000,
-        max_bytes: 1 << 20,
-        max_wait: Duration::from_millis(300),
-    };
-    let mut at_tip = false;
-    for _ in 0..50 {
-        at_tip = source
-            .collect_batch(limits, &cancel)
-            .await
-            .unwrap()
-            .caught_up;
-        if at_tip {
-            break;
-        }
-    }
+    let at_tip = collect_until_caught_up(&mut source, &cancel).await;
     assert!(at_tip && source.shards_at_tip() == ["shardId-000000000000"]);
 
     proxy.outage.store(true, Ordering::SeqCst);
@@ -224,7 +216,7 @@ async fn an_outage_ends_the_claim_that_a_shard_is_at_its_tip() {
     .await;
     let mut lapsed = false;
     for _ in 0..100 {
-        let batch = source.collect_batch(limits, &cancel).await.unwrap();
+        let batch = source.collect_batch(SMALL_BATCHES, &cancel).await.unwrap();
         assert!(
             batch.records.is_empty(),
             "nothing is read through the outage"
@@ -244,7 +236,7 @@ async fn an_outage_ends_the_claim_that_a_shard_is_at_its_tip() {
     let mut records = 0;
     for _ in 0..100 {
         records += source
-            .collect_batch(limits, &cancel)
+            .collect_batch(SMALL_BATCHES, &cancel)
             .await
             .unwrap()
             .records
