@@ -141,6 +141,26 @@ async fn collect_until_caught_up(source: &mut StreamSource, cancel: &Cancellatio
     false
 }
 
+/// Collects batches until one holds records, for at most `batches` batches; how many it held.
+async fn collect_until_records(
+    source: &mut StreamSource,
+    cancel: &CancellationToken,
+    batches: usize,
+) -> usize {
+    for _ in 0..batches {
+        let records = source
+            .collect_batch(SMALL_BATCHES, cancel)
+            .await
+            .unwrap()
+            .records
+            .len();
+        if records > 0 {
+            return records;
+        }
+    }
+    0
+}
+
 /// Review finding: a shard's "at its tip" came from its last answer handed out, while its
 /// consumer already held newer records, waiting for memory. An idle engine then wrote tip markers
 /// (and manifests) saying nothing lay beyond its position, for as long as the wait lasted. Now a
@@ -176,18 +196,7 @@ async fn a_shard_whose_reader_waits_for_memory_is_not_at_its_tip() {
         "the record fetched, waiting for memory, keeps the shard off its tip"
     );
     drop(everything);
-    let mut records = 0;
-    for _ in 0..50 {
-        records += source
-            .collect_batch(SMALL_BATCHES, &cancel)
-            .await
-            .unwrap()
-            .records
-            .len();
-        if records > 0 {
-            break;
-        }
-    }
+    let records = collect_until_records(&mut source, &cancel, 50).await;
     assert_eq!(records, 1, "once memory is back, the record is handed out");
 }
 
@@ -233,17 +242,6 @@ async fn an_outage_ends_the_claim_that_a_shard_is_at_its_tip() {
         "the shard is not said to be at its tip through an outage"
     );
     proxy.outage.store(false, Ordering::SeqCst);
-    let mut records = 0;
-    for _ in 0..100 {
-        records += source
-            .collect_batch(SMALL_BATCHES, &cancel)
-            .await
-            .unwrap()
-            .records
-            .len();
-        if records > 0 {
-            break;
-        }
-    }
+    let records = collect_until_records(&mut source, &cancel, 100).await;
     assert_eq!(records, 1, "after the outage the record is read");
 }
