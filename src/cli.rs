@@ -89,6 +89,9 @@ pub struct DemoArgs {
     /// Progress output of the engine.
     #[arg(long, value_enum, default_value_t = ProgressFormat::Text)]
     pub progress: ProgressFormat,
+    /// Metrics and health checks.
+    #[command(flatten)]
+    pub admin: AdminArgs,
 }
 
 /// `kinesis-delta query`.
@@ -335,6 +338,9 @@ pub struct ApiArgs {
     /// How long a request may take before it is answered 408 (e.g. "30s").
     #[arg(long, env = "KINESIS_DELTA_API_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub request_timeout: std::time::Duration,
+    /// Metrics and health checks.
+    #[command(flatten)]
+    pub admin: AdminArgs,
 }
 
 /// `kinesis-delta kinesis`.
@@ -441,6 +447,29 @@ pub struct RunArgs {
     /// its data): stop, or restart from its earliest record (overrides the config).
     #[arg(long, value_enum)]
     pub on_lost_stream: Option<crate::config::LostStreamPolicy>,
+    /// Metrics and health checks.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+/// Where the metrics and health checks are served (`run`, `api`, `demo`).
+#[derive(Debug, Clone, Args)]
+pub struct AdminArgs {
+    /// Serve /metrics (Prometheus), /healthz and /readyz on this address: a port (`9464`, bound to
+    /// loopback) or HOST:PORT (`0.0.0.0:9464` to be reached from outside, as in a container).
+    /// Off unless given.
+    #[arg(long, env = "KINESIS_DELTA_ADMIN_ADDRESS", value_parser = parse_admin_address)]
+    pub admin_address: Option<std::net::SocketAddr>,
+}
+
+/// A port alone means loopback: metrics are not published to the network by accident.
+fn parse_admin_address(text: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    text.parse().map_err(|_| {
+        format!("`{text}`: give a port (9464) or an IP address and port (0.0.0.0:9464)")
+    })
 }
 
 /// How progress is printed.
@@ -515,5 +544,19 @@ mod tests {
             "{}",
             pipeline.table_root
         );
+    }
+
+    #[test]
+    fn an_admin_port_alone_is_bound_to_loopback() {
+        assert_eq!(
+            parse_admin_address("9464").unwrap().to_string(),
+            "127.0.0.1:9464"
+        );
+        assert_eq!(
+            parse_admin_address("0.0.0.0:9464").unwrap().to_string(),
+            "0.0.0.0:9464"
+        );
+        let refused = parse_admin_address("localhost:9464").unwrap_err();
+        assert!(refused.contains("0.0.0.0:9464"), "{refused}");
     }
 }

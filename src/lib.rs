@@ -15,6 +15,7 @@
 //! * [`config`] and [`cli`]: the pipeline file and the flags that override it.
 //! * [`streams`] and [`api`]: stream administration and the REST API in front of Kinesis.
 //! * [`local`]: the embedded Kinesis-compatible server of local mode.
+//! * [`telemetry`]: metrics and health checks for operators.
 
 /// jemalloc instead of the system allocator, for every binary built on this library (the engine,
 /// the benches, the tests): a backlog drained about 20% faster, and with the settings in
@@ -38,4 +39,5 @@ pub mod sequence;
 pub mod sink;
 pub mod source;
 pub mod streams;
+pub mod telemetry;
 pub mod transform;

@@ -7,8 +7,18 @@ use serde::Serialize;
 
 /// The process's peak resident memory so far (`VmHWM`), where the system tells it (Linux).
 pub fn peak_memory_bytes() -> Option<u64> {
+    memory_status("VmHWM:")
+}
+
+/// The process's resident memory now (`VmRSS`), where the system tells it (Linux).
+pub fn resident_memory_bytes() -> Option<u64> {
+    memory_status("VmRSS:")
+}
+
+/// A `/proc/self/status` line in KiB, as bytes.
+fn memory_status(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
@@ -24,6 +34,8 @@ pub struct BatchProgress {
     pub batch_id: i64,
     /// Records read from Kinesis.
     pub rows_in: usize,
+    /// Bytes of their data.
+    pub bytes_in: usize,
     /// Rows the cleaning SQL produced.
     pub rows_out: usize,
     /// Records sent to the dead-letter table.

@@ -1,13 +1,15 @@
-//! Request middleware: the optional API key and one access-log line per request.
+//! Request middleware: the optional API key, and one access-log line and metric per request.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+
+use crate::telemetry::ApiRequest;
 
 /// Answers 403 (as API Gateway does) unless the request's `x-api-key` is the configured key.
 pub async fn require_api_key(
@@ -35,20 +37,34 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Logs one structured line per request: method, path, status, latency.
+/// Logs one structured line per request (method, path, status, latency) and counts it in the
+/// metrics by route.
 pub async fn access_log(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
     let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
     tracing::info!(
         target: "kinesis_delta::api::access",
         %method,
         path,
-        status = response.status().as_u16(),
-        latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        status,
+        latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
         "request"
     );
+    ApiRequest {
+        method: method.as_str(),
+        route: &route,
+        status,
+        elapsed,
+    }
+    .record();
     response
 }
 

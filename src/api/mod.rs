@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::source::KinesisClient;
+use crate::telemetry::readiness;
 
 /// The OpenAPI 3 document of this API (`doc/openapi.json`), served at `GET /openapi.json`.
 pub const OPENAPI: &str = include_str!("../../doc/openapi.json");
@@ -75,6 +76,31 @@ pub fn app(client: KinesisClient, settings: &ApiSettings) -> Router {
             settings.request_timeout,
         ))
         .layer(axum::middleware::from_fn(middleware::access_log))
+}
+
+/// The readiness check of the API (`/readyz` on the admin address): Kinesis answered once.
+pub const KINESIS_CHECK: &str = "kinesis";
+
+/// Asks Kinesis for one stream name until it answers (every 5 s, logging why not), then marks the
+/// API ready. Runs beside the server: the API answers meanwhile, with Kinesis' errors.
+pub async fn check_kinesis(client: KinesisClient, cancel: CancellationToken) {
+    readiness().expect(KINESIS_CHECK, None);
+    loop {
+        match client.list_streams().limit(1).send().await {
+            Ok(_) => {
+                readiness().passed(KINESIS_CHECK);
+                return;
+            }
+            Err(e) => tracing::warn!(
+                error = %crate::source::error_summary(&e),
+                "Kinesis does not answer; the API is not ready (asking again in 5 s)"
+            ),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            () = cancel.cancelled() => return,
+        }
+    }
 }
 
 /// Serves `app` on `listener` until `cancel` fires; in-flight requests finish first.

@@ -55,7 +55,9 @@ impl Maintainer {
                 .is_none_or(|at| at.elapsed() >= self.settings.vacuum_interval)
         {
             self.vacuumed = Some(Instant::now());
-            if let Err(e) = table.vacuum(self.settings.vacuum_retention).await {
+            let vacuum = table.vacuum(self.settings.vacuum_retention).await;
+            table.metrics().maintenance("vacuum", vacuum.is_ok());
+            if let Err(e) = vacuum {
                 tracing::warn!(table = %table.uri(), error = %e, "vacuum failed; it runs again after the next vacuum_interval");
             }
         }
@@ -87,14 +89,24 @@ impl Maintainer {
         // Counted again from the table as it is now; after a failure (another writer's compaction
         // won, the store failed), tried again once `min_files` more batches are committed.
         self.small_files = Some(match &compaction {
-            Ok(_) => table.loaded_files(target).map_or(0, |f| f.small_files),
+            Ok(_) => table.loaded_files(target).map_or(0, |f| {
+                table.metrics().committed(f.version, f.files);
+                f.small_files
+            }),
             Err(_) => 0,
         });
+        if !matches!(compaction, Ok(None)) {
+            table.metrics().maintenance("compact", compaction.is_ok());
+        }
         match compaction {
             Ok(Some(c)) => {
                 // Readers then open the table from one checkpoint, not from the checkpoint before
                 // the compaction and the compaction's long list of removed files.
-                if let Err(e) = table.checkpoint().await {
+                let checkpoint = table.checkpoint().await;
+                table
+                    .metrics()
+                    .maintenance("checkpoint", checkpoint.is_ok());
+                if let Err(e) = checkpoint {
                     tracing::warn!(table = %table.uri(), error = %e, "could not write a checkpoint after compacting");
                 }
                 tracing::info!(

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Pipeline;
 use crate::progress::BatchProgress;
 use crate::source::{MemoryBudget, connect_checked};
+use crate::telemetry::health::{STREAM_STALLED_AFTER, readiness};
 
 /// Runs every stream until `cancel` fires (continuous) or every shard is read to its current end
 /// ([`RunMode::AvailableNow`]). The first failing stream stops the others.
@@ -38,6 +39,10 @@ pub async fn run(
     let client = connect_checked(&pipeline.kinesis).await?;
     // One budget for every stream: the process's memory stays bounded however many there are.
     let budget = MemoryBudget::new(pipeline.engine.memory_budget);
+    // Ready once every stream has started, and for as long as each reads or commits.
+    for spec in &pipeline.streams {
+        readiness().expect(&spec.stream, Some(STREAM_STALLED_AFTER));
+    }
     // Started together (each lists its shards and opens its tables); none reads a record before
     // every one has started. A failure is reported for the first failing stream of the config.
     let started = futures::future::join_all(pipeline.streams.iter().map(|spec| {
@@ -56,7 +61,13 @@ pub async fn run(
     let mut tasks = JoinSet::new();
     for job in jobs {
         let cancel = cancel.clone();
-        tasks.spawn(async move { job.run(mode, &cancel).await });
+        let stream = job.stream().to_owned();
+        readiness().passed(&stream);
+        tasks.spawn(async move {
+            let result = job.run(mode, &cancel).await;
+            readiness().forget(&stream);
+            result
+        });
     }
     let mut summaries = Vec::new();
     let mut failure = None;

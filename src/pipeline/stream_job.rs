@@ -28,6 +28,7 @@ use crate::source::{
     BatchLimits, BudgetLease, KinesisClient, KinesisRecord, MemoryBudget, StartPosition,
     StreamSource,
 };
+use crate::telemetry::{StreamMetrics, readiness};
 use crate::transform::Cleaning;
 
 /// How long the engine runs.
@@ -58,6 +59,8 @@ pub struct StreamSummary {
 struct PlannedBatch {
     manifest: BatchManifest,
     decoded: DecodedBatch,
+    /// Bytes of record data.
+    bytes: usize,
     fetch: Duration,
     decode: Duration,
     millis_behind: i64,
@@ -94,6 +97,7 @@ pub struct StreamJob {
     /// The committed batch last recorded in a tip marker, and when.
     tip_marked: Option<(i64, Instant)>,
     progress: UnboundedSender<BatchProgress>,
+    metrics: StreamMetrics,
     summary: StreamSummary,
 }
 
@@ -208,12 +212,18 @@ impl StreamJob {
             foreign,
             tip_marked: None,
             progress,
+            metrics: StreamMetrics::new(&spec.stream),
             summary: StreamSummary {
                 stream: spec.name.clone(),
                 last_batch_id: committed,
                 ..StreamSummary::default()
             },
         })
+    }
+
+    /// The Kinesis stream's name.
+    pub fn stream(&self) -> &str {
+        self.source.stream()
     }
 
     /// Runs batches until cancelled or, with [`RunMode::AvailableNow`], caught up.
@@ -268,6 +278,7 @@ impl StreamJob {
             return Ok(None);
         }
         let fetch = started.elapsed();
+        let bytes = collected.records.iter().map(|r| r.data.len()).sum();
         let (decoded, decode) = self
             .decode(collected.records, batch_id)
             .await
@@ -305,6 +316,7 @@ impl StreamJob {
         Ok(Some(PlannedBatch {
             manifest,
             decoded,
+            bytes,
             fetch,
             decode,
             millis_behind: collected.millis_behind,
@@ -457,6 +469,7 @@ impl StreamJob {
             table: self.table.uri().to_owned(),
             batch_id,
             rows_in,
+            bytes_in: planned.bytes,
             rows_out,
             dead_letters: dead,
             rows_per_second: rows_in as f64 / elapsed,
@@ -470,6 +483,8 @@ impl StreamJob {
             replayed: planned.replayed,
         };
         tracing::debug!(stream = %self.name, batch_id, rows_in, "batch committed");
+        self.metrics.batch_committed(&report);
+        readiness().passed(self.source.stream());
         // The receiver may be gone (a library caller that does not watch progress): not an error.
         let _ = self.progress.send(report);
         Ok(())

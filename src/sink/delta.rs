@@ -18,6 +18,7 @@ use deltalake::parquet::file::properties::WriterProperties;
 
 use super::SinkError;
 use super::schema::{conform, delta_compatible};
+use crate::telemetry::TableMetrics;
 
 /// What a commit did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +43,7 @@ pub struct DeltaSink {
     pub(super) table: DeltaTable,
     pub(super) schema: Option<SchemaRef>,
     properties: Vec<(String, String)>,
+    metrics: TableMetrics,
 }
 
 impl std::fmt::Debug for DeltaSink {
@@ -78,6 +80,7 @@ impl DeltaSink {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        let metrics = TableMetrics::new(table_name(&url));
         let mut table = DeltaTableBuilder::from_url(url)
             .map_err(err)?
             .with_storage_options(options)
@@ -85,8 +88,15 @@ impl DeltaSink {
             .map_err(err)?;
         let schema = if table.verify_deltatable_existence().await.map_err(err)? {
             table.load().await.map_err(err)?;
+            let version = table
+                .version()
+                .and_then(|v| i64::try_from(v).ok())
+                .unwrap_or(-1);
+            let files = table.snapshot().map_or(0, |s| s.log_data().num_files());
+            metrics.committed(version, files);
             Some(table_arrow_schema(&table).map_err(err)?)
         } else {
+            metrics.committed(-1, 0);
             None
         };
         Ok(Self {
@@ -95,6 +105,7 @@ impl DeltaSink {
             table,
             schema,
             properties: Vec::new(),
+            metrics,
         })
     }
 
@@ -108,6 +119,11 @@ impl DeltaSink {
     /// The table's URL.
     pub fn uri(&self) -> &str {
         &self.uri
+    }
+
+    /// The table's metrics.
+    pub fn metrics(&self) -> &TableMetrics {
+        &self.metrics
     }
 
     /// The object store rooted at the table's folder.
@@ -244,6 +260,9 @@ impl DeltaSink {
                 // The snapshot is brought up to date before the next use (`committed_batch`,
                 // or the next commit's check): not here, on the path of every batch.
                 let version = i64::try_from(finalized.version()).unwrap_or(i64::MAX);
+                self.metrics.commit_retried(finalized.metrics.num_retries);
+                self.metrics
+                    .committed(version, finalized.snapshot.log_data().num_files());
                 Ok(CommitOutcome::Committed {
                     version,
                     write,
@@ -259,6 +278,7 @@ impl DeltaSink {
                     .is_some_and(|done| done >= batch_id)
                 {
                     tracing::info!(table = %self.uri, batch_id, "batch already committed by another writer");
+                    self.metrics.already_committed();
                     Ok(CommitOutcome::AlreadyCommitted)
                 } else {
                     Err(err(e))
@@ -310,6 +330,13 @@ impl DeltaSink {
         self.check_schema(schema)?;
         Ok(actual)
     }
+}
+
+/// The table's name in metrics: its folder's name.
+fn table_name(url: &url::Url) -> &str {
+    url.path_segments()
+        .and_then(|mut segments| segments.rfind(|s| !s.is_empty()))
+        .unwrap_or(url.as_str())
 }
 
 fn table_arrow_schema(table: &DeltaTable) -> Result<SchemaRef, deltalake::DeltaTableError> {

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::error::{ErrorClass, SourceError, classify};
 use super::{Backoff, KinesisClient, KinesisRecord};
 use crate::sequence::SequenceNumber;
+use crate::telemetry::{ShardMetrics, readiness};
 
 /// Where a shard with nothing read yet starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,6 +137,7 @@ pub struct ShardReader {
     /// Shared with the reader's forks: a shard's consumers, one after another, spend one budget.
     calls: Arc<Mutex<CallBudget>>,
     backoff: Backoff,
+    metrics: ShardMetrics,
 }
 
 impl ShardReader {
@@ -163,6 +165,7 @@ impl ShardReader {
             skip_through: None,
             calls: Arc::new(Mutex::new(CallBudget::new(calls_per_second))),
             backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(10)),
+            metrics: ShardMetrics::new(stream, shard_id),
         }
     }
 
@@ -352,16 +355,19 @@ impl ShardReader {
                 }
                 Err(err) => match classify(&err) {
                     ErrorClass::Throttled => {
+                        self.metrics.throttled();
                         tracing::debug!(stream = %self.stream, shard = %self.shard_id, "GetRecords throttled; backing off");
                         self.pause(cancel).await;
                     }
                     ErrorClass::IteratorExpired => {
+                        self.metrics.retried();
                         tracing::info!(stream = %self.stream, shard = %self.shard_id, "shard iterator expired; resuming after the last record read");
                         self.iterator = None;
                     }
                     ErrorClass::Unavailable => {
                         // A server may answer a stale iterator with a 5xx: renew it to be safe;
                         // the position is known, so nothing is skipped or read twice.
+                        self.metrics.retried();
                         tracing::warn!(stream = %self.stream, shard = %self.shard_id, error = %super::error::summary(&err), "GetRecords failed; retrying");
                         self.iterator = None;
                         self.pause(cancel).await;
@@ -405,6 +411,11 @@ impl ShardReader {
                 data: Bytes::from(record.data.into_inner()),
             });
         }
+        self.metrics.answered(
+            output.millis_behind_latest,
+            records.last().and_then(|r| r.approximate_arrival_ms),
+        );
+        readiness().passed(&self.stream);
         if let Some(through) = &self.skip_through {
             records.retain(|r| &r.sequence_number > through);
             if !records.is_empty() {
@@ -491,6 +502,7 @@ impl ShardReader {
             },
             Err(err) => match classify(&err) {
                 ErrorClass::Throttled | ErrorClass::Unavailable | ErrorClass::IteratorExpired => {
+                    self.metrics.iterator_retried();
                     tracing::warn!(stream = %self.stream, shard = %self.shard_id, error = %super::error::summary(&err), "GetShardIterator failed; retrying");
                     Ok(NewIterator::Retry)
                 }

@@ -6,11 +6,12 @@ use kinesis_delta::emulator::Counters;
 use kinesis_delta::pipeline::{self, RunMode};
 use kinesis_delta::progress::BatchProgress;
 
-use crate::shutdown_on_signal;
+use crate::{shutdown_on_signal, start_admin};
 
 #[allow(clippy::print_stdout)]
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let pipeline = args.pipeline()?;
+    start_admin(&args.admin).await?;
     let mode = if args.available_now {
         RunMode::AvailableNow
     } else {
@@ -71,6 +72,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         pipeline_args.table_root = Some(args.data_dir.join("tables").display().to_string());
     }
     let pipeline = pipeline_args.pipeline()?;
+    start_admin(&args.admin).await?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
     let settings = kinesis_delta::demo::DemoSettings {

@@ -11,7 +11,7 @@ mod streams;
 use std::process::ExitCode;
 
 use clap::Parser;
-use kinesis_delta::cli::{Cli, Command, LogFormat};
+use kinesis_delta::cli::{AdminArgs, Cli, Command, LogFormat};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
@@ -65,13 +65,23 @@ fn init_logging(cli: &Cli) {
     }
 }
 
-/// Cancels the token on Ctrl-C or SIGTERM; a second signal exits at once.
+/// Starts the admin server (metrics, health checks) when an address is given.
+pub async fn start_admin(args: &AdminArgs) -> anyhow::Result<()> {
+    if let Some(address) = args.admin_address {
+        kinesis_delta::telemetry::start(address).await?;
+    }
+    Ok(())
+}
+
+/// Cancels the token on Ctrl-C or SIGTERM (and stops answering ready); a second signal exits at
+/// once.
 pub fn shutdown_on_signal() -> CancellationToken {
     let cancel = CancellationToken::new();
     let token = cancel.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::warn!("stopping: finishing in-flight work (signal again to abort)");
+        kinesis_delta::telemetry::readiness().stopping();
         token.cancel();
         wait_for_signal().await;
         std::process::exit(130);

@@ -6,10 +6,11 @@ use kinesis_delta::cli::{ApiArgs, KinesisArgs};
 use kinesis_delta::local::{LocalKinesis, LocalKinesisSettings};
 use kinesis_delta::source::connect;
 
-use crate::shutdown_on_signal;
+use crate::{shutdown_on_signal, start_admin};
 
 pub async fn serve_api(args: ApiArgs) -> anyhow::Result<()> {
     let pipeline = args.pipeline.pipeline()?;
+    start_admin(&args.admin).await?;
     let client = connect(&pipeline.kinesis).await;
     let settings = ApiSettings {
         api_key: args.api_key,
@@ -25,7 +26,9 @@ pub async fn serve_api(args: ApiArgs) -> anyhow::Result<()> {
             )
         })?;
     tracing::info!(address = %args.bind, "API listening");
-    api::serve(listener, api::app(client, &settings), shutdown_on_signal())
+    let cancel = shutdown_on_signal();
+    tokio::spawn(api::check_kinesis(client.clone(), cancel.clone()));
+    api::serve(listener, api::app(client, &settings), cancel)
         .await
         .context("API server")
 }

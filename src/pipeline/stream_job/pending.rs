@@ -91,6 +91,7 @@ impl StreamJob {
         Ok(Some(PlannedBatch {
             manifest,
             decoded,
+            bytes,
             fetch,
             decode,
             millis_behind: 0,
@@ -110,6 +111,7 @@ impl StreamJob {
         Ok(PlannedBatch {
             manifest,
             decoded,
+            bytes: 0,
             fetch: Duration::ZERO,
             decode: Duration::ZERO,
             millis_behind: 0,
