@@ -44,7 +44,7 @@ impl KinesisCallError {
             other => Self {
                 operation,
                 code: "ServiceUnavailable".to_owned(),
-                message: aws_smithy_types::error::display::DisplayErrorContext(other).to_string(),
+                message: crate::source::error_summary_with_remedy(operation, other),
                 class,
                 status: None,
             },

@@ -171,6 +171,54 @@ pub fn summary<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> Stri
     }
 }
 
+/// [`summary`], then what to do about it when the error says (the full SDK error, kilobytes of
+/// nested context, is logged at debug level only).
+pub fn summary_with_remedy<E>(operation: &str, err: &SdkError<E, HttpResponse>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    tracing::debug!(
+        operation,
+        error = %aws_smithy_types::error::display::DisplayErrorContext(err),
+        "the AWS SDK's full error"
+    );
+    let transport = !matches!(err, SdkError::ServiceError(_));
+    match remedy(operation, err.code(), transport) {
+        Some(fix) => format!("{}; {fix}", summary(err)),
+        None => summary(err),
+    }
+}
+
+/// What the user can do about an error with this code (or a failure to reach the service).
+pub fn remedy(operation: &str, code: Option<&str>, transport: bool) -> Option<String> {
+    if transport {
+        return Some(
+            "check kinesis.endpoint_url and kinesis.region, and that this machine reaches the endpoint"
+                .to_owned(),
+        );
+    }
+    let fix = match code? {
+        "AccessDeniedException" => format!(
+            "grant the IAM action kinesis:{operation} on the stream to these credentials"
+        ),
+        "UnrecognizedClientException"
+        | "InvalidSignatureException"
+        | "ExpiredTokenException"
+        | "IncompleteSignature" => "the credentials are wrong or expired: renew them (AWS_PROFILE, `aws sso login`, the instance role)".to_owned(),
+        "ResourceNotFoundException" => "create the stream (`kinesis-delta streams create`) or fix the stream name in the config".to_owned(),
+        "ResourceInUseException" => "the stream is being created, changed or deleted: wait until it is ACTIVE".to_owned(),
+        "KMSAccessDeniedException" | "KMSDisabledException" | "KMSNotFoundException"
+        | "KMSInvalidStateException" | "KMSOptInRequired" => {
+            "check the stream's KMS key and that these credentials may use it (kms:Decrypt)".to_owned()
+        }
+        "ProvisionedThroughputExceededException" | "LimitExceededException" => {
+            "add shards or lower engine.max_get_records_per_second".to_owned()
+        }
+        _ => return None,
+    };
+    Some(fix)
+}
+
 impl SourceError {
     /// Kinesis refused a position as one the shard never had (`InvalidArgumentException` on
     /// GetShardIterator): the sequence number is not of this shard, or no longer in it.
@@ -182,25 +230,17 @@ impl SourceError {
     }
 
     /// Builds a [`SourceError::Call`] from an SDK error.
-    pub fn call<E, R>(
+    pub fn call<E>(
         operation: &'static str,
         stream: &str,
         shard: Option<&str>,
-        err: &SdkError<E, R>,
+        err: &SdkError<E, HttpResponse>,
     ) -> Self
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug,
     {
         let code = err.code().unwrap_or_default().to_owned();
-        let message = match err {
-            SdkError::ServiceError(s) => format!(
-                "{}: {}",
-                s.err().code().unwrap_or("error"),
-                s.err().message().unwrap_or("(no message)")
-            ),
-            other => aws_smithy_types::error::display::DisplayErrorContext(other).to_string(),
-        };
+        let message = summary_with_remedy(operation, err);
         Self::Call {
             operation,
             stream: stream.to_owned(),
@@ -208,5 +248,28 @@ impl SourceError {
             message,
             code,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::remedy;
+
+    #[test]
+    fn each_failure_the_user_can_fix_says_how() {
+        let fix = |code| remedy("GetRecords", Some(code), false).unwrap_or_default();
+        assert!(fix("AccessDeniedException").contains("kinesis:GetRecords"));
+        assert!(fix("ExpiredTokenException").contains("renew"));
+        assert!(fix("ResourceNotFoundException").contains("streams create"));
+        assert!(fix("KMSAccessDeniedException").contains("kms:Decrypt"));
+        assert!(
+            remedy("ListShards", None, true)
+                .unwrap_or_default()
+                .contains("kinesis.endpoint_url")
+        );
+        assert_eq!(
+            remedy("GetRecords", Some("InvalidArgumentException"), false),
+            None
+        );
     }
 }

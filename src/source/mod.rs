@@ -25,7 +25,10 @@ mod stream;
 pub use backoff::Backoff;
 pub use budget::{BudgetLease, DEFAULT_MEMORY_BUDGET, MemoryBudget};
 pub use client::{KinesisClient, connect, connect_checked};
-pub use error::{ErrorClass, SourceError, classify, summary as error_summary};
+pub use error::{
+    ErrorClass, SourceError, classify, summary as error_summary,
+    summary_with_remedy as error_summary_with_remedy,
+};
 pub use reader::{FetchOutcome, ShardReader, StartPosition};
 pub use replay::{CheckpointState, ReplayRules, Replayed};
 pub use shards::{ShardInfo, list_shards, readable_shards};
