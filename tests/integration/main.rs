@@ -8,6 +8,7 @@ mod checkpoint;
 mod cleaning_sql;
 mod crash;
 mod demo;
+mod deploy;
 mod emulator;
 mod end_to_end;
 mod exactly_once;

@@ -1,6 +1,7 @@
 //! What an operator sees: log lines fit for a file or a log collector, and the metrics and
 //! health checks of the admin address.
 
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -8,6 +9,7 @@ use crate::end_to_end::put_triples;
 use crate::support::data::triples;
 use crate::support::engine::{engine_command, signal, wait_with_deadline};
 use crate::support::kinesis_mock::free_port;
+use crate::support::promtool::promtool;
 use crate::support::servers::{Kind, TestKinesis};
 use crate::support::{create_streams, load_pipeline, put_each, write_config};
 
@@ -228,35 +230,8 @@ async fn scrape_until(http: &reqwest::Client, admin: &str, expected: &str) -> St
     }
 }
 
-/// `promtool check metrics` (Debian's `prometheus` package) finds no problem in `text`.
+/// `promtool check metrics` finds no problem in `text`.
 fn promtool_check(text: &str, what: &str) {
-    use std::io::Write;
-    let Ok(mut child) = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    else {
-        eprintln!(
-            "SKIPPED promtool check of {what}: promtool is not installed (apt-get install prometheus)"
-        );
-        return;
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success() && said.trim().is_empty(),
-        "promtool on {what}: {said}"
-    );
+    eprintln!("checking {what}");
+    promtool(Path::new("."), &["check", "metrics"], text, true);
 }

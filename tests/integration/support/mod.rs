@@ -5,6 +5,7 @@ pub mod engine;
 pub mod fault_proxy;
 pub mod kinesis_mock;
 pub mod mariadb;
+pub mod promtool;
 pub mod servers;
 
 use std::path::{Path, PathBuf};
