@@ -5,7 +5,9 @@
 //!
 //! Each table gets the same rows. The small-file table is committed batch by batch, as the engine
 //! commits at a trickle (with the checkpoints delta-rs writes every 100 versions); the compacted
-//! one the same way, then compacted as the engine compacts (and checkpointed after); the fresh one in a single commit. Each
+//! one the same way, then compacted as the engine compacts (and checkpointed after); the fresh one
+//! in a single commit, read from its log or, as every table older than 100 versions is, from a
+//! checkpoint. Each
 //! measured query opens the table (reads its log) and aggregates every row, as `kinesis-delta
 //! query` does.
 
@@ -49,7 +51,7 @@ fn rows(batch: i64) -> RecordBatch {
     RecordBatch::try_new(schema(), columns).expect("rows")
 }
 
-async fn table(uri: &str, batches: i64, one_commit: bool, compact: bool) {
+async fn table(uri: &str, batches: i64, one_commit: bool, compact: bool, checkpoint: bool) {
     let mut sink = DeltaSink::open(uri, "bench").await.expect("table");
     if one_commit {
         let all: Vec<RecordBatch> = (0..batches).map(rows).collect();
@@ -66,6 +68,8 @@ async fn table(uri: &str, batches: i64, one_commit: bool, compact: bool) {
     if compact {
         // As the engine does: compaction, then a checkpoint.
         sink.compact(128 << 20, 2).await.expect("compaction");
+    }
+    if checkpoint {
         sink.checkpoint().await.expect("checkpoint");
     }
     let files = sink.files(128 << 20).await.expect("files").expect("table");
@@ -101,10 +105,12 @@ fn bench(c: &mut Criterion) {
             .to_owned()
     };
     let (small, compacted, fresh) = (uri("small"), uri("compacted"), uri("fresh"));
+    let fresh_checkpointed = uri("fresh_checkpointed");
     runtime.block_on(async {
-        table(&small, batches, false, false).await;
-        table(&compacted, batches, false, true).await;
-        table(&fresh, batches, true, false).await;
+        table(&small, batches, false, false, false).await;
+        table(&compacted, batches, false, true, true).await;
+        table(&fresh, batches, true, false, false).await;
+        table(&fresh_checkpointed, batches, true, false, true).await;
     });
     let mut group = c.benchmark_group("query_after_micro_batches");
     group.sample_size(20);
@@ -112,6 +118,7 @@ fn bench(c: &mut Criterion) {
         ("small_files", &small),
         ("compacted", &compacted),
         ("fresh", &fresh),
+        ("fresh_checkpointed", &fresh_checkpointed),
     ] {
         group.bench_function(name, |b| b.iter(|| runtime.block_on(query(uri))));
     }

@@ -198,24 +198,31 @@ async fn register(
         )
         .build()
         .map_err(|e| err(e.to_string()))?;
-    if url.to_file_path().is_ok_and(|p| !p.exists())
-        || !table.verify_deltatable_existence().await.unwrap_or(false)
-    {
-        if as_of.is_some() {
+    // Loaded at once, without a separate existence check: that lists the whole log folder again
+    // (on a local disk, every commit file of the log retention).
+    let loaded = if url.to_file_path().is_ok_and(|p| !p.exists()) {
+        Err(deltalake::DeltaTableError::NotATable(uri.to_owned()))
+    } else {
+        match as_of {
+            None => table.load().await,
+            Some(AsOf::Version(v)) => table.load_version(*v).await,
+            Some(AsOf::Timestamp(at)) => table.load_with_datetime(*at).await,
+        }
+    };
+    match loaded {
+        Ok(()) => {}
+        Err(deltalake::DeltaTableError::NotATable(_)) if as_of.is_some() => {
             return Err(err("no Delta table here to time-travel in".into()));
         }
-        return Ok(TableInfo {
-            name: name.to_owned(),
-            uri: uri.to_owned(),
-            version: None,
-        });
+        Err(deltalake::DeltaTableError::NotATable(_)) => {
+            return Ok(TableInfo {
+                name: name.to_owned(),
+                uri: uri.to_owned(),
+                version: None,
+            });
+        }
+        Err(e) => return Err(err(e.to_string())),
     }
-    match as_of {
-        None => table.load().await,
-        Some(AsOf::Version(v)) => table.load_version(*v).await,
-        Some(AsOf::Timestamp(at)) => table.load_with_datetime(*at).await,
-    }
-    .map_err(|e| err(e.to_string()))?;
     table
         .update_datafusion_session(&ctx.state())
         .map_err(|e| err(e.to_string()))?;
