@@ -16,6 +16,7 @@
 //! * [`streams`] and [`api`]: stream administration and the REST API in front of Kinesis.
 //! * [`local`]: the embedded Kinesis-compatible server of local mode.
 //! * [`telemetry`]: metrics and health checks for operators.
+//! * [`lease`]: shard leases in DynamoDB, for engines that share a pipeline's shards.
 
 /// jemalloc instead of the system allocator, for every binary built on this library (the engine,
 /// the benches, the tests): a backlog drained about 20% faster, and with the settings in
@@ -30,6 +31,7 @@ pub mod dataset;
 pub mod decode;
 pub mod demo;
 pub mod emulator;
+pub mod lease;
 pub mod local;
 pub mod pipeline;
 pub mod progress;

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: servers, streams, configs and table reads.
 
 pub mod data;
+pub mod dynalite;
 pub mod engine;
 pub mod fault_proxy;
 pub mod kinesis_mock;
