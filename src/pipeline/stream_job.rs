@@ -430,6 +430,7 @@ impl StreamJob {
                 version,
                 write: w,
                 commit: c,
+                ..
             } => {
                 write += w;
                 commit += c;

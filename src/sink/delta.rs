@@ -6,19 +6,26 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::transaction::TransactionError;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, StructType, Transaction};
 use deltalake::logstore::ObjectStoreRef;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
-use deltalake::{DeltaTable, DeltaTableBuilder};
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 
 use deltalake::parquet::basic::Compression;
 use deltalake::parquet::file::properties::WriterProperties;
 
 use super::SinkError;
 use super::schema::{conform, delta_compatible};
+use crate::source::Backoff;
 use crate::telemetry::TableMetrics;
+
+/// How many times a commit is tried again after delta-rs gave up over other writers' commits
+/// (each time after its own 15 retries): with a pause growing to 2 s, about a minute of
+/// contention before the commit fails.
+const MAX_COMMIT_ROUNDS: u32 = 30;
 
 /// What a commit did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +38,8 @@ pub enum CommitOutcome {
         write: Duration,
         /// Time spent committing to the log.
         commit: Duration,
+        /// Times delta-rs committed again over another writer's commit of the same version.
+        retries: u64,
     },
     /// The table already holds this batch (a replay, or a competing engine won).
     AlreadyCommitted,
@@ -242,19 +251,45 @@ impl DeltaSink {
         let write = started.elapsed();
 
         let started = Instant::now();
-        let properties = CommitProperties::default()
-            .with_application_transaction(Transaction::new(&self.app_id, batch_id))
-            .with_metadata(info);
-        let operation = DeltaOperation::Write {
-            mode: SaveMode::Append,
-            partition_by: None,
-            predicate: None,
+        let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(2));
+        let mut rounds = 0;
+        let result = loop {
+            let properties = CommitProperties::default()
+                .with_application_transaction(Transaction::new(&self.app_id, batch_id))
+                .with_metadata(info.clone());
+            let operation = DeltaOperation::Write {
+                mode: SaveMode::Append,
+                partition_by: None,
+                predicate: None,
+            };
+            let snapshot = self.table.snapshot().map_err(err)?;
+            let result = CommitBuilder::from(properties)
+                .with_actions(adds.iter().cloned().map(Action::Add).collect())
+                .build(Some(snapshot), self.table.log_store(), operation)
+                .await;
+            match result {
+                // Other writers (other pipelines, engines sharing the table) kept committing first
+                // through delta-rs's 15 retries: pause, reload and go again. The batch's own
+                // `txn` is checked on the new snapshot, as before the first attempt.
+                Err(DeltaTableError::Transaction {
+                    source: TransactionError::MaxCommitAttempts(_),
+                }) if rounds < MAX_COMMIT_ROUNDS => {
+                    rounds += 1;
+                    tracing::debug!(table = %self.uri, batch_id, rounds, "other writers committed first through every retry; trying again");
+                    let pause = backoff.next_delay(&mut rand::rng());
+                    tokio::time::sleep(pause).await;
+                    self.table.update_state().await.map_err(err)?;
+                    if self
+                        .snapshot_batch()
+                        .await?
+                        .is_some_and(|done| done >= batch_id)
+                    {
+                        return Ok(CommitOutcome::AlreadyCommitted);
+                    }
+                }
+                other => break other,
+            }
         };
-        let snapshot = self.table.snapshot().map_err(err)?;
-        let result = CommitBuilder::from(properties)
-            .with_actions(adds.into_iter().map(Action::Add).collect())
-            .build(Some(snapshot), self.table.log_store(), operation)
-            .await;
         match result {
             Ok(finalized) => {
                 // The snapshot is brought up to date before the next use (`committed_batch`,
@@ -267,6 +302,7 @@ impl DeltaSink {
                     version,
                     write,
                     commit: started.elapsed(),
+                    retries: finalized.metrics.num_retries,
                 })
             }
             Err(e) => {
@@ -462,5 +498,53 @@ mod tests {
             // Version 0 creates the table, version 1 holds the batch: no second create mid-log.
             assert_eq!(table.version(), Some(1), "round {round}");
         }
+    }
+
+    /// Several writers (other pipelines, or engines sharing shards) appending to one table at once:
+    /// delta-rs gives up after 15 retries over their commits (`MaxCommitAttempts`); the sink tries
+    /// again instead of failing the engine, and each batch is committed once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_writers_appending_at_once_all_commit_every_batch() {
+        const WRITERS: i64 = 8;
+        const BATCHES: i64 = 15;
+        let dir = tempfile::tempdir().unwrap();
+        let uri = url::Url::from_directory_path(dir.path().join("t"))
+            .unwrap()
+            .to_string();
+        let uri = uri.trim_end_matches('/').to_owned();
+        let (schema, first) = rows(&[-1]);
+        DeltaSink::open(&uri, "setup")
+            .await
+            .unwrap()
+            .commit(1, &schema, &[first], Default::default())
+            .await
+            .unwrap();
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let (uri, schema) = (uri.clone(), Arc::clone(&schema));
+                tokio::spawn(async move {
+                    let mut sink = DeltaSink::open(&uri, &format!("writer-{w}")).await.unwrap();
+                    for batch in 1..=BATCHES {
+                        let (_, rows) = rows(&[w * 1000 + batch]);
+                        let outcome = sink
+                            .commit(batch, &schema, &[rows], Default::default())
+                            .await;
+                        assert!(
+                            matches!(outcome, Ok(CommitOutcome::Committed { .. })),
+                            "writer {w}, batch {batch}: {outcome:?}"
+                        );
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        let mut table = deltalake::open_table(url::Url::parse(&uri).unwrap())
+            .await
+            .unwrap();
+        table.load().await.unwrap();
+        let files = table.snapshot().unwrap().log_data().num_files();
+        assert_eq!(files as i64, WRITERS * BATCHES + 1);
     }
 }
