@@ -19,6 +19,9 @@ pub struct LeaseWorker {
     id: String,
     duration: Duration,
     view: LeaseView,
+    /// Until when the leases renewed by the last successful heartbeat are surely still this
+    /// worker's.
+    safe_until: Option<Instant>,
 }
 
 impl LeaseWorker {
@@ -30,7 +33,23 @@ impl LeaseWorker {
             id: id.to_owned(),
             duration,
             view: LeaseView::default(),
+            safe_until: None,
         }
+    }
+
+    /// A worker id no other process shares, even a replacement with the same host name:
+    /// `<host>-<process id>-<random>`.
+    pub fn unique_id(host: &str) -> String {
+        let random = uuid::Uuid::new_v4().simple().to_string();
+        format!("{host}-{}-{}", std::process::id(), &random[..8])
+    }
+
+    /// Until when the leases this worker holds are surely its own: another worker takes a lease
+    /// only after seeing its counter stand still for the lease duration, and the counter moved no
+    /// earlier than the start of the last successful heartbeat. A worker that cannot renew (cut
+    /// off from DynamoDB) must stop reading its shards by then. `None` before a first success.
+    pub fn safe_until(&self) -> Option<Instant> {
+        self.safe_until
     }
 
     /// The worker's id.
@@ -46,6 +65,7 @@ impl LeaseWorker {
     /// toward its share. Returns the keys it holds afterwards (a lease lost to another worker is
     /// not among them).
     pub async fn heartbeat(&mut self) -> Result<BTreeSet<String>, LeaseError> {
+        let started = Instant::now();
         let items = self.table.list().await?;
         let now = Instant::now().into_std();
         self.view.observe(&items, now);
@@ -80,6 +100,7 @@ impl LeaseWorker {
             .filter(|l| l.owner.as_deref() == Some(self.id.as_str()))
             .map(|l| l.key.clone())
             .collect();
+        self.safe_until = Some(started + self.duration);
         for action in plan(&current, &workers, &self.view, &self.id, now, self.duration) {
             match action {
                 LeaseAction::Take(lease) => {
@@ -122,7 +143,8 @@ impl LeaseWorker {
     }
 
     /// Releases every lease this worker holds and removes its presence (a clean shutdown): the
-    /// others take the leases at their next heartbeat.
+    /// others take the leases at their next heartbeat. Stop the heartbeats first, or one running
+    /// meanwhile takes the leases back.
     pub async fn release_all(&self) -> Result<usize, LeaseError> {
         let mut released = 0;
         for lease in self.table.list().await? {

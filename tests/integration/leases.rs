@@ -182,3 +182,39 @@ async fn workers_share_rebalance_and_take_over_a_stopped_worker() {
         released_at.elapsed()
     );
 }
+
+/// A worker cut off from DynamoDB knows until when its leases are surely its own, and that time
+/// does not move while it cannot renew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_cut_off_from_dynamodb_knows_when_to_stop_reading() {
+    let server = Dynalite::start().await;
+    let table = LeaseTable::open(server.client(), "leases").await.unwrap();
+    for key in keys(2) {
+        table.ensure(&key).await.unwrap();
+    }
+    let duration = Duration::from_secs(1);
+    let id = LeaseWorker::unique_id("host");
+    assert_ne!(
+        id,
+        LeaseWorker::unique_id("host"),
+        "ids are unique per process start"
+    );
+    let mut worker = LeaseWorker::new(table, &id, duration);
+    assert_eq!(worker.safe_until(), None);
+    let before = tokio::time::Instant::now();
+    assert_eq!(worker.heartbeat().await.unwrap().len(), 2);
+    let after = tokio::time::Instant::now();
+    let safe = worker.safe_until().unwrap();
+    assert!(
+        safe >= before + duration && safe <= after + duration,
+        "the lease duration from the heartbeat's start"
+    );
+
+    drop(server);
+    assert!(worker.heartbeat().await.is_err(), "DynamoDB is gone");
+    assert_eq!(
+        worker.safe_until(),
+        Some(safe),
+        "a failed heartbeat renews nothing"
+    );
+}
