@@ -25,7 +25,7 @@ use crate::telemetry::TableMetrics;
 /// How many times a commit is tried again after delta-rs gave up over other writers' commits
 /// (each time after its own 15 retries): with a pause growing to 2 s, about a minute of
 /// contention before the commit fails.
-const MAX_COMMIT_ROUNDS: u32 = 30;
+pub(super) const MAX_COMMIT_ROUNDS: u32 = 30;
 
 /// What a commit did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,16 +186,7 @@ impl DeltaSink {
     /// The batch id recorded under this sink's transaction id in the loaded snapshot, without
     /// reloading it.
     async fn snapshot_batch(&self) -> Result<Option<i64>, SinkError> {
-        let err = |source| SinkError::Delta {
-            table: self.uri.clone(),
-            source,
-        };
-        let log_store = self.table.log_store();
-        let snapshot = self.table.snapshot().map_err(err)?;
-        snapshot
-            .transaction_version(log_store.as_ref(), &self.app_id)
-            .await
-            .map_err(err)
+        self.snapshot_txn(&self.app_id).await
     }
 
     /// Checks that rows of `schema` can go into the table (when it exists).
@@ -237,17 +228,7 @@ impl DeltaSink {
             return Ok(CommitOutcome::AlreadyCommitted);
         }
         let started = Instant::now();
-        let mut writer = RecordBatchWriter::for_table(&self.table)
-            .map_err(err)?
-            .with_writer_properties(parquet_properties());
-        for batch in rows.iter().filter(|b| b.num_rows() > 0) {
-            let batch = conform(batch, &table_schema).map_err(|source| SinkError::Arrow {
-                table: self.uri.clone(),
-                source,
-            })?;
-            writer.write(batch).await.map_err(err)?;
-        }
-        let adds = writer.flush().await.map_err(err)?;
+        let adds = self.write_files(&table_schema, rows.iter()).await?;
         let write = started.elapsed();
 
         let started = Instant::now();
@@ -323,7 +304,42 @@ impl DeltaSink {
         }
     }
 
-    async fn ensure_table(&mut self, schema: &SchemaRef) -> Result<SchemaRef, SinkError> {
+    /// Writes `rows` as Parquet files of the table (not yet committed): their `add` actions.
+    pub(super) async fn write_files(
+        &self,
+        table_schema: &SchemaRef,
+        rows: impl Iterator<Item = &RecordBatch>,
+    ) -> Result<Vec<deltalake::kernel::Add>, SinkError> {
+        let mut writer = RecordBatchWriter::for_table(&self.table)
+            .map_err(|source| self.error(source))?
+            .with_writer_properties(parquet_properties());
+        for batch in rows.filter(|b| b.num_rows() > 0) {
+            let batch = conform(batch, table_schema).map_err(|source| SinkError::Arrow {
+                table: self.uri.clone(),
+                source,
+            })?;
+            writer
+                .write(batch)
+                .await
+                .map_err(|source| self.error(source))?;
+        }
+        writer.flush().await.map_err(|source| self.error(source))
+    }
+
+    /// The version recorded under transaction id `app_id` in the loaded snapshot.
+    pub(super) async fn snapshot_txn(&self, app_id: &str) -> Result<Option<i64>, SinkError> {
+        let log_store = self.table.log_store();
+        let snapshot = self.table.snapshot().map_err(|source| self.error(source))?;
+        snapshot
+            .transaction_version(log_store.as_ref(), app_id)
+            .await
+            .map_err(|source| self.error(source))
+    }
+
+    pub(super) async fn ensure_table(
+        &mut self,
+        schema: &SchemaRef,
+    ) -> Result<SchemaRef, SinkError> {
         if let Some(existing) = &self.schema {
             return Ok(existing.clone());
         }

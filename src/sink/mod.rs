@@ -5,11 +5,13 @@
 mod delta;
 mod maintenance;
 mod manifest;
+mod plans;
 mod schema;
 
 pub use delta::{CommitOutcome, DeltaSink};
 pub use maintenance::{Compaction, TableFiles};
 pub use manifest::{BatchManifest, BatchSplit, ManifestLog, ManifestOutcome, TipMarker};
+pub use plans::{PlanRows, PlansCommitted};
 pub use schema::delta_compatible;
 
 /// A Delta or object-store failure. Outside the user's hands unless the message says otherwise;
@@ -61,5 +63,21 @@ pub enum SinkError {
         table: String,
         /// arrow's error.
         source: arrow::error::ArrowError,
+    },
+    /// A plan whose predecessor the table does not record (a bug: plans are committed in order).
+    #[error(
+        "Delta table {table}: plan {version} of {app_id} comes after {recorded}, not after {previous}; this is a bug, please report it"
+    )]
+    PlanOutOfOrder {
+        /// The table's URL.
+        table: String,
+        /// The plan's transaction id.
+        app_id: String,
+        /// The plan's version.
+        version: i64,
+        /// The version the table records.
+        recorded: i64,
+        /// The version the plan comes after.
+        previous: i64,
     },
 }
