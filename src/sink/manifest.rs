@@ -112,58 +112,17 @@ impl ManifestLog {
         self.dir.clone().join(format!("{batch_id:020}.json"))
     }
 
-    /// Writes `value` as JSON at `path`; with `if_absent`, only when nothing is there yet (then
-    /// `false` means another writer was first).
     async fn put_json(
         &self,
         path: &Path,
         value: &impl Serialize,
         if_absent: bool,
     ) -> Result<bool, SinkError> {
-        let body = serde_json::to_vec_pretty(value).map_err(|e| SinkError::DamagedManifest {
-            path: path.to_string(),
-            message: e.to_string(),
-        })?;
-        let mode = if if_absent {
-            PutMode::Create
-        } else {
-            PutMode::Overwrite
-        };
-        let options = PutOptions {
-            mode,
-            ..PutOptions::default()
-        };
-        match self
-            .store
-            .put_opts(path, PutPayload::from(body), options)
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::AlreadyExists { .. }) if if_absent => Ok(false),
-            Err(source) => Err(SinkError::Store {
-                path: path.to_string(),
-                source,
-            }),
-        }
+        put_json(&self.store, path, value, if_absent).await
     }
 
-    /// Reads the JSON at `path`, if there is a file.
     async fn read_json<T: DeserializeOwned>(&self, path: &Path) -> Result<Option<T>, SinkError> {
-        let bytes = match self.store.get(path).await {
-            Ok(result) => result.bytes().await,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => Err(e),
-        }
-        .map_err(|source| SinkError::Store {
-            path: path.to_string(),
-            source,
-        })?;
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| SinkError::DamagedManifest {
-                path: path.to_string(),
-                message: e.to_string(),
-            })
+        read_json(&self.store, path).await
     }
 
     /// Writes the manifest unless one exists for its batch id.
@@ -243,4 +202,57 @@ impl ManifestLog {
             Err(e) => tracing::debug!(error = %e, "could not prune an old batch manifest"),
         }
     }
+}
+
+/// Writes `value` as JSON at `path`; with `if_absent`, only when nothing is there yet (then
+/// `false` means another writer was first: a local create-new, or S3's conditional put).
+pub(super) async fn put_json(
+    store: &ObjectStoreRef,
+    path: &Path,
+    value: &impl Serialize,
+    if_absent: bool,
+) -> Result<bool, SinkError> {
+    let body = serde_json::to_vec_pretty(value).map_err(|e| SinkError::DamagedManifest {
+        path: path.to_string(),
+        message: e.to_string(),
+    })?;
+    let mode = if if_absent {
+        PutMode::Create
+    } else {
+        PutMode::Overwrite
+    };
+    let options = PutOptions {
+        mode,
+        ..PutOptions::default()
+    };
+    match store.put_opts(path, PutPayload::from(body), options).await {
+        Ok(_) => Ok(true),
+        Err(object_store::Error::AlreadyExists { .. }) if if_absent => Ok(false),
+        Err(source) => Err(SinkError::Store {
+            path: path.to_string(),
+            source,
+        }),
+    }
+}
+
+/// Reads the JSON at `path`, if there is a file.
+pub(super) async fn read_json<T: DeserializeOwned>(
+    store: &ObjectStoreRef,
+    path: &Path,
+) -> Result<Option<T>, SinkError> {
+    let bytes = match store.get(path).await {
+        Ok(result) => result.bytes().await,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => Err(e),
+    }
+    .map_err(|source| SinkError::Store {
+        path: path.to_string(),
+        source,
+    })?;
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| SinkError::DamagedManifest {
+            path: path.to_string(),
+            message: e.to_string(),
+        })
 }

@@ -7,12 +7,14 @@ mod maintenance;
 mod manifest;
 mod plans;
 mod schema;
+mod shard_plans;
 
 pub use delta::{CommitOutcome, DeltaSink};
 pub use maintenance::{Compaction, TableFiles};
 pub use manifest::{BatchManifest, BatchSplit, ManifestLog, ManifestOutcome, TipMarker};
 pub use plans::{PlanRows, PlansCommitted};
 pub use schema::delta_compatible;
+pub use shard_plans::{PlanOutcome, ShardPlan, ShardPlanLog};
 
 /// A Delta or object-store failure. Outside the user's hands unless the message says otherwise;
 /// the engine stops without advancing any checkpoint, and a restart resumes safely.
