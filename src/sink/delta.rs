@@ -219,12 +219,7 @@ impl DeltaSink {
         };
         // The check runs on the very snapshot the commit is built on: a commit of the same `txn`
         // after this snapshot fails delta-rs's conflict check, and one before it is seen here.
-        self.table.update_state().await.map_err(err)?;
-        if self
-            .snapshot_batch()
-            .await?
-            .is_some_and(|done| done >= batch_id)
-        {
+        if self.reload_holds(batch_id).await? {
             return Ok(CommitOutcome::AlreadyCommitted);
         }
         let started = Instant::now();
@@ -259,12 +254,7 @@ impl DeltaSink {
                     tracing::debug!(table = %self.uri, batch_id, rounds, "other writers committed first through every retry; trying again");
                     let pause = backoff.next_delay(&mut rand::rng());
                     tokio::time::sleep(pause).await;
-                    self.table.update_state().await.map_err(err)?;
-                    if self
-                        .snapshot_batch()
-                        .await?
-                        .is_some_and(|done| done >= batch_id)
-                    {
+                    if self.reload_holds(batch_id).await? {
                         return Ok(CommitOutcome::AlreadyCommitted);
                     }
                 }
@@ -302,6 +292,18 @@ impl DeltaSink {
                 }
             }
         }
+    }
+
+    /// Loads the table's newest version: `true` when it records `batch_id` under this sink's id.
+    async fn reload_holds(&mut self, batch_id: i64) -> Result<bool, SinkError> {
+        self.table
+            .update_state()
+            .await
+            .map_err(|source| self.error(source))?;
+        Ok(self
+            .snapshot_batch()
+            .await?
+            .is_some_and(|done| done >= batch_id))
     }
 
     /// Writes `rows` as Parquet files of the table (not yet committed): their `add` actions.
