@@ -220,6 +220,7 @@ impl DeltaSink {
         // The check runs on the very snapshot the commit is built on: a commit of the same `txn`
         // after this snapshot fails delta-rs's conflict check, and one before it is seen here.
         if self.reload_holds(batch_id).await? {
+            self.metrics.already_committed();
             return Ok(CommitOutcome::AlreadyCommitted);
         }
         let started = Instant::now();
@@ -229,6 +230,8 @@ impl DeltaSink {
         let started = Instant::now();
         let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(2));
         let mut rounds = 0;
+        // delta-rs's retries in the rounds it gave up.
+        let mut given_up_retries = 0;
         let result = loop {
             let properties = CommitProperties::default()
                 .with_application_transaction(Transaction::new(&self.app_id, batch_id))
@@ -248,13 +251,16 @@ impl DeltaSink {
                 // through delta-rs's 15 retries: pause, reload and go again. The batch's own
                 // `txn` is checked on the new snapshot, as before the first attempt.
                 Err(DeltaTableError::Transaction {
-                    source: TransactionError::MaxCommitAttempts(_),
+                    source: TransactionError::MaxCommitAttempts(attempts),
                 }) if rounds < MAX_COMMIT_ROUNDS => {
                     rounds += 1;
+                    given_up_retries += u64::try_from(attempts).unwrap_or(0);
                     tracing::debug!(table = %self.uri, batch_id, rounds, "other writers committed first through every retry; trying again");
                     let pause = backoff.next_delay(&mut rand::rng());
                     tokio::time::sleep(pause).await;
                     if self.reload_holds(batch_id).await? {
+                        self.metrics.commit_retried(given_up_retries);
+                        self.metrics.already_committed();
                         return Ok(CommitOutcome::AlreadyCommitted);
                     }
                 }
@@ -266,14 +272,15 @@ impl DeltaSink {
                 // The snapshot is brought up to date before the next use (`committed_batch`,
                 // or the next commit's check): not here, on the path of every batch.
                 let version = i64::try_from(finalized.version()).unwrap_or(i64::MAX);
-                self.metrics.commit_retried(finalized.metrics.num_retries);
+                let retries = finalized.metrics.num_retries + given_up_retries;
+                self.metrics.commit_retried(retries);
                 self.metrics
                     .committed(version, finalized.snapshot.log_data().num_files());
                 Ok(CommitOutcome::Committed {
                     version,
                     write,
                     commit: started.elapsed(),
-                    retries: finalized.metrics.num_retries,
+                    retries,
                 })
             }
             Err(e) => {

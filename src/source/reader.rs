@@ -319,6 +319,7 @@ impl ShardReader {
                     NewIterator::None if self.closed => {
                         tracing::info!(stream = %self.stream, shard = %self.shard_id, "no shard iterator for a closed shard: it is read to its end");
                         self.finished = true;
+                        self.metrics.finished();
                         return Ok(FetchOutcome {
                             finished: true,
                             ..FetchOutcome::default()
@@ -447,6 +448,9 @@ impl ShardReader {
                 // The end of a closed shard. A shard listed as open is not trusted to have
                 // ended (a finished shard is never read again): list again, then ask again.
                 self.finished = self.closed;
+                if self.finished {
+                    self.metrics.finished();
+                }
                 relist = !self.closed;
                 if relist {
                     tracing::warn!(stream = %self.stream, shard = %self.shard_id, "GetRecords gave no next iterator for a shard listed as open; listing the shards again");

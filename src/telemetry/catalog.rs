@@ -46,6 +46,7 @@ const STAGE_SECONDS: &str = "kinesis_delta_batch_stage_seconds";
 const LAST_COMMIT: &str = "kinesis_delta_last_commit_timestamp_seconds";
 const BEHIND_LATEST: &str = "kinesis_delta_shard_behind_latest_seconds";
 const ITERATOR_AGE: &str = "kinesis_delta_shard_iterator_age_seconds";
+const LAST_READ: &str = "kinesis_delta_shard_last_read_timestamp_seconds";
 const THROTTLES: &str = "kinesis_delta_kinesis_throttles_total";
 const RETRIES: &str = "kinesis_delta_kinesis_retries_total";
 const TABLE_VERSION: &str = "kinesis_delta_table_version";
@@ -97,7 +98,7 @@ pub const CATALOG: &[Described] = &[
     metric(
         LAST_COMMIT,
         Kind::Gauge,
-        "Unix time of the stream's last committed batch.",
+        "Unix time of the stream's last committed batch (the process start before the first).",
     ),
     metric(
         BEHIND_LATEST,
@@ -108,6 +109,11 @@ pub const CATALOG: &[Described] = &[
         ITERATOR_AGE,
         Kind::Gauge,
         "Age of the last record the shard's last GetRecords answer held (0 at the tip).",
+    ),
+    metric(
+        LAST_READ,
+        Kind::Gauge,
+        "Unix time of the shard's last GetRecords answer: a stalled engine stops moving it.",
     ),
     metric(
         THROTTLES,
@@ -199,7 +205,12 @@ impl StreamMetrics {
             batches: counter!(BATCHES, "stream" => name()),
             replayed: counter!(BATCHES_REPLAYED, "stream" => name()),
             stages: ["fetch", "decode", "sql", "write", "commit"].map(stage),
-            last_commit: gauge!(LAST_COMMIT, "stream" => name()),
+            last_commit: {
+                // Never 0 (1970): "since the last commit" counts from the start until a commit.
+                let gauge = gauge!(LAST_COMMIT, "stream" => name());
+                gauge.set(unix_now());
+                gauge
+            },
         }
     }
 
@@ -223,9 +234,13 @@ impl StreamMetrics {
         for (histogram, ms) in self.stages.iter().zip(stages) {
             histogram.record(ms as f64 / 1000.0);
         }
-        self.last_commit
-            .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+        self.last_commit.set(unix_now());
     }
+}
+
+/// Now, in seconds since the epoch.
+fn unix_now() -> f64 {
+    chrono::Utc::now().timestamp_millis() as f64 / 1000.0
 }
 
 /// The metrics of one shard's reader.
@@ -233,6 +248,7 @@ impl StreamMetrics {
 pub struct ShardMetrics {
     behind_latest: Gauge,
     iterator_age: Gauge,
+    last_read: Gauge,
     get_records_throttled: Counter,
     get_records_retried: Counter,
     get_iterator_retried: Counter,
@@ -246,6 +262,7 @@ impl ShardMetrics {
         Self {
             behind_latest: shard_gauge(BEHIND_LATEST),
             iterator_age: shard_gauge(ITERATOR_AGE),
+            last_read: shard_gauge(LAST_READ),
             get_records_throttled: call(THROTTLES, "GetRecords"),
             get_records_retried: call(RETRIES, "GetRecords"),
             get_iterator_retried: call(RETRIES, "GetShardIterator"),
@@ -253,15 +270,28 @@ impl ShardMetrics {
     }
 
     /// A GetRecords answer: how far behind the tip it was, and when its last record arrived.
+    /// The iterator age drops to 0 only at the tip (an empty answer behind it says nothing).
     pub fn answered(&self, millis_behind: Option<i64>, last_arrival_ms: Option<i64>) {
+        self.last_read.set(unix_now());
         if let Some(ms) = millis_behind {
             self.behind_latest.set(ms as f64 / 1000.0);
         }
-        let age = last_arrival_ms.map_or(Duration::ZERO, |at| {
-            let now = chrono::Utc::now().timestamp_millis();
-            Duration::from_millis(u64::try_from(now - at).unwrap_or(0))
-        });
-        self.iterator_age.set(age.as_secs_f64());
+        match last_arrival_ms {
+            Some(at) => {
+                let now = chrono::Utc::now().timestamp_millis();
+                let age = Duration::from_millis(u64::try_from(now - at).unwrap_or(0));
+                self.iterator_age.set(age.as_secs_f64());
+            }
+            None if millis_behind == Some(0) => self.iterator_age.set(0.0),
+            None => {}
+        }
+    }
+
+    /// The shard is read to its end: nothing of it is behind any more (its series would
+    /// otherwise keep their last values for good).
+    pub fn finished(&self) {
+        self.behind_latest.set(0.0);
+        self.iterator_age.set(0.0);
     }
 
     /// A GetRecords call was throttled.
@@ -294,6 +324,13 @@ impl TableMetrics {
     /// The handles of the table named `table` (its folder: `pin`, `pin_dead_letters`).
     pub fn new(table: &str) -> Self {
         let conflict = |resolution: &'static str| counter!(COMMIT_CONFLICTS, "table" => table.to_owned(), "resolution" => resolution);
+        // Every outcome's series exists from the start, so that `increase()` sees the first one.
+        for operation in ["compact", "checkpoint", "vacuum"] {
+            for outcome in ["ok", "failed"] {
+                counter!(MAINTENANCE_RUNS, "table" => table.to_owned(), "operation" => operation, "outcome" => outcome)
+                    .increment(0);
+            }
+        }
         Self {
             table: table.to_owned(),
             version: gauge!(TABLE_VERSION, "table" => table.to_owned()),
@@ -331,7 +368,8 @@ impl TableMetrics {
 /// One answered API request.
 #[derive(Debug, Clone, Copy)]
 pub struct ApiRequest<'a> {
-    /// The HTTP method.
+    /// The HTTP method (any other than the standard ones is recorded as `OTHER`: clients must
+    /// not be able to make series at will).
     pub method: &'a str,
     /// The route's template (`/streams/{stream_name}/record`), or `unmatched`: never the path
     /// itself, whose stream names would make a series per name.
@@ -345,9 +383,15 @@ pub struct ApiRequest<'a> {
 impl ApiRequest<'_> {
     /// Records the request.
     pub fn record(&self) {
-        counter!(API_REQUESTS, "method" => self.method.to_owned(), "route" => self.route.to_owned(), "status" => self.status.to_string())
+        const KNOWN: [&str; 7] = ["GET", "PUT", "POST", "DELETE", "HEAD", "OPTIONS", "PATCH"];
+        let method = KNOWN
+            .iter()
+            .find(|m| **m == self.method)
+            .copied()
+            .unwrap_or("OTHER");
+        counter!(API_REQUESTS, "method" => method, "route" => self.route.to_owned(), "status" => self.status.to_string())
             .increment(1);
-        histogram!(API_SECONDS, "method" => self.method.to_owned(), "route" => self.route.to_owned())
+        histogram!(API_SECONDS, "method" => method, "route" => self.route.to_owned())
             .record(self.elapsed.as_secs_f64());
     }
 }

@@ -173,13 +173,23 @@ async fn check_container(
         Some(false),
         "{source}"
     );
+    let mut table_root = None;
     for env in container["env"].as_vec().unwrap() {
         let name = env["name"].as_str().unwrap();
         assert!(
             known_env.contains(name),
             "{source}: {name} is read by nothing"
         );
+        if name == "KINESIS_DELTA_TABLE_ROOT" {
+            table_root = env["value"].as_str();
+        }
     }
+    // The config's own table_root is relative to it, in a read-only mount the config check
+    // would try to create folders in: every container points it elsewhere.
+    assert!(
+        table_root.is_some_and(|root| root.contains("://")),
+        "{source}: set KINESIS_DELTA_TABLE_ROOT to the tables' URL"
+    );
     // The config file the args name, and the SQL files it names, are in the mounted volume.
     let config = args[args.iter().position(|a| a == "--config").unwrap() + 1].clone();
     let mount = container["volumeMounts"]

@@ -146,15 +146,24 @@ async fn metrics_and_health_of_a_running_engine_and_api() {
             .send()
             .await
             .unwrap(),
+        // A made-up method must not make a series of its own.
+        http.request(
+            reqwest::Method::from_bytes(b"BREW").unwrap(),
+            format!("{api}/streams"),
+        )
+        .send()
+        .await
+        .unwrap(),
     ];
     let statuses: Vec<u16> = answers.iter().map(|a| a.status().as_u16()).collect();
-    assert_eq!(statuses, [200, 400, 404]);
-    let metrics = scrape_until(&http, &api_admin, "status=\"404\"} 1").await;
+    assert_eq!(statuses, [200, 400, 404, 405]);
+    let metrics = scrape_until(&http, &api_admin, "status=\"405\"} 1").await;
     for line in [
         "kinesis_delta_api_requests_total{method=\"GET\",route=\"/streams\",status=\"200\"} 1",
         "kinesis_delta_api_requests_total{method=\"PUT\",route=\"/streams/{stream_name}/record\",status=\"400\"} 1",
         "kinesis_delta_api_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"} 1",
         "kinesis_delta_api_request_duration_seconds_count{method=\"GET\",route=\"/streams\"} 1",
+        "kinesis_delta_api_requests_total{method=\"OTHER\",route=\"/streams\",status=\"405\"} 1",
     ] {
         assert!(metrics.contains(line), "missing `{line}` in:\n{metrics}");
     }

@@ -138,6 +138,7 @@ impl StreamJob {
             batch_id,
         })?;
         tracing::info!(stream = %self.name, from = self.committed, to = batch_id, "another engine committed ahead of this one; continuing after its batch");
+        self.table.metrics().already_committed();
         if incarnation_changed(&manifest, &self.source, self.stream_created_ms) {
             // Its positions are of the old stream (a batch given up for that): read anew.
             self.source.restore(&BTreeMap::new());
