@@ -292,14 +292,15 @@ impl Pipeline {
         self.streams
             .iter()
             .flat_map(|spec| [&spec.table_uri, &spec.dead_letter_uri])
-            .map(|uri| {
-                (
-                    uri.rsplit('/').next().unwrap_or(uri).to_owned(),
-                    uri.clone(),
-                )
-            })
+            .map(|uri| (table_folder(uri).to_owned(), uri.clone()))
             .collect()
     }
+}
+
+/// A table's name: the last folder of its URL (`pin`, `pin_dead_letters`).
+pub fn table_folder(uri: &str) -> &str {
+    let uri = uri.trim_end_matches('/');
+    uri.rsplit('/').next().unwrap_or(uri)
 }
 
 impl StreamSpec {
@@ -484,7 +485,7 @@ fn check_tables_distinct(streams: &[StreamSpec]) -> Result<(), ConfigError> {
         ] {
             let owner = format!("the {role} of stream `{}`", s.name);
             if let Some(first) = owners.insert(uri.to_lowercase(), owner.clone()) {
-                let folder = uri.rsplit('/').next().unwrap_or(uri);
+                let folder = table_folder(uri);
                 return Err(ConfigError::Invalid(format!(
                     "table `{folder}` is both {first} and {owner}: give each stream its own table and dead_letter_table (the dead-letter table defaults to `<table>_dead_letters`)"
                 )));

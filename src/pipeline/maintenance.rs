@@ -148,17 +148,7 @@ pub fn pipeline_tables(
     pipeline: &Pipeline,
     names: &[String],
 ) -> Result<Vec<(String, String)>, ConfigError> {
-    let all: Vec<(String, String)> = pipeline
-        .streams
-        .iter()
-        .flat_map(|s| [&s.table_uri, &s.dead_letter_uri])
-        .map(|uri| {
-            (
-                uri.rsplit('/').next().unwrap_or(uri).to_owned(),
-                uri.clone(),
-            )
-        })
-        .collect();
+    let all = pipeline.tables();
     if let Some(unknown) = names.iter().find(|n| !all.iter().any(|(t, _)| t == *n)) {
         let known: Vec<&str> = all.iter().map(|(t, _)| t.as_str()).collect();
         return Err(ConfigError::Invalid(format!(

@@ -7,7 +7,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::TransactionError;
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, FinalizedCommit};
 use deltalake::kernel::{Action, StructType, Transaction};
 use deltalake::logstore::ObjectStoreRef;
 use deltalake::protocol::{DeltaOperation, SaveMode};
@@ -19,13 +19,53 @@ use deltalake::parquet::file::properties::WriterProperties;
 
 use super::SinkError;
 use super::schema::{conform, delta_compatible};
+use crate::config::table_folder;
 use crate::source::Backoff;
 use crate::telemetry::TableMetrics;
 
 /// How many times a commit is tried again after delta-rs gave up over other writers' commits
-/// (each time after its own 15 retries): with a pause growing to 2 s, about a minute of
-/// contention before the commit fails.
-pub(super) const MAX_COMMIT_ROUNDS: u32 = 30;
+/// (each time after its own 15 retries): with a pause growing to 2 s, about 35 s of pauses
+/// before the commit fails.
+const MAX_COMMIT_ROUNDS: u32 = 30;
+
+/// The rounds of a commit that delta-rs gave up over other writers' commits (after its own
+/// retries), each followed by a growing, jittered pause.
+#[derive(Debug)]
+pub(super) struct ContendedRounds {
+    backoff: Backoff,
+    rounds: u32,
+    /// delta-rs's retries in the rounds it gave up.
+    pub retries: u64,
+}
+
+impl Default for ContendedRounds {
+    fn default() -> Self {
+        Self {
+            backoff: Backoff::new(Duration::from_millis(20), Duration::from_secs(2)),
+            rounds: 0,
+            retries: 0,
+        }
+    }
+}
+
+impl ContendedRounds {
+    /// After delta-rs gave up after `attempts` retries: pauses and says `true` (commit again), or
+    /// `false` once [`MAX_COMMIT_ROUNDS`] are spent (the commit fails).
+    pub async fn pause(&mut self, attempts: i32) -> bool {
+        if self.rounds >= MAX_COMMIT_ROUNDS {
+            return false;
+        }
+        self.rounds += 1;
+        self.retries += u64::try_from(attempts).unwrap_or(0);
+        tracing::debug!(
+            rounds = self.rounds,
+            "other writers committed first through every retry; trying again"
+        );
+        let pause = self.backoff.next_delay(&mut rand::rng());
+        tokio::time::sleep(pause).await;
+        true
+    }
+}
 
 /// What a commit did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +129,7 @@ impl DeltaSink {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let metrics = TableMetrics::new(table_name(&url));
+        let metrics = TableMetrics::new(table_folder(uri));
         let mut table = DeltaTableBuilder::from_url(url)
             .map_err(err)?
             .with_storage_options(options)
@@ -228,38 +268,18 @@ impl DeltaSink {
         let write = started.elapsed();
 
         let started = Instant::now();
-        let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(2));
-        let mut rounds = 0;
-        // delta-rs's retries in the rounds it gave up.
-        let mut given_up_retries = 0;
+        let mut contended = ContendedRounds::default();
         let result = loop {
-            let properties = CommitProperties::default()
-                .with_application_transaction(Transaction::new(&self.app_id, batch_id))
-                .with_metadata(info.clone());
-            let operation = DeltaOperation::Write {
-                mode: SaveMode::Append,
-                partition_by: None,
-                predicate: None,
-            };
-            let snapshot = self.table.snapshot().map_err(err)?;
-            let result = CommitBuilder::from(properties)
-                .with_actions(adds.iter().cloned().map(Action::Add).collect())
-                .build(Some(snapshot), self.table.log_store(), operation)
-                .await;
-            match result {
+            let txn = Transaction::new(&self.app_id, batch_id);
+            match self.append(vec![txn], &adds, &info).await {
                 // Other writers (other pipelines, engines sharing the table) kept committing first
                 // through delta-rs's 15 retries: pause, reload and go again. The batch's own
                 // `txn` is checked on the new snapshot, as before the first attempt.
                 Err(DeltaTableError::Transaction {
                     source: TransactionError::MaxCommitAttempts(attempts),
-                }) if rounds < MAX_COMMIT_ROUNDS => {
-                    rounds += 1;
-                    given_up_retries += u64::try_from(attempts).unwrap_or(0);
-                    tracing::debug!(table = %self.uri, batch_id, rounds, "other writers committed first through every retry; trying again");
-                    let pause = backoff.next_delay(&mut rand::rng());
-                    tokio::time::sleep(pause).await;
+                }) if contended.pause(attempts).await => {
                     if self.reload_holds(batch_id).await? {
-                        self.metrics.commit_retried(given_up_retries);
+                        self.metrics.commit_retried(contended.retries);
                         self.metrics.already_committed();
                         return Ok(CommitOutcome::AlreadyCommitted);
                     }
@@ -272,7 +292,7 @@ impl DeltaSink {
                 // The snapshot is brought up to date before the next use (`committed_batch`,
                 // or the next commit's check): not here, on the path of every batch.
                 let version = i64::try_from(finalized.version()).unwrap_or(i64::MAX);
-                let retries = finalized.metrics.num_retries + given_up_retries;
+                let retries = finalized.metrics.num_retries + contended.retries;
                 self.metrics.commit_retried(retries);
                 self.metrics
                     .committed(version, finalized.snapshot.log_data().num_files());
@@ -299,6 +319,31 @@ impl DeltaSink {
                 }
             }
         }
+    }
+
+    /// Appends the files `adds` with the transactions `txns`, built on the loaded snapshot.
+    pub(super) async fn append(
+        &self,
+        txns: Vec<Transaction>,
+        adds: &[deltalake::kernel::Add],
+        info: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<FinalizedCommit, DeltaTableError> {
+        let properties = CommitProperties::default()
+            .with_application_transactions(txns)
+            .with_metadata(info.clone());
+        let operation = DeltaOperation::Write {
+            mode: SaveMode::Append,
+            partition_by: None,
+            predicate: None,
+        };
+        CommitBuilder::from(properties)
+            .with_actions(adds.iter().cloned().map(Action::Add).collect())
+            .build(
+                Some(self.table.snapshot()?),
+                self.table.log_store(),
+                operation,
+            )
+            .await
     }
 
     /// Loads the table's newest version: `true` when it records `batch_id` under this sink's id.
@@ -391,13 +436,6 @@ impl DeltaSink {
         self.check_schema(schema)?;
         Ok(actual)
     }
-}
-
-/// The table's name in metrics: its folder's name.
-fn table_name(url: &url::Url) -> &str {
-    url.path_segments()
-        .and_then(|mut segments| segments.rfind(|s| !s.is_empty()))
-        .unwrap_or(url.as_str())
 }
 
 fn table_arrow_schema(table: &DeltaTable) -> Result<SchemaRef, deltalake::DeltaTableError> {

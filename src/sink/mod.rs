@@ -1,19 +1,22 @@
 //! The Delta sink: one table per stream (plus its dead-letter table), where every micro-batch is
 //! one commit holding the batch's data files and the batch's transaction id, and a write-ahead
 //! manifest of the Kinesis ranges the batch read. The protocol is in `doc/DESIGN.md`.
+//!
+//! `shard_plans` and `shard_commit` are the write-ahead plans and the commit of the shard-level
+//! protocol proposed in `doc/proposals/shard-checkpoints.md`, not yet used by the engine.
 
 mod delta;
 mod maintenance;
 mod manifest;
-mod plans;
 mod schema;
+mod shard_commit;
 mod shard_plans;
 
 pub use delta::{CommitOutcome, DeltaSink};
 pub use maintenance::{Compaction, TableFiles};
 pub use manifest::{BatchManifest, BatchSplit, ManifestLog, ManifestOutcome, TipMarker};
-pub use plans::{PlanRows, PlansCommitted};
 pub use schema::delta_compatible;
+pub use shard_commit::{PlanRows, PlansCommitted};
 pub use shard_plans::{PlanOutcome, ShardPlan, ShardPlanLog};
 
 /// A Delta or object-store failure. Outside the user's hands unless the message says otherwise;

@@ -7,20 +7,14 @@
 //! rest are committed: rows of a plan are never committed twice, and the plans of other ids in the
 //! same batch are not held back by it.
 
-use std::time::Duration;
-
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use deltalake::DeltaTableError;
-use deltalake::kernel::transaction::{
-    CommitBuilder, CommitConflictError, CommitProperties, TransactionError,
-};
-use deltalake::kernel::{Action, Transaction};
-use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::kernel::Transaction;
+use deltalake::kernel::transaction::{CommitConflictError, TransactionError};
 
-use super::delta::MAX_COMMIT_ROUNDS;
+use super::delta::ContendedRounds;
 use super::{DeltaSink, SinkError};
-use crate::source::Backoff;
 
 /// One plan's part of a commit.
 #[derive(Debug, Clone)]
@@ -57,8 +51,7 @@ impl DeltaSink {
     ) -> Result<PlansCommitted, SinkError> {
         let table_schema = self.ensure_table(schema).await?;
         let mut dropped: Vec<String> = Vec::new();
-        let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(2));
-        let mut rounds = 0;
+        let mut contended = ContendedRounds::default();
         loop {
             self.table
                 .update_state()
@@ -94,27 +87,16 @@ impl DeltaSink {
             let adds = self
                 .write_files(&table_schema, kept.iter().flat_map(|p| p.rows.iter()))
                 .await?;
-            let properties = CommitProperties::default()
-                .with_application_transactions(
-                    kept.iter()
-                        .map(|p| Transaction::new(&p.app_id, p.version))
-                        .collect(),
-                )
-                .with_metadata(info.clone());
-            let operation = DeltaOperation::Write {
-                mode: SaveMode::Append,
-                partition_by: None,
-                predicate: None,
-            };
-            let snapshot = self.table.snapshot().map_err(|source| self.error(source))?;
-            let result = CommitBuilder::from(properties)
-                .with_actions(adds.into_iter().map(Action::Add).collect())
-                .build(Some(snapshot), self.table.log_store(), operation)
-                .await;
+            let txns = kept
+                .iter()
+                .map(|p| Transaction::new(&p.app_id, p.version))
+                .collect();
+            let result = self.append(txns, &adds, &info).await;
             match result {
                 Ok(finalized) => {
                     let version = i64::try_from(finalized.version()).unwrap_or(i64::MAX);
-                    self.metrics().commit_retried(finalized.metrics.num_retries);
+                    self.metrics()
+                        .commit_retried(finalized.metrics.num_retries + contended.retries);
                     return Ok(PlansCommitted {
                         version: Some(version),
                         committed: kept.iter().map(|p| p.app_id.clone()).collect(),
@@ -128,12 +110,8 @@ impl DeltaSink {
                         TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction),
                 }) => self.metrics().already_committed(),
                 Err(DeltaTableError::Transaction {
-                    source: TransactionError::MaxCommitAttempts(_),
-                }) if rounds < MAX_COMMIT_ROUNDS => {
-                    rounds += 1;
-                    let pause = backoff.next_delay(&mut rand::rng());
-                    tokio::time::sleep(pause).await;
-                }
+                    source: TransactionError::MaxCommitAttempts(attempts),
+                }) if contended.pause(attempts).await => {}
                 Err(e) => return Err(self.error(e)),
             }
         }
