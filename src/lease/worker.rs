@@ -44,6 +44,16 @@ impl LeaseWorker {
         format!("{host}-{}-{}", std::process::id(), &random[..8])
     }
 
+    /// This machine's host name (`HOSTNAME`, else the kernel's), for worker ids.
+    pub fn host_name() -> String {
+        std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".to_owned())
+    }
+
     /// Until when the leases this worker holds are surely its own: another worker takes a lease
     /// only after seeing its counter stand still for the lease duration, and the counter moved no
     /// earlier than the start of the last successful heartbeat. A worker that cannot renew (cut

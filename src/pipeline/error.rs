@@ -6,17 +6,17 @@ use crate::sink::SinkError;
 use crate::source::SourceError;
 use crate::transform::TransformError;
 
-/// A pending batch whose records the raw schema now splits differently (see
+/// A pending plan whose records the raw schema now splits differently (see
 /// [`EngineError::SplitChanged`]).
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "stream `{stream}`: batch {batch_id} was planned and may be partly committed with {schema_path} at sha256 {recorded_sha256}, which made {recorded_dead_letters} of its records dead letters; the file now (sha256 {current_sha256}) makes {current_dead_letters}. Finishing the batch now could put a record in neither table or in both. {advice}"
+    "stream `{stream}`: {plan} was planned and may be partly committed with {schema_path} at sha256 {recorded_sha256}, which made {recorded_dead_letters} of its records dead letters; the file now (sha256 {current_sha256}) makes {current_dead_letters}. Finishing the batch now could put a record in neither table or in both. {advice}"
 )]
 pub struct SplitChange {
     /// The stream.
     pub stream: String,
-    /// The pending batch.
-    pub batch_id: i64,
+    /// The pending plan (`plan 5 of shard …`, or `batch 7` of an earlier version).
+    pub plan: String,
     /// The raw schema file.
     pub schema_path: String,
     /// Its fingerprint when the batch was planned.
@@ -60,15 +60,16 @@ pub enum EngineError {
     /// Delta or the object store failed.
     #[error(transparent)]
     Sink(#[from] SinkError),
-    /// The committed checkpoint points at a batch manifest that is missing.
+    /// The committed checkpoint points at a plan (or an earlier version's batch manifest) that
+    /// is missing.
     #[error(
-        "table {table} records batch {batch_id} but its manifest is missing from {table}/_kinesis_delta: the checkpoint cannot be read; restore the folder, or write to a new table"
+        "table {table} records {what} but its file is missing from {table}/_kinesis_delta: the checkpoint cannot be read; restore the folder, or write to a new table"
     )]
     MissingManifest {
         /// The table.
         table: String,
-        /// The batch.
-        batch_id: i64,
+        /// The plan or batch (`plan 5 of shard …`, `batch 7`).
+        what: String,
     },
     /// The stream is not the one the checkpoints were taken on.
     #[error(
@@ -82,8 +83,8 @@ pub enum EngineError {
         /// Its creation time now.
         current: i64,
     },
-    /// A pending batch's records would be split differently between the table and the
-    /// dead-letter table than when the batch was planned (the raw schema changed meanwhile).
+    /// A pending plan's records would be split differently between the table and the
+    /// dead-letter table than when it was planned (the raw schema changed meanwhile).
     #[error(transparent)]
     SplitChanged(Box<SplitChange>),
     /// A bug.

@@ -3,7 +3,7 @@
 //! ```text
 //!  shards ──collect──► records ──decode──► raw rows ──SQL──► clean rows ──commit──► Delta table
 //!    ▲                    │                    └──────────────────────────────► dead letters
-//!    └──── positions ◄────┴── batch manifest (write-ahead) + txn(app, batch) in the commit
+//!    └──── positions ◄────┴── a plan per shard (write-ahead) + txn(shard, plan) in the commit
 //! ```
 //!
 //! All streams are validated (schemas, SQL, tables) before any of them reads a record. One

@@ -1,26 +1,40 @@
-//! Resuming a stream at start-up: read the last committed batch's manifest, check that the stream
-//! is still the one its positions were taken on, and put every shard back where it was, deciding
-//! shard by shard.
+//! Resuming a stream's shards: each shard's committed checkpoint (its newest committed plan, or
+//! the stream-level checkpoint it was upgraded from) is checked against the stream as it is now,
+//! and every shard is put back where it was, deciding shard by shard.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
+use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use super::EngineError;
 use crate::config::LostStreamPolicy;
-use crate::sink::{BatchManifest, ManifestLog};
-use crate::source::{CheckpointState, ErrorClass, KinesisClient, SourceError, StreamSource};
+use crate::source::{
+    CheckpointState, ErrorClass, KinesisClient, ShardPosition, SourceError, StreamSource,
+};
 use crate::streams::KinesisCallError;
 
-/// The table's last committed batch of a stream.
-pub(super) struct Checkpoint<'a> {
-    /// Its batch id.
-    pub batch_id: i64,
-    /// The table, for messages.
-    pub table_uri: &'a str,
-    /// The stream's creation time now.
+/// Where one shard's committed checkpoint left it, and on what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ShardCheckpoint {
+    /// Its position.
+    pub position: ShardPosition,
+    /// When it was planned.
+    pub planned_at: DateTime<Utc>,
+    /// When the shard was last found with nothing beyond it (a tip marker), if ever.
+    pub tip_seen_at: Option<DateTime<Utc>>,
+    /// The stream's creation time then (ms since the epoch).
     pub stream_created_ms: Option<i64>,
-    /// The stream's retention period now, when the server reports it.
+    /// The shard's first sequence number then.
+    pub shard_start: Option<String>,
+}
+
+/// The stream now: its creation time and retention period, when the server reports them.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct StreamNow {
+    /// The stream's creation time (ms since the epoch).
+    pub created_ms: Option<i64>,
+    /// How long it keeps records.
     pub retention: Option<std::time::Duration>,
 }
 
@@ -29,51 +43,47 @@ pub(super) struct Checkpoint<'a> {
 const RETENTION_MARGIN: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Whether nothing after a shard's checkpoint can have expired: Kinesis said nothing lay beyond
-/// it (when the batch was planned, or later while it was the newest: a tip marker), and that was
+/// it (when the plan was made, or later while it was the newest: a tip marker), and that was
 /// less than the retention period ago (so every record put since is still there).
 fn nothing_expired_after(
-    observed_at: chrono::DateTime<chrono::Utc>,
+    observed_at: DateTime<Utc>,
     at_tip: bool,
     retention: Option<std::time::Duration>,
 ) -> bool {
-    let age = (chrono::Utc::now() - observed_at)
-        .to_std()
-        .unwrap_or_default();
+    let age = (Utc::now() - observed_at).to_std().unwrap_or_default();
     at_tip && retention.is_some_and(|r| age + RETENTION_MARGIN < r)
 }
 
-/// Whether the stream now is another incarnation than the one `manifest` was planned on: a
-/// different creation time, or a listed shard that starts at another sequence number.
+/// Whether the stream now is another incarnation than the one a checkpoint (or a plan) was made
+/// on: a different creation time, or its shard, still listed, starting at another sequence number.
 pub(crate) fn incarnation_changed(
-    manifest: &BatchManifest,
+    recorded_created_ms: Option<i64>,
+    recorded_start: Option<(&str, &str)>,
     source: &StreamSource,
     created_now: Option<i64>,
 ) -> bool {
     let starts_now = source.shard_starts();
-    let shards_restarted = manifest
-        .shard_starts
-        .iter()
-        .any(|(shard, start)| starts_now.get(shard).is_some_and(|now| now != start));
+    let shard_restarted = recorded_start
+        .is_some_and(|(shard, start)| starts_now.get(shard).is_some_and(|now| now != start));
     let recreated = matches!(
-        (manifest.stream_created_ms, created_now),
+        (recorded_created_ms, created_now),
         (Some(recorded), Some(current)) if recorded != current
     );
-    shards_restarted || recreated
+    shard_restarted || recreated
 }
 
 /// What `policy` makes of a stream whose positions mean nothing any more: the error that stops
 /// the engine, or `None` after a warning that it is read anew.
 pub(crate) fn lost_stream(
-    source: &StreamSource,
-    manifest: &BatchManifest,
+    stream: &str,
+    recorded_created_ms: Option<i64>,
     created_now: Option<i64>,
     policy: LostStreamPolicy,
 ) -> Option<EngineError> {
-    let stream = source.stream().to_owned();
     match policy {
         LostStreamPolicy::Stop => Some(EngineError::LostStream {
-            stream,
-            recorded: manifest.stream_created_ms.unwrap_or_default(),
+            stream: stream.to_owned(),
+            recorded: recorded_created_ms.unwrap_or_default(),
             current: created_now.unwrap_or_default(),
         }),
         LostStreamPolicy::Restart => {
@@ -86,63 +96,66 @@ pub(crate) fn lost_stream(
     }
 }
 
-/// Restores the shard positions of `checkpoint`, or applies `policy` when the stream is not the one
+/// Restores the shards' committed positions, or applies `policy` when the stream is not the one
 /// they were taken on (see `doc/DESIGN.md`). Returns the shards found to be of another incarnation
-/// and read anew (under `restart`): a pending batch leaves out their part if it is gone. A wholly
-/// recreated stream returns none: every shard starts afresh, and a pending batch planned on the
-/// old stream is recognised by its own manifest.
+/// and read anew (under `restart`): a pending plan leaves out their part if it is gone. A wholly
+/// recreated stream returns none: every shard starts afresh, and a pending plan made on the old
+/// stream is recognised by its own incarnation.
 ///
 /// Shard by shard: a checkpointed record still there resumes after it; one that aged out (with
 /// everything before it) starts the shard at its oldest record, which comes after the checkpoint;
 /// one whose shard holds older records but not it means another incarnation of the shard.
 pub(super) async fn resume(
     source: &mut StreamSource,
-    manifests: &ManifestLog,
-    checkpoint: &Checkpoint<'_>,
+    checkpoints: &BTreeMap<String, ShardCheckpoint>,
+    now: StreamNow,
     policy: LostStreamPolicy,
     cancel: &CancellationToken,
 ) -> Result<BTreeSet<String>, EngineError> {
     let stream = source.stream().to_owned();
-    let manifest =
-        manifests
-            .get(checkpoint.batch_id)
-            .await?
-            .ok_or_else(|| EngineError::MissingManifest {
-                table: checkpoint.table_uri.to_owned(),
-                batch_id: checkpoint.batch_id,
-            })?;
+    let positions: BTreeMap<String, ShardPosition> = checkpoints
+        .iter()
+        .map(|(shard, c)| (shard.clone(), c.position.clone()))
+        .collect();
     if cancel.is_cancelled() {
         // Stopped while starting: the listing may be incomplete; nothing is decided on it.
-        source.restore(&manifest.positions);
+        source.restore(&positions);
         return Ok(BTreeSet::new());
     }
-    if incarnation_changed(&manifest, source, checkpoint.stream_created_ms) {
-        if let Some(stop) = lost_stream(source, &manifest, checkpoint.stream_created_ms, policy) {
+    let changed = checkpoints.iter().find(|(shard, c)| {
+        let start = c
+            .shard_start
+            .as_deref()
+            .map(|start| (shard.as_str(), start));
+        incarnation_changed(c.stream_created_ms, start, source, now.created_ms)
+    });
+    if let Some((_, checkpoint)) = changed {
+        if let Some(stop) = lost_stream(
+            &stream,
+            checkpoint.stream_created_ms,
+            now.created_ms,
+            policy,
+        ) {
             return Err(stop);
         }
         return Ok(BTreeSet::new());
     }
-    source.restore(&manifest.positions);
-    let tip = manifests
-        .read_tip()
-        .await?
-        .filter(|t| t.batch_id == checkpoint.batch_id);
+    source.restore(&positions);
     // Shards whose records after the checkpoint may be gone, and shards of another incarnation.
     let mut expired = Vec::new();
     let mut foreign = BTreeSet::new();
-    for (shard, position) in &manifest.positions {
+    for (shard, checkpoint) in checkpoints {
+        let position = &checkpoint.position;
         let Some(last) = &position.last else {
             continue; // nothing read yet: the shard starts at the initial position
         };
         if position.finished {
             continue; // read to its end
         }
-        let marked = tip.as_ref().filter(|t| t.shards.contains(shard));
-        let safe =
-            nothing_expired_after(manifest.planned_at, position.at_tip, checkpoint.retention)
-                || marked.is_some_and(|t| {
-                    nothing_expired_after(t.observed_at, true, checkpoint.retention)
-                });
+        let safe = nothing_expired_after(checkpoint.planned_at, position.at_tip, now.retention)
+            || checkpoint
+                .tip_seen_at
+                .is_some_and(|seen| nothing_expired_after(seen, true, now.retention));
         if !source.is_listed(shard) {
             // Aged out of the listing with all its records.
             if !safe {
@@ -163,11 +176,12 @@ pub(super) async fn resume(
         }
     }
     if foreign.is_empty() && expired.is_empty() {
-        tracing::info!(%stream, batch_id = checkpoint.batch_id, "resuming after the last committed batch");
+        tracing::info!(%stream, shards = checkpoints.len(), "resuming after the committed checkpoints");
         return Ok(foreign);
     }
     tracing::warn!(%stream, other_incarnation = ?foreign, maybe_expired = ?expired, "shards whose records after the checkpoint may be gone");
-    if let Some(stop) = lost_stream(source, &manifest, checkpoint.stream_created_ms, policy) {
+    let recorded = checkpoints.values().find_map(|c| c.stream_created_ms);
+    if let Some(stop) = lost_stream(&stream, recorded, now.created_ms, policy) {
         return Err(stop);
     }
     // What remains of them is read; on the same incarnation every record there comes after the
@@ -178,21 +192,12 @@ pub(super) async fn resume(
     Ok(foreign)
 }
 
-/// What the engine needs to know of a stream beyond its shards.
-#[derive(Debug, Clone, Copy, Default)]
-pub(super) struct StreamFacts {
-    /// When it was created (ms since the epoch).
-    pub created_ms: Option<i64>,
-    /// How long it keeps records.
-    pub retention: Option<std::time::Duration>,
-}
-
 /// The stream's creation time and retention, when the server reports them (asked a few times:
 /// without them, a checkpoint found expired cannot be judged safe).
 pub(super) async fn stream_facts(
     client: &KinesisClient,
     stream: &str,
-) -> Result<StreamFacts, EngineError> {
+) -> Result<StreamNow, EngineError> {
     let mut backoff = crate::source::Backoff::new(
         std::time::Duration::from_millis(200),
         std::time::Duration::from_secs(2),
@@ -223,7 +228,7 @@ pub(super) async fn stream_facts(
     match answer {
         Ok(out) => Ok(out
             .stream_description_summary()
-            .map(|d| StreamFacts {
+            .map(|d| StreamNow {
                 created_ms: d.stream_creation_timestamp().to_millis().ok(),
                 retention: u64::try_from(d.retention_period_hours())
                     .ok()
@@ -240,7 +245,7 @@ pub(super) async fn stream_facts(
             } else {
                 // Not worth failing the start for: the check is skipped, with a note.
                 tracing::warn!(stream, error = %call, "cannot read the stream's creation time and retention; the recreated-stream check relies on the other signs, and an expired checkpoint is the policy's to decide");
-                Ok(StreamFacts::default())
+                Ok(StreamNow::default())
             }
         }
     }

@@ -1,5 +1,5 @@
-//! Which records of a batch are dead letters, recorded in the batch's manifest so that every
-//! attempt at the batch (a replay after a crash, or a second engine) splits them the same way.
+//! Which records of a plan are dead letters, recorded in the plan so that every attempt at it (a
+//! replay after a crash, or another worker) splits them the same way.
 //!
 //! The dead letters are committed before the rows. If the raw schema changes between a crash after
 //! the dead-letter commit and the replay, a record could otherwise land in neither table or in
@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use super::SplitChange;
 use crate::decode::DecodedBatch;
 use crate::sequence::SequenceNumber;
-use crate::sink::{BatchManifest, BatchSplit};
+use crate::sink::BatchSplit;
 
 /// The files that decide a stream's split, fingerprinted once at start-up.
 #[derive(Debug, Clone)]
@@ -36,7 +36,7 @@ impl SplitRule {
         }
     }
 
-    /// The split of `decoded`, to record in a new manifest.
+    /// The split of `decoded`, to record in a new plan.
     pub fn record(&self, decoded: &DecodedBatch) -> BatchSplit {
         BatchSplit {
             schema_sha256: self.schema_sha256.clone(),
@@ -45,16 +45,17 @@ impl SplitRule {
         }
     }
 
-    /// Checks that `decoded` splits the records as the manifest recorded. With `present` (a batch
-    /// of which only these records, by shard and sequence number, remain), the recorded dead
-    /// letters among them must be exactly the dead letters now.
+    /// Checks that `decoded` splits the records as `recorded` (the split of the plan `label`)
+    /// says. With `present` (a plan of which only these records, by shard and sequence number,
+    /// remain), the recorded dead letters among them must be exactly the dead letters now.
     pub fn check(
         &self,
-        manifest: &BatchManifest,
+        recorded: Option<&BatchSplit>,
+        label: &str,
         decoded: &DecodedBatch,
         present: Option<&BTreeSet<(String, SequenceNumber)>>,
     ) -> Result<(), Box<SplitChange>> {
-        let Some(recorded) = &manifest.split else {
+        let Some(recorded) = recorded else {
             return Ok(()); // a manifest from before splits were recorded
         };
         let mut expected = recorded.dead_letters.clone();
@@ -70,19 +71,18 @@ impl SplitRule {
         }
         let count = |m: &BTreeMap<String, Vec<SequenceNumber>>| m.values().map(Vec::len).sum();
         let schema_path = self.schema_path.display().to_string();
-        let batch_id = manifest.batch_id;
         let advice = if recorded.schema_sha256 == self.schema_sha256 {
             format!(
-                "The schema file is unchanged, so this kinesis-delta decodes records differently from the version that planned the batch: run that version until batch {batch_id} is committed, then upgrade"
+                "The schema file is unchanged, so this kinesis-delta decodes records differently from the version that planned the batch: run that version until {label} is committed, then upgrade"
             )
         } else {
             format!(
-                "Restore {schema_path} as it was, run until batch {batch_id} is committed (`--available-now` does it), then apply the change"
+                "Restore {schema_path} as it was, run until {label} is committed (`--available-now` does it), then apply the change"
             )
         };
         Err(Box::new(SplitChange {
             stream: self.stream.clone(),
-            batch_id,
+            plan: label.to_owned(),
             schema_path,
             recorded_sha256: recorded.schema_sha256.clone(),
             current_sha256: self.schema_sha256.clone(),

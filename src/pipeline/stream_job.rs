@@ -1,8 +1,13 @@
-//! One stream's micro-batch loop: plan (or replay) a batch, decode, clean, commit, repeat.
+//! One stream's micro-batch loop, shard by shard: collect records from the shards, write one plan
+//! per shard (write-ahead), decode and clean each plan's records, commit every plan of the batch
+//! in one Delta commit with one `txn` per shard, repeat. The protocol is in `doc/DESIGN.md`.
 
+mod checkpoints;
 mod pending;
+mod plan;
+mod upgrade;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use arrow::datatypes::SchemaRef;
@@ -13,17 +18,16 @@ use tokio_util::sync::CancellationToken;
 
 use super::EngineError;
 use super::maintenance::Maintainer;
-use super::resume::{Checkpoint, resume, stream_facts};
+use super::resume::{StreamNow, stream_facts};
 use super::split::SplitRule;
 use crate::config::{InitialPosition, LostStreamPolicy, Pipeline, StreamSpec};
 use crate::decode::{
     DecodedBatch, METADATA_COLUMNS, RecordDecoder, dead_letter_batch, dead_letter_schema,
     raw_schema_from_sql,
 };
+use crate::lease::LeaseWorker;
 use crate::progress::BatchProgress;
-use crate::sink::{
-    BatchManifest, CommitOutcome, DeltaSink, ManifestLog, ManifestOutcome, TipMarker,
-};
+use crate::sink::{DeltaSink, ManifestLog, Numbering, PlanRows, ShardPlan, ShardPlanLog};
 use crate::source::{
     BatchLimits, BudgetLease, KinesisClient, KinesisRecord, MemoryBudget, StartPosition,
     StreamSource,
@@ -51,14 +55,19 @@ pub struct StreamSummary {
     pub records: u64,
     /// Dead letters among them.
     pub dead_letters: u64,
-    /// The last committed batch id.
+    /// The number of the last batch this run committed (batches are numbered per run, for logs).
     pub last_batch_id: i64,
 }
 
-/// A batch ready to commit: its plan, its records and how they decoded.
-struct PlannedBatch {
-    manifest: BatchManifest,
+/// One shard's part of a batch: its plan and how its records decoded.
+struct PlanPart {
+    plan: ShardPlan,
     decoded: DecodedBatch,
+}
+
+/// A batch ready to commit: one part per shard.
+struct PlannedBatch {
+    parts: Vec<PlanPart>,
     /// Bytes of record data.
     bytes: usize,
     fetch: Duration,
@@ -84,26 +93,39 @@ pub struct StreamJob {
     dead_letters: DeltaSink,
     table_maintenance: Maintainer,
     dead_letter_maintenance: Maintainer,
+    /// The shards' plans and tip markers.
+    plans: ShardPlanLog,
+    /// The stream-level files: the checkpoint of earlier versions, the fence, the LATEST pin.
     manifests: ManifestLog,
     limits: BatchLimits,
-    committed: i64,
-    /// When the stream was created, recorded in every manifest.
-    stream_created_ms: Option<i64>,
+    /// The stream's transaction id; each shard's is `<app_id>/<shard id>`.
+    app_id: String,
+    /// This process, named in the plans it writes.
+    worker: String,
+    /// Each shard's newest committed plan (0: none), as this worker last saw the table.
+    committed: BTreeMap<String, i64>,
+    /// Shards whose committed checkpoint says they were read to their end.
+    finished: BTreeSet<String>,
+    /// Plans found at start, made but maybe not committed: replayed first.
+    pending: Vec<ShardPlan>,
+    /// Batches committed by this run (numbers them in logs and progress lines).
+    batches: i64,
+    stream_now: StreamNow,
     /// The last collect found every shard at its end.
     caught_up: bool,
     on_lost_stream: LostStreamPolicy,
     /// Shards resuming found to be of another incarnation (and was told to read anew).
     foreign: BTreeSet<String>,
-    /// The committed batch last recorded in a tip marker, and when.
-    tip_marked: Option<(i64, Instant)>,
+    /// Per shard, the committed plan last recorded in a tip marker, and when.
+    tip_marked: BTreeMap<String, (i64, Instant)>,
     progress: UnboundedSender<BatchProgress>,
     metrics: StreamMetrics,
     summary: StreamSummary,
 }
 
 impl StreamJob {
-    /// Validates the stream's schema and SQL, opens its tables and resumes from the committed
-    /// checkpoint.
+    /// Validates the stream's schema and SQL, opens its tables and resumes every shard from its
+    /// committed checkpoint.
     pub async fn start(
         pipeline: &Pipeline,
         spec: &StreamSpec,
@@ -118,7 +140,7 @@ impl StreamJob {
         let cleaning = Cleaning::new(&spec.sql, &spec.sql_path, decoder.row_schema()).await?;
         let output_schema = cleaning.output_schema();
         let app_id = spec.app_id(&pipeline.name);
-        let mut table = DeltaSink::open_with(&spec.table_uri, &app_id, &pipeline.storage).await?;
+        let table = DeltaSink::open_with(&spec.table_uri, &app_id, &pipeline.storage).await?;
         table.check_schema(&output_schema)?;
         // No min/max statistics for the raw bytes: they serve no query and bloat the log.
         let dead_letters = DeltaSink::open_with(&spec.dead_letter_uri, &app_id, &pipeline.storage)
@@ -128,6 +150,7 @@ impl StreamJob {
                 &METADATA_COLUMNS.join(","),
             );
         let manifests = ManifestLog::new(table.object_store(), &pipeline.name, &spec.stream);
+        let plans = ShardPlanLog::new(table.object_store(), &pipeline.name, &spec.stream);
 
         let started_at = Utc::now();
         let initial = match pipeline.kinesis.initial_position {
@@ -163,27 +186,8 @@ impl StreamJob {
             source.end_after(started_at.timestamp_millis());
         }
         source.refresh_shards(cancel).await?;
-        let facts = stream_facts(&source_client, &spec.stream).await?;
-        let stream_created_ms = facts.created_ms;
-        let committed = table.committed_batch().await?.unwrap_or(0);
-        let mut foreign = BTreeSet::new();
-        if committed > 0 {
-            let checkpoint = Checkpoint {
-                batch_id: committed,
-                table_uri: &spec.table_uri,
-                stream_created_ms,
-                retention: facts.retention,
-            };
-            foreign = resume(
-                &mut source,
-                &manifests,
-                &checkpoint,
-                pipeline.engine.on_lost_stream,
-                cancel,
-            )
-            .await?;
-        }
-        Ok(Self {
+        let stream_now = stream_facts(&source_client, &spec.stream).await?;
+        let mut job = Self {
             name: spec.name.clone(),
             source,
             decoder,
@@ -199,31 +203,44 @@ impl StreamJob {
             dead_letters,
             table_maintenance: Maintainer::new(&pipeline.maintenance),
             dead_letter_maintenance: Maintainer::new(&pipeline.maintenance),
+            plans,
             manifests,
             limits: BatchLimits {
                 max_records: pipeline.engine.max_batch_records,
                 max_bytes: pipeline.engine.max_batch_bytes,
                 max_wait: pipeline.engine.trigger_interval,
             },
-            committed,
-            stream_created_ms,
+            app_id,
+            worker: LeaseWorker::unique_id(&LeaseWorker::host_name()),
+            committed: BTreeMap::new(),
+            finished: BTreeSet::new(),
+            pending: Vec::new(),
+            batches: 0,
+            stream_now,
             caught_up: false,
             on_lost_stream: pipeline.engine.on_lost_stream,
-            foreign,
-            tip_marked: None,
+            foreign: BTreeSet::new(),
+            tip_marked: BTreeMap::new(),
             progress,
             metrics: StreamMetrics::new(&spec.stream),
             summary: StreamSummary {
                 stream: spec.name.clone(),
-                last_batch_id: committed,
                 ..StreamSummary::default()
             },
-        })
+        };
+        let upgraded_from = job.fence_stream_level(cancel).await?;
+        job.resume_shards(upgraded_from, cancel).await?;
+        Ok(job)
     }
 
     /// The Kinesis stream's name.
     pub fn stream(&self) -> &str {
         self.source.stream()
+    }
+
+    /// A shard's transaction id.
+    fn shard_app_id(&self, shard: &str) -> String {
+        format!("{}/{shard}", self.app_id)
     }
 
     /// Runs batches until cancelled or, with [`RunMode::AvailableNow`], caught up.
@@ -240,7 +257,7 @@ impl StreamJob {
             // Collecting waits for records (up to the trigger interval): no sleep here.
             let Some(planned) = self.plan(cancel).await? else {
                 if self.caught_up && !cancel.is_cancelled() {
-                    self.mark_tip().await?;
+                    self.mark_tips().await?;
                 }
                 if cancel.is_cancelled() || (mode == RunMode::AvailableNow && self.caught_up) {
                     break;
@@ -256,199 +273,131 @@ impl StreamJob {
         Ok(self.summary)
     }
 
-    /// The next batch: a pending plan from before a restart (replayed exactly), or new records.
-    /// `None` when there is nothing to do right now.
-    async fn plan(
-        &mut self,
-        cancel: &CancellationToken,
-    ) -> Result<Option<PlannedBatch>, EngineError> {
-        // Another engine may have committed past this one: never plan a batch the table holds.
-        let table_committed = self.table.committed_batch().await?.unwrap_or(0);
-        if table_committed > self.committed {
-            self.catch_up_to(table_committed).await?;
-        }
-        let batch_id = self.committed + 1;
-        let started = Instant::now();
-        if let Some(pending) = self.manifests.get(batch_id).await? {
-            return self.replay_pending(pending, started, cancel).await;
-        }
-        let collected = self.source.collect_batch(self.limits, cancel).await?;
-        self.caught_up = collected.caught_up;
-        if collected.records.is_empty() {
-            return Ok(None);
-        }
-        let fetch = started.elapsed();
-        let bytes = collected.records.iter().map(|r| r.data.len()).sum();
-        let (decoded, decode) = self
-            .decode(collected.records, batch_id)
-            .await
-            .map_err(EngineError::Internal)?;
-        let manifest = BatchManifest {
-            batch_id,
-            stream: self.source.stream().to_owned(),
-            ranges: collected.ranges,
-            positions: self.source.positions(),
-            planned_at: Utc::now(),
-            stream_created_ms: self.stream_created_ms,
-            shard_starts: self.source.shard_starts(),
-            split: Some(self.split_rule.record(&decoded)),
-        };
-        let manifest = match self.manifests.create(&manifest).await? {
-            ManifestOutcome::Created => manifest,
-            ManifestOutcome::Existing(theirs) if theirs.ranges == manifest.ranges => {
-                self.split_rule
-                    .check(&theirs, &decoded, None)
-                    .map_err(EngineError::SplitChanged)?;
-                *theirs
-            }
-            // Another engine planned this batch first: its plan is the batch.
-            ManifestOutcome::Existing(theirs) => {
-                drop(collected.lease);
-                return self.replay_pending(*theirs, started, cancel).await;
-            }
-            // Another engine planned it, committed it and 20 more, and pruned it meanwhile:
-            // this engine was behind; it catches up on the next round.
-            ManifestOutcome::Vanished => {
-                self.caught_up = false;
-                return Ok(None);
-            }
-        };
-        Ok(Some(PlannedBatch {
-            manifest,
-            decoded,
-            bytes,
-            fetch,
-            decode,
-            millis_behind: collected.millis_behind,
-            replayed: false,
-            records_gone: false,
-            lease: collected.lease,
-        }))
-    }
-
-    /// Records the shards found at their tip after the committed batch, when that adds to what
-    /// its manifest or the last marker said (at most every half hour while nothing changes).
-    async fn mark_tip(&mut self) -> Result<(), EngineError> {
-        if self.committed == 0 {
-            return Ok(());
-        }
-        let fresh = self.tip_marked.is_some_and(|(batch, at)| {
-            batch == self.committed && at.elapsed() < Duration::from_secs(1800)
-        });
-        if fresh {
-            return Ok(());
-        }
-        let marker = TipMarker {
-            batch_id: self.committed,
-            shards: self.source.shards_at_tip(),
-            observed_at: Utc::now(),
-        };
-        self.manifests.write_tip(&marker).await?;
-        self.tip_marked = Some((self.committed, Instant::now()));
-        Ok(())
-    }
-
-    /// Decodes a batch's records in one canonical order (shard, then sequence), so that a replay
-    /// feeds the SQL exactly the rows, in exactly the order, of the first attempt. Runs on a
+    /// Decodes each shard's records (in sequence order, as they come), so that a replay of a
+    /// plan feeds the SQL exactly the rows, in exactly the order, of the first attempt. Runs on a
     /// blocking thread: the streams decode in parallel, and the shard consumers are not held up.
     async fn decode(
         &self,
-        mut records: Vec<KinesisRecord>,
-        batch_id: i64,
-    ) -> Result<(DecodedBatch, Duration), String> {
+        by_shard: BTreeMap<String, Vec<KinesisRecord>>,
+    ) -> Result<(BTreeMap<String, DecodedBatch>, Duration), EngineError> {
         let decoder = self.decoder.clone();
         let decoding = tokio::task::spawn_blocking(move || {
             let t = Instant::now();
-            // Stable: within a shard, records already come in sequence order.
-            records.sort_by(|a, b| a.shard_id.cmp(&b.shard_id));
-            decoder
-                .decode(&records)
-                .map(|decoded| (decoded, t.elapsed()))
+            let mut decoded = BTreeMap::new();
+            for (shard, records) in by_shard {
+                let batch = decoder
+                    .decode(&records)
+                    .map_err(|e| format!("decoding records of {shard}: {e}"))?;
+                decoded.insert(shard, batch);
+            }
+            Ok::<_, String>((decoded, t.elapsed()))
         });
         match decoding.await {
             Ok(Ok(decoded)) => Ok(decoded),
-            Ok(Err(e)) => Err(format!("decoding batch {batch_id}: {e}")),
-            Err(e) => Err(format!("decoding batch {batch_id}: {e}")),
+            Ok(Err(e)) => Err(EngineError::Internal(e)),
+            Err(e) => Err(EngineError::Internal(format!("decoding: {e}"))),
         }
     }
 
+    /// Cleans each plan's rows on its own (a plan's rows never depend on which plans share its
+    /// batch), commits the dead letters, then the rows, each plan under its shard's `txn`.
     async fn process(
         &mut self,
         planned: PlannedBatch,
         started: Instant,
     ) -> Result<(), EngineError> {
-        let batch_id = planned.manifest.batch_id;
         // Held until the batch is committed (or given up), then given back to the readers.
         let lease = planned.lease;
-        let decoded = planned.decoded;
-        let dead = decoded.dead_letters.len();
-        let rows_in = decoded.rows.num_rows() + dead;
+        let batch_id = self.batches + 1;
+        let info = commit_info(
+            self.source.stream(),
+            &self.worker,
+            batch_id,
+            &planned.parts,
+            planned.records_gone,
+        );
 
         let t = Instant::now();
-        let cleaned = self.cleaning.apply(decoded.rows).await?;
-        let sql = t.elapsed();
-        let rows_out: usize = cleaned.iter().map(|b| b.num_rows()).sum();
-
-        let info = commit_info(&planned.manifest, planned.records_gone);
-        let mut write = Duration::ZERO;
-        let mut commit = Duration::ZERO;
-        // Dead letters of a batch the table already holds were committed with it (or belong to a
-        // stale plan of a lagging engine): never commit them again.
-        let table_holds_batch = dead > 0
-            && self
-                .table
-                .committed_batch()
-                .await?
-                .is_some_and(|done| done >= batch_id);
-        if dead > 0 && !table_holds_batch {
-            let batch =
-                dead_letter_batch(self.source.stream(), &decoded.dead_letters).map_err(|e| {
-                    EngineError::Internal(format!("dead letters of batch {batch_id}: {e}"))
-                })?;
-            if let CommitOutcome::Committed {
-                write: w,
-                commit: c,
-                ..
-            } = self
-                .dead_letters
-                .commit(batch_id, &dead_letter_schema(), &[batch], info.clone())
-                .await?
-            {
-                write += w;
-                commit += c;
+        let mut rows = Vec::with_capacity(planned.parts.len());
+        let mut dead_rows = Vec::new();
+        for part in &planned.parts {
+            let app_id = self.shard_app_id(&part.plan.shard);
+            let cleaned = if part.decoded.rows.num_rows() > 0 {
+                self.cleaning.apply(part.decoded.rows.clone()).await?
+            } else {
+                Vec::new()
+            };
+            rows.push(PlanRows {
+                app_id: app_id.clone(),
+                version: part.plan.version,
+                rows: cleaned,
+            });
+            if !part.decoded.dead_letters.is_empty() {
+                let batch = dead_letter_batch(self.source.stream(), &part.decoded.dead_letters)
+                    .map_err(|e| EngineError::Internal(format!("dead letters of {app_id}: {e}")))?;
+                dead_rows.push(PlanRows {
+                    app_id,
+                    version: part.plan.version,
+                    rows: vec![batch],
+                });
             }
         }
-        let outcome = if table_holds_batch {
-            CommitOutcome::AlreadyCommitted
-        } else {
-            self.table
-                .commit(batch_id, &self.output_schema, &cleaned, info)
-                .await?
-        };
-        let version = match outcome {
-            CommitOutcome::Committed {
-                version,
-                write: w,
-                commit: c,
-                ..
-            } => {
-                write += w;
-                commit += c;
-                version
+        let sql = t.elapsed();
+
+        let mut write = Duration::ZERO;
+        let mut commit = Duration::ZERO;
+        if !dead_rows.is_empty() {
+            // Dead letters of a plan the table already holds were committed with it (or belong to
+            // a stale plan of a lagging worker): never commit them again.
+            let app_ids: Vec<String> = dead_rows.iter().map(|p| p.app_id.clone()).collect();
+            let recorded = self.table.recorded(&app_ids).await?;
+            dead_rows.retain(|p| recorded.get(&p.app_id).is_none_or(|&r| r < p.version));
+            let done = self
+                .dead_letters
+                .commit_plans(
+                    &dead_letter_schema(),
+                    &dead_rows,
+                    Numbering::Gaps,
+                    info.clone(),
+                )
+                .await?;
+            write += done.write;
+            commit += done.commit;
+        }
+        let done = self
+            .table
+            .commit_plans(&self.output_schema, &rows, Numbering::Consecutive, info)
+            .await?;
+        write += done.write;
+        commit += done.commit;
+
+        let mut rows_in = 0;
+        let mut rows_out = 0;
+        let mut dead = 0;
+        for (part, cleaned) in planned.parts.iter().zip(&rows) {
+            let shard = &part.plan.shard;
+            if done.dropped.contains(&cleaned.app_id) {
+                // Another worker committed this plan: the shard goes on after what the table holds.
+                self.table.metrics().already_committed();
+                self.catch_up(shard).await?;
+                continue;
             }
-            CommitOutcome::AlreadyCommitted => {
-                // Another engine committed this batch id (the same plan, or this engine's plan was
-                // stale): continue after whatever the table holds now.
-                let committed = self.table.committed_batch().await?.unwrap_or(batch_id);
-                self.catch_up_to(committed).await?;
-                return Ok(());
+            self.committed.insert(shard.clone(), part.plan.version);
+            if part.plan.position.finished {
+                self.finished.insert(shard.clone());
             }
-        };
-        self.committed = batch_id;
+            self.plans.prune(shard, part.plan.version).await;
+            rows_in += part.decoded.rows.num_rows() + part.decoded.dead_letters.len();
+            rows_out += cleaned.rows.iter().map(|b| b.num_rows()).sum::<usize>();
+            dead += part.decoded.dead_letters.len();
+        }
         drop(lease);
-        // From here on, pending batches are planned on the stream as it is now.
+        let Some(version) = done.version else {
+            return Ok(());
+        };
+        // From here on, pending plans are made on the stream as it is now.
         self.foreign.clear();
-        self.manifests.prune(batch_id).await;
+        self.batches = batch_id;
         // Between this commit and the stream's next: a compaction never races its appends.
         self.table_maintenance
             .after_commit(&mut self.table, usize::from(rows_out > 0))
@@ -493,22 +442,32 @@ impl StreamJob {
 }
 
 /// What a commit records in its `commitInfo` for people reading the log (the checkpoint itself is
-/// the `txn` action plus the manifest).
-fn commit_info(manifest: &BatchManifest, records_gone: bool) -> Map<String, Value> {
-    let ranges: Map<String, Value> = manifest
-        .ranges
+/// the `txn` actions plus the plans).
+fn commit_info(
+    stream: &str,
+    worker: &str,
+    batch_id: i64,
+    parts: &[PlanPart],
+    records_gone: bool,
+) -> Map<String, Value> {
+    let plans: Map<String, Value> = parts
         .iter()
-        .map(|(shard, r)| {
+        .map(|part| {
+            let range = part.plan.range.as_ref();
             (
-                shard.clone(),
-                json!({"first": r.first.as_str(), "last": r.last.as_str()}),
+                part.plan.shard.clone(),
+                json!({
+                    "plan": part.plan.version,
+                    "first": range.map(|r| r.first.as_str()),
+                    "last": range.map(|r| r.last.as_str()),
+                }),
             )
         })
         .collect();
     let mut info = Map::new();
     info.insert(
         "kinesisDelta".to_owned(),
-        json!({"stream": manifest.stream, "batchId": manifest.batch_id, "ranges": Value::Object(ranges), "recordsGone": records_gone}),
+        json!({"stream": stream, "worker": worker, "batchId": batch_id, "plans": Value::Object(plans), "recordsGone": records_gone}),
     );
     info
 }

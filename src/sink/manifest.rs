@@ -1,10 +1,13 @@
 //! A stream's files beside its table's log, under `<table>/_kinesis_delta/<pipeline>/<stream>/`:
 //!
-//! * `batches/<batch id>.json`, the write-ahead batch manifests: what each planned batch reads
-//!   from each shard. Created (put-if-absent) before the batch's data is written; the Delta commit
-//!   carrying `txn(app_id, batch id)` makes it authoritative.
+//! * `batches/<batch id>.json`, the write-ahead batch manifests of the stream-level protocol of
+//!   earlier versions: what each planned batch read from each shard, made authoritative by the
+//!   Delta commit carrying `txn(app_id, batch id)`. This version reads the newest committed one
+//!   (the checkpoint it upgrades from), finishes a pending one, and then writes a fence in the
+//!   next slot, which earlier versions cannot parse: they stop instead of planning a batch.
 //! * `latest_start.json`: where `initial_position = "latest"` starts, fixed once (put-if-absent).
-//! * `tip.json`: the shards last seen at their tip after the newest batch (overwritten).
+//! * `tip.json`: the shards last seen at their tip after the newest batch (written by earlier
+//!   versions; read for shards that have no shard plan yet).
 //!
 //! Delta log checkpoints and log clean-up never touch them, and VACUUM skips `_`-prefixed folders.
 
@@ -91,6 +94,22 @@ pub enum ManifestOutcome {
     Vanished,
 }
 
+/// What the manifest slot after the table's stream-level checkpoint holds once fenced.
+#[derive(Debug)]
+pub enum Fence {
+    /// The fence: no engine plans a stream-level batch there.
+    Placed,
+    /// A batch an earlier version planned there and may not have committed: it is finished by
+    /// the stream-level rules, and the fence goes in the next slot.
+    Pending(Box<BatchManifest>),
+}
+
+/// The fence's content: anything but a manifest, so that earlier versions stop on it.
+#[derive(Serialize, Deserialize)]
+struct FenceMark {
+    fence: String,
+}
+
 /// The manifests of one stream in one table.
 #[derive(Debug, Clone)]
 pub struct ManifestLog {
@@ -136,6 +155,39 @@ impl ManifestLog {
         Ok(match self.get(manifest.batch_id).await? {
             Some(existing) => ManifestOutcome::Existing(Box::new(existing)),
             None => ManifestOutcome::Vanished,
+        })
+    }
+
+    /// Puts the fence at `batch_id` (the slot after the table's stream-level checkpoint), unless
+    /// a manifest is there.
+    pub async fn fence(&self, batch_id: i64) -> Result<Fence, SinkError> {
+        let path = self.path(batch_id);
+        let mark = FenceMark {
+            fence: "checkpoints of this stream are kept per shard (shards/); kinesis-delta versions before them stop here".to_owned(),
+        };
+        for _ in 0..3 {
+            if self.put_json(&path, &mark, true).await? {
+                return Ok(Fence::Placed);
+            }
+            let Some(found) = self.read_json::<serde_json::Value>(&path).await? else {
+                continue; // pruned meanwhile: the slot was behind; tried again
+            };
+            if found.get("fence").is_some() {
+                return Ok(Fence::Placed);
+            }
+            return serde_json::from_value(found)
+                .map(|m| Fence::Pending(Box::new(m)))
+                .map_err(|e| SinkError::DamagedManifest {
+                    path: path.to_string(),
+                    message: e.to_string(),
+                });
+        }
+        Err(SinkError::Store {
+            path: path.to_string(),
+            source: object_store::Error::Generic {
+                store: "kinesis-delta",
+                source: "reported as existing, then not found, three times".into(),
+            },
         })
     }
 

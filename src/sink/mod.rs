@@ -1,9 +1,8 @@
 //! The Delta sink: one table per stream (plus its dead-letter table), where every micro-batch is
-//! one commit holding the batch's data files and the batch's transaction id, and a write-ahead
-//! manifest of the Kinesis ranges the batch read. The protocol is in `doc/DESIGN.md`.
-//!
-//! `shard_plans` and `shard_commit` are the write-ahead plans and the commit of the shard-level
-//! protocol proposed in `doc/proposals/shard-checkpoints.md`, not yet used by the engine.
+//! one commit holding the batch's data files and one transaction id per shard it read, each
+//! shard's range in a write-ahead plan (`shard_plans`, `shard_commit`). `manifest` keeps the
+//! stream-level checkpoints of earlier versions, read once to upgrade. The protocol is in
+//! `doc/DESIGN.md`.
 
 mod delta;
 mod maintenance;
@@ -14,10 +13,10 @@ mod shard_plans;
 
 pub use delta::{CommitOutcome, DeltaSink};
 pub use maintenance::{Compaction, TableFiles};
-pub use manifest::{BatchManifest, BatchSplit, ManifestLog, ManifestOutcome, TipMarker};
+pub use manifest::{BatchManifest, BatchSplit, Fence, ManifestLog, ManifestOutcome, TipMarker};
 pub use schema::delta_compatible;
-pub use shard_commit::{PlanRows, PlansCommitted};
-pub use shard_plans::{PlanOutcome, ShardPlan, ShardPlanLog};
+pub use shard_commit::{Numbering, PlanRows, PlansCommitted};
+pub use shard_plans::{PlanOutcome, ShardPlan, ShardPlanLog, ShardTip};
 
 /// A Delta or object-store failure. Outside the user's hands unless the message says otherwise;
 /// the engine stops without advancing any checkpoint, and a restart resumes safely.

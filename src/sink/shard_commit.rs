@@ -1,11 +1,15 @@
 //! Several plans in one Delta commit, each under its own transaction id: the commit step of the
-//! shard-level protocol (`doc/proposals/shard-checkpoints.md`, "One batch", step 5), where each
-//! shard's plans are numbered 1, 2, 3, … under the shard's id. Not yet used by the engine.
+//! shard-level protocol (`doc/DESIGN.md`), where each shard's plans are numbered 1, 2, 3, … under
+//! the shard's id.
 //!
-//! A plan is committed only when the table records exactly the plan before it under its id. A
-//! plan the table already records (another writer committed it) is dropped with its rows, and the
-//! rest are committed: rows of a plan are never committed twice, and the plans of other ids in the
-//! same batch are not held back by it.
+//! In the table, a plan is committed only when the table records exactly the plan before it under
+//! its id. A plan the table already records (another writer committed it) is dropped with its
+//! rows, and the rest are committed: rows of a plan are never committed twice, and the plans of
+//! other ids in the same batch are not held back by it. The dead-letter table records only the
+//! plans that had dead letters, so there the numbers have gaps.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -27,8 +31,17 @@ pub struct PlanRows {
     pub rows: Vec<RecordBatch>,
 }
 
+/// How a table numbers the plans of one transaction id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Numbering {
+    /// Every plan, in order: plan `k` follows exactly `k - 1` (the cleaned table).
+    Consecutive,
+    /// Some plans only (the dead-letter table holds the plans that had dead letters).
+    Gaps,
+}
+
 /// What [`DeltaSink::commit_plans`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PlansCommitted {
     /// The table version holding the committed plans (`None`: none was left to commit).
     pub version: Option<i64>,
@@ -36,6 +49,10 @@ pub struct PlansCommitted {
     pub committed: Vec<String>,
     /// The transaction ids whose plans the table already recorded: not committed again.
     pub dropped: Vec<String>,
+    /// Time spent writing Parquet files.
+    pub write: Duration,
+    /// Time spent committing to the log.
+    pub commit: Duration,
 }
 
 impl DeltaSink {
@@ -47,11 +64,13 @@ impl DeltaSink {
         &mut self,
         schema: &SchemaRef,
         plans: &[PlanRows],
+        numbering: Numbering,
         info: serde_json::Map<String, serde_json::Value>,
     ) -> Result<PlansCommitted, SinkError> {
         let table_schema = self.ensure_table(schema).await?;
         let mut dropped: Vec<String> = Vec::new();
         let mut contended = ContendedRounds::default();
+        let (mut write, mut commit) = (Duration::ZERO, Duration::ZERO);
         loop {
             self.table
                 .update_state()
@@ -65,7 +84,7 @@ impl DeltaSink {
                 let recorded = self.snapshot_txn(&plan.app_id).await?.unwrap_or(0);
                 if recorded >= plan.version {
                     dropped.push(plan.app_id.clone());
-                } else if recorded < plan.version - 1 {
+                } else if numbering == Numbering::Consecutive && recorded < plan.version - 1 {
                     return Err(SinkError::PlanOutOfOrder {
                         table: self.uri.clone(),
                         app_id: plan.app_id.clone(),
@@ -79,28 +98,37 @@ impl DeltaSink {
             }
             if kept.is_empty() {
                 return Ok(PlansCommitted {
-                    version: None,
-                    committed: Vec::new(),
                     dropped,
+                    write,
+                    commit,
+                    ..PlansCommitted::default()
                 });
             }
+            let started = Instant::now();
             let adds = self
                 .write_files(&table_schema, kept.iter().flat_map(|p| p.rows.iter()))
                 .await?;
+            write += started.elapsed();
+            let started = Instant::now();
             let txns = kept
                 .iter()
                 .map(|p| Transaction::new(&p.app_id, p.version))
                 .collect();
             let result = self.append(txns, &adds, &info).await;
+            commit += started.elapsed();
             match result {
                 Ok(finalized) => {
                     let version = i64::try_from(finalized.version()).unwrap_or(i64::MAX);
                     self.metrics()
                         .commit_retried(finalized.metrics.num_retries + contended.retries);
+                    self.metrics()
+                        .committed(version, finalized.snapshot.log_data().num_files());
                     return Ok(PlansCommitted {
                         version: Some(version),
                         committed: kept.iter().map(|p| p.app_id.clone()).collect(),
                         dropped,
+                        write,
+                        commit,
                     });
                 }
                 // Another writer committed one of the same ids after the snapshot: look again
@@ -116,6 +144,24 @@ impl DeltaSink {
             }
         }
     }
+
+    /// The plan each of `app_ids` has committed, read from the table's newest version (0: none).
+    pub async fn recorded(
+        &mut self,
+        app_ids: &[String],
+    ) -> Result<BTreeMap<String, i64>, SinkError> {
+        let exists = self.refresh().await?;
+        let mut recorded = BTreeMap::new();
+        for app_id in app_ids {
+            let version = if exists {
+                self.snapshot_txn(app_id).await?.unwrap_or(0)
+            } else {
+                0
+            };
+            recorded.insert(app_id.clone(), version);
+        }
+        Ok(recorded)
+    }
 }
 
 #[cfg(test)]
@@ -125,7 +171,7 @@ mod tests {
     use arrow::array::{Int64Array, RecordBatch};
     use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
-    use super::{PlanRows, PlansCommitted};
+    use super::{Numbering, PlanRows};
     use crate::sink::{DeltaSink, SinkError};
 
     fn schema() -> SchemaRef {
@@ -180,6 +226,7 @@ mod tests {
             .commit_plans(
                 &schema(),
                 &[plan("a", 1, &[1]), plan("b", 1, &[2])],
+                Numbering::Consecutive,
                 Default::default(),
             )
             .await
@@ -188,13 +235,19 @@ mod tests {
         // Another writer commits a's plan 2 first; this batch holds a2 and b2.
         let mut other = DeltaSink::open(&uri, "unused").await.unwrap();
         other
-            .commit_plans(&schema(), &[plan("a", 2, &[3])], Default::default())
+            .commit_plans(
+                &schema(),
+                &[plan("a", 2, &[3])],
+                Numbering::Consecutive,
+                Default::default(),
+            )
             .await
             .unwrap();
         let second = sink
             .commit_plans(
                 &schema(),
                 &[plan("a", 2, &[3]), plan("b", 2, &[4])],
+                Numbering::Consecutive,
                 Default::default(),
             )
             .await
@@ -204,17 +257,17 @@ mod tests {
         assert_eq!(values(&uri).await, vec![1, 2, 3, 4], "a2's rows once");
         // Nothing left: nothing committed.
         let again = sink
-            .commit_plans(&schema(), &[plan("b", 2, &[4])], Default::default())
+            .commit_plans(
+                &schema(),
+                &[plan("b", 2, &[4])],
+                Numbering::Consecutive,
+                Default::default(),
+            )
             .await
             .unwrap();
-        assert_eq!(
-            again,
-            PlansCommitted {
-                version: None,
-                committed: vec![],
-                dropped: vec!["kinesis-delta/p/s/b".to_owned()]
-            }
-        );
+        assert_eq!(again.version, None);
+        assert!(again.committed.is_empty());
+        assert_eq!(again.dropped, vec!["kinesis-delta/p/s/b".to_owned()]);
     }
 
     #[tokio::test]
@@ -223,7 +276,12 @@ mod tests {
         let uri = table_uri(&dir);
         let mut sink = DeltaSink::open(&uri, "unused").await.unwrap();
         let refused = sink
-            .commit_plans(&schema(), &[plan("a", 2, &[1])], Default::default())
+            .commit_plans(
+                &schema(),
+                &[plan("a", 2, &[1])],
+                Numbering::Consecutive,
+                Default::default(),
+            )
             .await;
         assert!(
             matches!(refused, Err(SinkError::PlanOutOfOrder { recorded: 0, .. })),
@@ -239,7 +297,12 @@ mod tests {
         let uri = table_uri(&dir);
         let mut setup = DeltaSink::open(&uri, "unused").await.unwrap();
         setup
-            .commit_plans(&schema(), &[plan("setup", 1, &[0])], Default::default())
+            .commit_plans(
+                &schema(),
+                &[plan("setup", 1, &[0])],
+                Numbering::Consecutive,
+                Default::default(),
+            )
             .await
             .unwrap();
         let mut x = DeltaSink::open(&uri, "unused").await.unwrap();
@@ -252,8 +315,8 @@ mod tests {
                 [a, plan("c", k, &[k * 10 + 2])],
             );
             let (rx, ry) = tokio::join!(
-                x.commit_plans(&schema, &xs, Default::default()),
-                y.commit_plans(&schema, &ys, Default::default()),
+                x.commit_plans(&schema, &xs, Numbering::Consecutive, Default::default()),
+                y.commit_plans(&schema, &ys, Numbering::Consecutive, Default::default()),
             );
             let (rx, ry) = (rx.unwrap(), ry.unwrap());
             let a_id = "kinesis-delta/p/s/a".to_owned();

@@ -1,7 +1,7 @@
-//! The write-ahead plans of the shard-level protocol (`doc/proposals/shard-checkpoints.md`), one
-//! file per shard and plan number: `<table>/_kinesis_delta/<pipeline>/<stream>/shards/<shard>/<k>.json`.
-//! Created put-if-absent, so each `(shard, k)` has exactly one plan, whoever planned it. Not yet
-//! used by the engine.
+//! The write-ahead plans of the shard-level protocol (`doc/DESIGN.md`), one file per shard and
+//! plan number: `<table>/_kinesis_delta/<pipeline>/<stream>/shards/<shard>/<k>.json`. Created
+//! put-if-absent, so each `(shard, k)` has exactly one plan, whoever planned it. Beside them,
+//! `tip.json` says when the shard was last found with nothing beyond its committed plan.
 
 use chrono::{DateTime, Utc};
 use deltalake::logstore::ObjectStoreRef;
@@ -40,6 +40,17 @@ pub struct ShardPlan {
     pub planned_at: DateTime<Utc>,
     /// The worker that planned it (for people reading it).
     pub worker: String,
+}
+
+/// A shard found with nothing beyond its committed plan `version` (0: beyond the stream-level
+/// checkpoint it was upgraded from), and when: an idle shard commits nothing for days, so its
+/// plan may say it was behind while it has since been read to its end many times.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardTip {
+    /// The committed plan the shard stood at.
+    pub version: i64,
+    /// When Kinesis said nothing lay beyond it.
+    pub observed_at: DateTime<Utc>,
 }
 
 /// What happened when a plan was written.
@@ -89,6 +100,46 @@ impl ShardPlanLog {
     /// The shard's plan of that number, if there is one.
     pub async fn get(&self, shard: &str, version: i64) -> Result<Option<ShardPlan>, SinkError> {
         read_json(&self.store, &self.path(shard, version)).await
+    }
+
+    /// Every shard that has plans (a listing: used when resuming).
+    pub async fn shards(&self) -> Result<Vec<String>, SinkError> {
+        let listing = match self.store.list_with_delimiter(Some(&self.dir)).await {
+            Ok(listing) => listing,
+            Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(SinkError::Store {
+                    path: self.dir.to_string(),
+                    source,
+                });
+            }
+        };
+        Ok(listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_owned))
+            .collect())
+    }
+
+    fn tip_path(&self, shard: &str) -> Path {
+        self.dir.clone().join(shard).join("tip.json")
+    }
+
+    /// Records that `shard` is at its tip (overwrites: every worker that observes it observes
+    /// the same truth).
+    pub async fn write_tip(&self, shard: &str, tip: &ShardTip) -> Result<(), SinkError> {
+        put_json(&self.store, &self.tip_path(shard), tip, false)
+            .await
+            .map(|_| ())
+    }
+
+    /// The shard's last tip marker, if any (an unreadable one counts as none: it only ever saves
+    /// a stop).
+    pub async fn read_tip(&self, shard: &str) -> Result<Option<ShardTip>, SinkError> {
+        match read_json(&self.store, &self.tip_path(shard)).await {
+            Err(SinkError::DamagedManifest { .. }) => Ok(None),
+            other => other,
+        }
     }
 
     /// Deletes the shard's plans well behind `committed` (best effort).
@@ -165,5 +216,8 @@ mod tests {
             log.get("shardId-000000000002", 1).await.unwrap(),
             Some(other_shard)
         );
+        let mut shards = log.shards().await.unwrap();
+        shards.sort();
+        assert_eq!(shards, ["shardId-000000000001", "shardId-000000000002"]);
     }
 }

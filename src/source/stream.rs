@@ -262,6 +262,27 @@ impl StreamSource {
         }
     }
 
+    /// Puts one shard back at a committed position; what its consumer read ahead is dropped, the
+    /// other shards keep theirs.
+    pub fn restore_shard(&mut self, shard_id: &str, position: &ShardPosition) {
+        self.consumers.remove(shard_id);
+        if !self.readers.contains_key(shard_id) {
+            let reader = self.reader_for(shard_id);
+            self.readers.insert(shard_id.to_owned(), reader);
+        }
+        if let Some(reader) = self.readers.get_mut(shard_id) {
+            reader.rewind_to(position.last.clone());
+            if position.finished {
+                reader.mark_finished();
+            }
+        }
+    }
+
+    /// The shards of the current listing.
+    pub fn listed_shards(&self) -> Vec<String> {
+        self.shards.iter().map(|s| s.shard_id.clone()).collect()
+    }
+
     /// Lists the shards (retrying while the service is away) and adds readers for new ones.
     pub async fn refresh_shards(&mut self, cancel: &CancellationToken) -> Result<(), SourceError> {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));

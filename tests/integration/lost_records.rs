@@ -16,8 +16,11 @@ use crate::support::{
     run_expecting_error, set_trigger_interval, write_config,
 };
 
-/// The file of the newest manifest of the (only) stream in a local table.
-fn newest_manifest_path(table_dir: &Path) -> std::path::PathBuf {
+/// The first shard of a stream made by the tests.
+const SHARD_0: &str = "shardId-000000000000";
+
+/// The folder of a shard's plans in a local table of one stream.
+fn shard_dir(table_dir: &Path, shard: &str) -> std::path::PathBuf {
     let only_entry = |dir: &Path| {
         std::fs::read_dir(dir)
             .unwrap()
@@ -27,17 +30,23 @@ fn newest_manifest_path(table_dir: &Path) -> std::path::PathBuf {
             .path()
     };
     let stream = only_entry(&only_entry(&table_dir.join("_kinesis_delta")));
-    let mut batches: Vec<_> = std::fs::read_dir(stream.join("batches"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    batches.sort();
-    batches.pop().unwrap()
+    stream.join("shards").join(shard)
 }
 
-/// The newest manifest of the stream in a local table: its JSON.
-fn newest_manifest(table_dir: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(newest_manifest_path(table_dir)).unwrap()).unwrap()
+/// The file of a shard's newest plan in a local table.
+fn newest_plan_path(table_dir: &Path, shard: &str) -> std::path::PathBuf {
+    let mut plans: Vec<_> = std::fs::read_dir(shard_dir(table_dir, shard))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().is_some_and(|n| n != "tip.json"))
+        .collect();
+    plans.sort();
+    plans.pop().unwrap()
+}
+
+/// A shard's newest plan in a local table: its JSON.
+fn newest_plan(table_dir: &Path, shard: &str) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(newest_plan_path(table_dir, shard)).unwrap()).unwrap()
 }
 
 /// Item 7: one shard's checkpointed record and everything before it aged out (the shard sat idle
@@ -60,14 +69,14 @@ async fn a_checkpoint_that_aged_out_resumes_its_shard_alone_without_duplicates()
     // Shard 0 of every stream: all of it, up to its checkpoint, ages out.
     for spec in &pipeline.streams {
         let folder = spec.table_uri.rsplit('/').next().unwrap();
-        let manifest = newest_manifest(&dir.path().join("tables").join(folder));
-        let last = manifest["positions"]["shardId-000000000000"]["last"]
+        let plan = newest_plan(&dir.path().join("tables").join(folder), SHARD_0);
+        let last = plan["position"]["last"]
             .as_str()
             .unwrap()
             .to_owned();
         proxy.trimmed.lock().unwrap().push(Trim {
             stream: spec.stream.clone(),
-            shard: "shardId-000000000000".into(),
+            shard: SHARD_0.into(),
             through: last,
         });
     }
@@ -163,14 +172,14 @@ async fn a_pending_batch_partly_aged_out_loses_only_what_is_gone() {
     run_available_now(&pipeline).await;
     let pin_dir = dir.path().join("tables/pin");
     undo_last_table_commit(&pin_dir);
-    let pending = newest_manifest(&pin_dir);
-    let first = pending["ranges"]["shardId-000000000000"]["first"]
+    let pending = newest_plan(&pin_dir, SHARD_0);
+    let first = pending["range"]["first"]
         .as_str()
         .unwrap()
         .to_owned();
     proxy.trimmed.lock().unwrap().push(Trim {
         stream: pipeline.streams[0].stream.clone(),
-        shard: "shardId-000000000000".into(),
+        shard: SHARD_0.into(),
         through: first,
     });
 
@@ -223,18 +232,14 @@ async fn a_pending_batch_partly_aged_out_loses_only_what_is_gone() {
     }
 }
 
-/// Rewrites the `planned_at` of a stream's newest manifest, as if the engine had been down since.
-/// The tip marker (shards seen at their tip since the newest batch) is aged alike.
-fn age_newest_manifest(table_dir: &Path, days: i64) {
+/// Rewrites the `planned_at` of the first shard's newest plan, as if the engine had been down
+/// since. The shard's tip marker (seen at its tip since) is aged alike.
+fn age_newest_plan(table_dir: &Path, days: i64) {
     let then = chrono::Utc::now() - chrono::Duration::days(days);
-    let mut manifest = newest_manifest(table_dir);
-    manifest["planned_at"] = then.to_rfc3339().into();
-    std::fs::write(newest_manifest_path(table_dir), manifest.to_string()).unwrap();
-    let tip = newest_manifest_path(table_dir)
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .join("tip.json");
+    let mut plan = newest_plan(table_dir, SHARD_0);
+    plan["planned_at"] = then.to_rfc3339().into();
+    std::fs::write(newest_plan_path(table_dir, SHARD_0), plan.to_string()).unwrap();
+    let tip = shard_dir(table_dir, SHARD_0).join("tip.json");
     let mut marker: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&tip).unwrap()).unwrap();
     marker["observed_at"] = then.to_rfc3339().into();
@@ -257,17 +262,17 @@ async fn a_checkpoint_aged_out_after_downtime_longer_than_retention_is_the_users
     run_available_now(&pipeline).await;
     let pin = pipeline.streams[0].clone();
     let pin_dir = dir.path().join("tables/pin");
-    let last = newest_manifest(&pin_dir)["positions"]["shardId-000000000000"]["last"]
+    let last = newest_plan(&pin_dir, SHARD_0)["position"]["last"]
         .as_str()
         .unwrap()
         .to_owned();
     proxy.trimmed.lock().unwrap().push(Trim {
         stream: pin.stream.clone(),
-        shard: "shardId-000000000000".into(),
+        shard: SHARD_0.into(),
         through: last,
     });
     // Three days down: retention (24 h) may have taken records put after the checkpoint.
-    age_newest_manifest(&pin_dir, 3);
+    age_newest_plan(&pin_dir, 3);
     put_triples(&server, &pipeline, &triples(100, 50)).await;
 
     let err = run_expecting_error(&pipeline).await;
@@ -374,23 +379,23 @@ async fn a_checkpoint_inside_a_burst_that_aged_out_is_the_users_to_decide() {
     run_available_now(&pipeline).await;
     let pin = pipeline.streams[0].clone();
     let pin_dir = dir.path().join("tables/pin");
-    let burst_end = newest_manifest(&pin_dir)["positions"]["shardId-000000000000"]["last"]
+    let burst_end = newest_plan(&pin_dir, SHARD_0)["position"]["last"]
         .as_str()
         .unwrap()
         .to_owned();
-    // Back to the state after batch 1: later commits and manifests removed.
+    // Back to the state after batch 1: later commits and plans removed.
     let batch_2 = read_log(&pin_dir)
         .into_iter()
         .find(|entry| entry.txns.iter().any(|(_, batch)| *batch > 1))
         .unwrap();
     truncate_log(&pin_dir, batch_2.version);
-    let batches = newest_manifest_path(&pin_dir).parent().unwrap().to_owned();
-    for batch in 2..=5 {
-        let _ = std::fs::remove_file(batches.join(format!("{batch:020}.json")));
+    let plans = shard_dir(&pin_dir, SHARD_0);
+    for plan in 2..=5 {
+        let _ = std::fs::remove_file(plans.join(format!("{plan:020}.json")));
     }
     proxy.trimmed.lock().unwrap().push(Trim {
         stream: pin.stream.clone(),
-        shard: "shardId-000000000000".into(),
+        shard: SHARD_0.into(),
         through: burst_end,
     });
 
@@ -430,28 +435,21 @@ async fn a_shard_gone_from_the_listing_follows_the_same_rule() {
         .hidden
         .lock()
         .unwrap()
-        .push((pin.stream.clone(), "shardId-000000000000".into()));
+        .push((pin.stream.clone(), SHARD_0.into()));
     // New pin records only on the other shard (the top of the hash key range).
     let records = records(&triples(100, 20), |t| &t.pin);
     put_each(&client, &pin.stream, &records, Some(u128::MAX)).await;
     // Three days later (the checkpoint and its tip marker aged alike), the gap is not safe.
     let pin_dir = dir.path().join("tables/pin");
-    let manifest = newest_manifest_path(&pin_dir);
-    let tip = manifest
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .join("tip.json");
-    let saved = (
-        std::fs::read(&manifest).unwrap(),
-        std::fs::read(&tip).unwrap(),
-    );
-    age_newest_manifest(&pin_dir, 3);
+    let plan = newest_plan_path(&pin_dir, SHARD_0);
+    let tip = shard_dir(&pin_dir, SHARD_0).join("tip.json");
+    let saved = (std::fs::read(&plan).unwrap(), std::fs::read(&tip).unwrap());
+    age_newest_plan(&pin_dir, 3);
     let err = run_expecting_error(&pipeline).await;
     assert!(matches!(err, EngineError::LostStream { .. }), "{err}");
 
     // Right after the run (Kinesis said nothing lay beyond the position), it is: the run goes on.
-    std::fs::write(&manifest, saved.0).unwrap();
+    std::fs::write(&plan, saved.0).unwrap();
     std::fs::write(&tip, saved.1).unwrap();
     let (summaries, _) = run_available_now(&pipeline).await;
     let pin_summary = summaries.iter().find(|s| s.stream == "pin").unwrap();
@@ -486,14 +484,14 @@ async fn restart_goes_on_after_a_position_that_expired() {
     let pin_dir = dir.path().join("tables/pin");
     undo_last_table_commit(&pin_dir);
     // All of the pending batch 2 expires; then new records arrive.
-    let pending = newest_manifest(&pin_dir);
-    let through = pending["ranges"]["shardId-000000000000"]["last"]
+    let pending = newest_plan(&pin_dir, SHARD_0);
+    let through = pending["range"]["last"]
         .as_str()
         .unwrap()
         .to_owned();
     proxy.trimmed.lock().unwrap().push(Trim {
         stream: pipeline.streams[0].stream.clone(),
-        shard: "shardId-000000000000".into(),
+        shard: SHARD_0.into(),
         through,
     });
     put_triples(&server, &pipeline, &triples(120, 10)).await;

@@ -1,78 +1,89 @@
-//! Batches planned but not committed (before a restart, or by another engine): replayed exactly,
-//! or, when some of their records are gone and the user accepted that, finished with what remains.
+//! Plans made but not known to be committed (before a restart, or by another worker): read again
+//! exactly, or, when some of their records are gone and the user accepted that, finished with what
+//! remains. And catching up with a shard another worker committed ahead of this one.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{PlannedBatch, StreamJob};
+use super::{PlanPart, PlannedBatch, StreamJob};
 use crate::config::LostStreamPolicy;
+use crate::decode::DecodedBatch;
 use crate::pipeline::EngineError;
 use crate::pipeline::resume::{incarnation_changed, lost_stream};
-use crate::sink::BatchManifest;
-use crate::source::{BudgetLease, ReplayRules};
+use crate::sink::ShardPlan;
+use crate::source::{KinesisRecord, ReplayRules, ShardPosition};
 
 impl StreamJob {
-    /// The pending batch `pending`, ready to commit.
+    /// The plans `pending`, ready to commit; their shards then stand where the plans leave them.
     ///
-    /// A batch planned on a stream that was since recreated has no records left: the policy
-    /// decides, and `restart` commits it empty. Otherwise it is read exactly; under `restart` a
-    /// shard whose part is gone gives what remains of it, or nothing when resuming found the shard
-    /// to be of another incarnation.
-    pub(super) async fn replay_pending(
+    /// A plan made on a stream that was since recreated has no records left: the policy decides,
+    /// and `restart` commits it empty. Otherwise it is read exactly; under `restart` a shard whose
+    /// part is gone gives what remains of it, or nothing when resuming found the shard to be of
+    /// another incarnation.
+    pub(super) async fn replay_plans(
         &mut self,
-        pending: BatchManifest,
+        pending: Vec<ShardPlan>,
         started: Instant,
         cancel: &CancellationToken,
     ) -> Result<Option<PlannedBatch>, EngineError> {
-        if incarnation_changed(&pending, &self.source, self.stream_created_ms) {
-            if let Some(stop) = lost_stream(
+        let mut abandoned = Vec::new();
+        let mut readable = Vec::new();
+        for plan in pending {
+            let start = plan
+                .shard_start
+                .as_deref()
+                .map(|s| (plan.shard.as_str(), s));
+            if incarnation_changed(
+                plan.stream_created_ms,
+                start,
                 &self.source,
-                &pending,
-                self.stream_created_ms,
-                self.on_lost_stream,
+                self.stream_now.created_ms,
             ) {
-                return Err(stop);
+                if let Some(stop) = lost_stream(
+                    self.source.stream(),
+                    plan.stream_created_ms,
+                    self.stream_now.created_ms,
+                    self.on_lost_stream,
+                ) {
+                    return Err(stop);
+                }
+                tracing::warn!(stream = %self.name, shard = %plan.shard, plan = plan.version, "a plan of the old stream is committed without its records, which are gone");
+                abandoned.push(plan);
+            } else {
+                readable.push(plan);
             }
-            return self
-                .abandon(pending)
-                .await
-                .map(Some)
-                .map_err(EngineError::Internal);
+        }
+        let ranges = readable
+            .iter()
+            .filter_map(|p| p.range.clone().map(|r| (p.shard.clone(), r)))
+            .collect();
+        for plan in &readable {
+            tracing::info!(stream = %self.name, shard = %plan.shard, plan = plan.version, "reading a planned part again");
         }
         let rules = ReplayRules {
             foreign: self.foreign.clone(),
             what_remains: self.on_lost_stream == LostStreamPolicy::Restart,
         };
-        self.replay(pending, started, cancel, &rules).await
-    }
-
-    async fn replay(
-        &mut self,
-        manifest: BatchManifest,
-        started: Instant,
-        cancel: &CancellationToken,
-        rules: &ReplayRules,
-    ) -> Result<Option<PlannedBatch>, EngineError> {
-        let batch_id = manifest.batch_id;
-        tracing::info!(stream = %manifest.stream, batch_id, "replaying a planned batch");
-        let replayed = self.source.replay(&manifest.ranges, rules, cancel).await?;
+        let replayed = self.source.replay(&ranges, &rules, cancel).await?;
         if cancel.is_cancelled() {
             return Ok(None);
         }
         let left_out = replayed.left_out;
-        self.source
-            .restore_except(&manifest.positions, |shard| left_out.contains(shard));
-        for shard in &left_out {
-            // Another incarnation: read anew.
-            self.source.start_at_trim_horizon(shard);
+        for plan in &readable {
+            if left_out.contains(&plan.shard) {
+                // Another incarnation: read anew.
+                self.source.start_at_trim_horizon(&plan.shard);
+            } else {
+                self.source.restore_shard(&plan.shard, &plan.position);
+            }
+        }
+        let records_gone = replayed.partial || !left_out.is_empty() || !abandoned.is_empty();
+        if replayed.partial || !left_out.is_empty() {
+            tracing::warn!(stream = %self.name, left_out = ?left_out, "some records of a plan are gone (on_lost_stream = restart): committing what remains of it");
         }
         let fetch = started.elapsed();
-        let records_gone = replayed.partial || !left_out.is_empty();
-        if records_gone {
-            tracing::warn!(stream = %manifest.stream, batch_id, left_out = ?left_out, "some records of a planned batch are gone (on_lost_stream = restart): committing what remains of it");
-        }
         let present: BTreeSet<_> = replayed
             .records
             .iter()
@@ -81,16 +92,36 @@ impl StreamJob {
         let bytes: usize = replayed.records.iter().map(|r| r.data.len()).sum();
         // Already in memory: counted, but never waited for (the stream may hold the rest itself).
         let lease = self.source.budget().take_available(bytes);
-        let (decoded, decode) = self
-            .decode(replayed.records, batch_id)
-            .await
-            .map_err(EngineError::Internal)?;
-        self.split_rule
-            .check(&manifest, &decoded, records_gone.then_some(&present))
-            .map_err(EngineError::SplitChanged)?;
+        let mut by_shard: BTreeMap<String, Vec<KinesisRecord>> = readable
+            .iter()
+            .chain(&abandoned)
+            .map(|p| (p.shard.clone(), Vec::new()))
+            .collect();
+        for record in replayed.records {
+            by_shard
+                .entry(record.shard_id.to_string())
+                .or_default()
+                .push(record);
+        }
+        let (mut decoded, decode) = self.decode(by_shard).await?;
+        let mut parts = Vec::with_capacity(readable.len() + abandoned.len());
+        for plan in readable {
+            let decoded = decoded
+                .remove(&plan.shard)
+                .unwrap_or_else(|| self.nothing());
+            self.check_split(&plan, &decoded, records_gone.then_some(&present))
+                .map_err(EngineError::SplitChanged)?;
+            parts.push(PlanPart { plan, decoded });
+        }
+        for plan in abandoned {
+            // Its shard goes on from where resuming put it.
+            parts.push(PlanPart {
+                plan,
+                decoded: self.nothing(),
+            });
+        }
         Ok(Some(PlannedBatch {
-            manifest,
-            decoded,
+            parts,
             bytes,
             fetch,
             decode,
@@ -101,53 +132,46 @@ impl StreamJob {
         }))
     }
 
-    /// A pending batch planned on another incarnation of the stream: none of its records exist
-    /// any more. It is committed with no rows, so its batch id is used once, and the shards go on
-    /// from where resuming put them.
-    async fn abandon(&mut self, manifest: BatchManifest) -> Result<PlannedBatch, String> {
-        let batch_id = manifest.batch_id;
-        tracing::warn!(stream = %manifest.stream, batch_id, "a planned batch of the old stream is committed without its records, which are gone");
-        let (decoded, _) = self.decode(Vec::new(), batch_id).await?;
-        Ok(PlannedBatch {
-            manifest,
-            decoded,
-            bytes: 0,
-            fetch: Duration::ZERO,
-            decode: Duration::ZERO,
-            millis_behind: 0,
-            replayed: true,
-            records_gone: true,
-            lease: BudgetLease::default(),
-        })
+    /// A decoded batch of no records.
+    pub(super) fn nothing(&self) -> DecodedBatch {
+        DecodedBatch {
+            rows: arrow::array::RecordBatch::new_empty(self.decoder.row_schema()),
+            dead_letters: Vec::new(),
+        }
     }
 
-    /// Moves this engine's checkpoint up to a batch another engine committed, and puts the shards
-    /// where that batch left them. The batch's manifest may be pruned meanwhile when the other
-    /// engine runs far ahead: then the newer committed batch is taken.
-    pub(super) async fn catch_up_to(&mut self, mut batch_id: i64) -> Result<(), EngineError> {
-        let mut manifest = None;
+    /// Puts a shard where the plan the table now records for it left it: another worker committed
+    /// the shard ahead of this one. The plan may be pruned meanwhile when that worker runs far
+    /// ahead: then the newer committed plan is taken.
+    pub(super) async fn catch_up(&mut self, shard: &str) -> Result<(), EngineError> {
+        let app_id = self.shard_app_id(shard);
+        let mut version = 0;
         for _ in 0..3 {
-            manifest = self.manifests.get(batch_id).await?;
-            if manifest.is_some() {
-                break;
+            version = self
+                .table
+                .recorded(std::slice::from_ref(&app_id))
+                .await?
+                .get(&app_id)
+                .copied()
+                .unwrap_or(0);
+            if version == 0 {
+                self.source.restore_shard(shard, &ShardPosition::default());
+                self.committed.insert(shard.to_owned(), 0);
+                return Ok(());
             }
-            batch_id = self.table.committed_batch().await?.unwrap_or(batch_id);
+            if let Some(plan) = self.plans.get(shard, version).await? {
+                tracing::info!(stream = %self.name, %shard, plan = version, "another worker committed this shard ahead of this one; continuing after its plan");
+                self.source.restore_shard(shard, &plan.position);
+                self.committed.insert(shard.to_owned(), version);
+                if plan.position.finished {
+                    self.finished.insert(shard.to_owned());
+                }
+                return Ok(());
+            }
         }
-        let manifest = manifest.ok_or_else(|| EngineError::MissingManifest {
+        Err(EngineError::MissingManifest {
             table: self.table.uri().to_owned(),
-            batch_id,
-        })?;
-        tracing::info!(stream = %self.name, from = self.committed, to = batch_id, "another engine committed ahead of this one; continuing after its batch");
-        self.table.metrics().already_committed();
-        if incarnation_changed(&manifest, &self.source, self.stream_created_ms) {
-            // Its positions are of the old stream (a batch given up for that): read anew.
-            self.source.restore(&BTreeMap::new());
-        } else {
-            self.source.restore(&manifest.positions);
-        }
-        self.committed = batch_id;
-        self.foreign.clear();
-        self.summary.last_batch_id = batch_id;
-        Ok(())
+            what: format!("plan {version} of shard {shard}"),
+        })
     }
 }
