@@ -447,6 +447,10 @@ pub struct RunArgs {
     /// its data): stop, or restart from its earliest record (overrides the config).
     #[arg(long, value_enum)]
     pub on_lost_stream: Option<crate::config::LostStreamPolicy>,
+    /// This process's name in the lease table (with [leases]; a pod name, say). Without it each
+    /// process gets a unique one: host, process id and a random part.
+    #[arg(long, env = "KINESIS_DELTA_WORKER_ID")]
+    pub worker_id: Option<String>,
     /// Metrics and health checks.
     #[command(flatten)]
     pub admin: AdminArgs,
@@ -498,6 +502,15 @@ impl RunArgs {
         }
         if let Some(policy) = self.on_lost_stream {
             pipeline.engine.on_lost_stream = policy;
+        }
+        if let Some(id) = &self.worker_id {
+            let Some(leases) = &mut pipeline.leases else {
+                return Err(ConfigError::Invalid(
+                    "--worker-id names this process in the lease table, and the config has no [leases] section: add one (see README, \"Several processes\"), or drop --worker-id".into(),
+                ));
+            };
+            leases.worker_id = Some(id.clone());
+            leases.validate().map_err(ConfigError::Invalid)?;
         }
         Ok(pipeline)
     }

@@ -58,6 +58,9 @@ pub struct BatchProgress {
     pub delta_version: Option<i64>,
     /// The batch was planned before a restart and read again exactly.
     pub replayed: bool,
+    /// With leases, the shards this process reads now (short ids: `shardId-000000000003` is 3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holds: Option<Vec<String>>,
 }
 
 impl fmt::Display for BatchProgress {
@@ -67,7 +70,7 @@ impl fmt::Display for BatchProgress {
             .map_or_else(|| "-".to_owned(), |v| v.to_string());
         write!(
             f,
-            "{:<6} batch {:>5}  in {:>7}  out {:>7}  dead {:>5}  {:>9.0} rows/s  fetch {}ms decode {}ms sql {}ms write {}ms commit {}ms  behind {}ms  v{}{}",
+            "{:<6} batch {:>5}  in {:>7}  out {:>7}  dead {:>5}  {:>9.0} rows/s  fetch {}ms decode {}ms sql {}ms write {}ms commit {}ms  behind {}ms  v{}{}{}",
             self.stream,
             self.batch_id,
             self.rows_in,
@@ -82,6 +85,10 @@ impl fmt::Display for BatchProgress {
             self.millis_behind_latest,
             version,
             if self.replayed { "  (replayed)" } else { "" },
+            self.holds
+                .as_ref()
+                .map(|shards| format!("  holds {}", shards.join(",")))
+                .unwrap_or_default(),
         )
     }
 }

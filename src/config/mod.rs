@@ -12,8 +12,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+mod leases;
 mod maintenance;
 
+pub use leases::LeaseSettings;
 pub use maintenance::{MIN_VACUUM_RETENTION, MaintenanceSettings};
 
 /// The shipped Pinterest pipeline, used when no `--config` is given.
@@ -78,6 +80,9 @@ pub struct PipelineConfig {
     /// `[maintenance]`: compaction and vacuum of the tables.
     #[serde(default)]
     pub maintenance: MaintenanceSettings,
+    /// `[leases]`: several processes share the shards (none: one process reads them all).
+    #[serde(default)]
+    pub leases: Option<LeaseSettings>,
     /// `[storage]`: object-store options for the table root, as delta-rs names them
     /// (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ALLOW_HTTP`, `AWS_PROFILE`, …).
     #[serde(default)]
@@ -258,6 +263,8 @@ pub struct Pipeline {
     pub engine: EngineSettings,
     /// Table maintenance settings.
     pub maintenance: MaintenanceSettings,
+    /// Shard leases shared with other processes, if configured.
+    pub leases: Option<LeaseSettings>,
     /// Object-store options for the tables.
     pub storage: BTreeMap<String, String>,
     /// One entry per stream.
@@ -382,6 +389,9 @@ impl PipelineConfig {
             ));
         }
         self.maintenance.validate().map_err(ConfigError::Invalid)?;
+        if let Some(leases) = &self.leases {
+            leases.validate().map_err(ConfigError::Invalid)?;
+        }
         let k = &self.kinesis;
         if k.initial_position == InitialPosition::AtTimestamp && k.initial_timestamp.is_none() {
             return invalid(
@@ -467,6 +477,7 @@ impl PipelineConfig {
             kinesis: self.kinesis,
             engine: self.engine,
             maintenance: self.maintenance,
+            leases: self.leases,
             storage: self.storage,
             streams,
         })

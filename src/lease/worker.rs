@@ -22,6 +22,9 @@ pub struct LeaseWorker {
     /// Until when the leases renewed by the last successful heartbeat are surely still this
     /// worker's.
     safe_until: Option<Instant>,
+    /// Leases of shards read to their end and committed so: deleted by their holder, taken by
+    /// nobody, counted in nobody's share.
+    finished: BTreeSet<String>,
 }
 
 impl LeaseWorker {
@@ -34,7 +37,13 @@ impl LeaseWorker {
             duration,
             view: LeaseView::default(),
             safe_until: None,
+            finished: BTreeSet::new(),
         }
+    }
+
+    /// Marks the leases `keys` as of finished shards, from the next heartbeat on.
+    pub fn finish(&mut self, keys: impl IntoIterator<Item = String>) {
+        self.finished.extend(keys);
     }
 
     /// A worker id no other process shares, even a replacement with the same host name:
@@ -84,7 +93,14 @@ impl LeaseWorker {
         self.renew_presence(&mut presence).await?;
         let mut current = Vec::with_capacity(leases.len());
         for lease in leases {
-            if lease.owner.as_deref() == Some(self.id.as_str()) {
+            let own = lease.owner.as_deref() == Some(self.id.as_str());
+            if self.finished.contains(&lease.key) {
+                if own && self.table.remove(&lease, &self.id).await? {
+                    tracing::info!(lease = %lease.key, worker = %self.id, "lease of a finished shard deleted");
+                }
+                continue;
+            }
+            if own {
                 match self.table.renew(&lease, &self.id).await? {
                     Some(renewed) => current.push(renewed),
                     None => {

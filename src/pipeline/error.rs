@@ -2,6 +2,7 @@
 
 use crate::config::ConfigError;
 use crate::decode::SchemaError;
+use crate::lease::LeaseError;
 use crate::sink::SinkError;
 use crate::source::SourceError;
 use crate::transform::TransformError;
@@ -60,6 +61,9 @@ pub enum EngineError {
     /// Delta or the object store failed.
     #[error(transparent)]
     Sink(#[from] SinkError),
+    /// The lease table could not be opened or written.
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
     /// The committed checkpoint points at a plan (or an earlier version's batch manifest) that
     /// is missing.
     #[error(
@@ -109,7 +113,7 @@ impl EngineError {
             ) => ErrorKind::User,
             Self::Sink(SinkError::DamagedManifest { .. }) => ErrorKind::User,
             Self::Source(SourceError::ReaderStopped { .. }) => ErrorKind::Internal,
-            Self::Source(_) | Self::Sink(_) => ErrorKind::External,
+            Self::Source(_) | Self::Sink(_) | Self::Lease(_) => ErrorKind::External,
             Self::Internal(_) => ErrorKind::Internal,
         }
     }

@@ -10,6 +10,7 @@
 //! cancellation token stops them all; each finishes its in-flight commit first.
 
 mod error;
+mod leases;
 mod maintenance;
 pub(crate) mod resume;
 mod split;
@@ -27,6 +28,7 @@ use crate::config::Pipeline;
 use crate::progress::BatchProgress;
 use crate::source::{MemoryBudget, connect_checked};
 use crate::telemetry::health::{STREAM_STALLED_AFTER, readiness};
+use leases::LeaseService;
 
 /// Runs every stream until `cancel` fires (continuous) or every shard is read to its current end
 /// ([`RunMode::AvailableNow`]). The first failing stream stops the others.
@@ -36,7 +38,42 @@ pub async fn run(
     cancel: CancellationToken,
     progress: UnboundedSender<BatchProgress>,
 ) -> Result<Vec<StreamSummary>, EngineError> {
+    if pipeline.leases.is_some() && mode == RunMode::AvailableNow {
+        return Err(crate::config::ConfigError::Invalid(
+            "`--available-now` reads every shard itself and ends when they are read, so it cannot share them: run it on a pipeline without [leases] (and no other engine), or share the shards with continuous `run`s".into(),
+        )
+        .into());
+    }
     let client = connect_checked(&pipeline.kinesis).await?;
+    let lease_service = match &pipeline.leases {
+        Some(settings) => Some(LeaseService::start(settings, &pipeline.kinesis).await?),
+        None => None,
+    };
+    let result = run_streams(
+        pipeline,
+        mode,
+        &cancel,
+        progress,
+        client,
+        lease_service.as_ref(),
+    )
+    .await;
+    if let Some(service) = lease_service {
+        // After every stream's last commit: the others take the leases at once.
+        service.stop().await;
+    }
+    result
+}
+
+/// Starts every stream, then runs them until they end or one fails.
+async fn run_streams(
+    pipeline: &Pipeline,
+    mode: RunMode,
+    cancel: &CancellationToken,
+    progress: UnboundedSender<BatchProgress>,
+    client: crate::source::KinesisClient,
+    leases: Option<&LeaseService>,
+) -> Result<Vec<StreamSummary>, EngineError> {
     // One budget for every stream: the process's memory stays bounded however many there are.
     let budget = MemoryBudget::new(pipeline.engine.memory_budget);
     // Ready once every stream has started, and for as long as each reads or commits.
@@ -52,8 +89,9 @@ pub async fn run(
             mode,
             client.clone(),
             budget.clone(),
+            leases.map(LeaseService::shards),
             progress.clone(),
-            &cancel,
+            cancel,
         )
     }))
     .await;

@@ -96,51 +96,65 @@ pub(crate) fn lost_stream(
     }
 }
 
-/// Restores the shards' committed positions, or applies `policy` when the stream is not the one
-/// they were taken on (see `doc/DESIGN.md`). Returns the shards found to be of another incarnation
-/// and read anew (under `restart`): a pending plan leaves out their part if it is gone. A wholly
-/// recreated stream returns none: every shard starts afresh, and a pending plan made on the old
-/// stream is recognised by its own incarnation.
+/// What resuming decided beyond restoring positions.
+#[derive(Debug, Default)]
+pub(super) struct Resumed {
+    /// Shards whose checkpointed record is not in the shard (another incarnation of it), read
+    /// anew: a pending plan leaves out their part if it is gone.
+    pub foreign: BTreeSet<String>,
+    /// Shards whose checkpoint was taken on another incarnation of the stream or of the shard
+    /// (another creation time, another first sequence number), started afresh.
+    pub afresh: BTreeSet<String>,
+}
+
+/// Restores the shards' committed positions, or applies `policy` to the shards that are not the
+/// ones their checkpoints were taken on (see `doc/DESIGN.md`). Each shard is decided on its own:
+/// one idle shard's old checkpoint never sends the others back.
 ///
-/// Shard by shard: a checkpointed record still there resumes after it; one that aged out (with
-/// everything before it) starts the shard at its oldest record, which comes after the checkpoint;
-/// one whose shard holds older records but not it means another incarnation of the shard.
+/// A checkpointed record still there resumes after it; one that aged out (with everything before
+/// it) starts the shard at its oldest record, which comes after the checkpoint; one whose shard
+/// holds older records but not it means another incarnation of the shard.
 pub(super) async fn resume(
     source: &mut StreamSource,
     checkpoints: &BTreeMap<String, ShardCheckpoint>,
     now: StreamNow,
     policy: LostStreamPolicy,
     cancel: &CancellationToken,
-) -> Result<BTreeSet<String>, EngineError> {
+) -> Result<Resumed, EngineError> {
     let stream = source.stream().to_owned();
-    let positions: BTreeMap<String, ShardPosition> = checkpoints
-        .iter()
-        .map(|(shard, c)| (shard.clone(), c.position.clone()))
-        .collect();
     if cancel.is_cancelled() {
         // Stopped while starting: the listing may be incomplete; nothing is decided on it.
-        source.restore(&positions);
-        return Ok(BTreeSet::new());
+        for (shard, checkpoint) in checkpoints {
+            source.restore_shard(shard, &checkpoint.position);
+        }
+        return Ok(Resumed::default());
     }
-    let changed = checkpoints.iter().find(|(shard, c)| {
-        let start = c
-            .shard_start
-            .as_deref()
-            .map(|start| (shard.as_str(), start));
-        incarnation_changed(c.stream_created_ms, start, source, now.created_ms)
-    });
-    if let Some((_, checkpoint)) = changed {
-        if let Some(stop) = lost_stream(
-            &stream,
-            checkpoint.stream_created_ms,
-            now.created_ms,
-            policy,
-        ) {
+    let afresh: BTreeSet<String> = checkpoints
+        .iter()
+        .filter(|(shard, c)| {
+            let start = c.shard_start.as_deref().map(|s| (shard.as_str(), s));
+            incarnation_changed(c.stream_created_ms, start, source, now.created_ms)
+        })
+        .map(|(shard, _)| shard.clone())
+        .collect();
+    if let Some(first) = afresh.first() {
+        let recorded = checkpoints[first].stream_created_ms;
+        if let Some(stop) = lost_stream(&stream, recorded, now.created_ms, policy) {
             return Err(stop);
         }
-        return Ok(BTreeSet::new());
     }
-    source.restore(&positions);
+    for (shard, checkpoint) in checkpoints {
+        let position = if afresh.contains(shard) {
+            ShardPosition::default()
+        } else {
+            checkpoint.position.clone()
+        };
+        source.restore_shard(shard, &position);
+    }
+    let recorded_created = checkpoints.values().find_map(|c| c.stream_created_ms);
+    let checkpoints = checkpoints
+        .iter()
+        .filter(|(shard, _)| !afresh.contains(*shard));
     // Shards whose records after the checkpoint may be gone, and shards of another incarnation.
     let mut expired = Vec::new();
     let mut foreign = BTreeSet::new();
@@ -176,12 +190,11 @@ pub(super) async fn resume(
         }
     }
     if foreign.is_empty() && expired.is_empty() {
-        tracing::info!(%stream, shards = checkpoints.len(), "resuming after the committed checkpoints");
-        return Ok(foreign);
+        tracing::info!(%stream, "resuming after the committed checkpoints");
+        return Ok(Resumed { foreign, afresh });
     }
     tracing::warn!(%stream, other_incarnation = ?foreign, maybe_expired = ?expired, "shards whose records after the checkpoint may be gone");
-    let recorded = checkpoints.values().find_map(|c| c.stream_created_ms);
-    if let Some(stop) = lost_stream(&stream, recorded, now.created_ms, policy) {
+    if let Some(stop) = lost_stream(&stream, recorded_created, now.created_ms, policy) {
         return Err(stop);
     }
     // What remains of them is read; on the same incarnation every record there comes after the
@@ -189,7 +202,7 @@ pub(super) async fn resume(
     for shard in expired.iter().chain(&foreign) {
         source.start_at_trim_horizon(shard);
     }
-    Ok(foreign)
+    Ok(Resumed { foreign, afresh })
 }
 
 /// The stream's creation time and retention, when the server reports them (asked a few times:

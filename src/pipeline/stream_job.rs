@@ -3,6 +3,7 @@
 //! in one Delta commit with one `txn` per shard, repeat. The protocol is in `doc/DESIGN.md`.
 
 mod checkpoints;
+mod ownership;
 mod pending;
 mod plan;
 mod upgrade;
@@ -17,6 +18,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use super::EngineError;
+use super::leases::ShardLeases;
 use super::maintenance::Maintainer;
 use super::resume::{StreamNow, stream_facts};
 use super::split::SplitRule;
@@ -110,6 +112,16 @@ pub struct StreamJob {
     pending: Vec<ShardPlan>,
     /// Batches committed by this run (numbers them in logs and progress lines).
     batches: i64,
+    /// The stream-level checkpoint of an earlier version, where shards without plans start.
+    upgraded_from: Option<upgrade::UpgradedFrom>,
+    /// With `[leases]`: which shards this process may read.
+    leases: Option<ShardLeases>,
+    /// The shards read now (with leases, those held; their checkpoints were read on taking them).
+    owned: BTreeSet<String>,
+    /// Shards whose lease exists (added by this process or found).
+    leased: BTreeSet<String>,
+    /// When the parents of held children were last looked up in the table.
+    parents_checked: Option<Instant>,
     stream_now: StreamNow,
     /// The last collect found every shard at its end.
     caught_up: bool,
@@ -126,12 +138,14 @@ pub struct StreamJob {
 impl StreamJob {
     /// Validates the stream's schema and SQL, opens its tables and resumes every shard from its
     /// committed checkpoint.
-    pub async fn start(
+    #[allow(clippy::too_many_arguments)] // each is one of the run's shared parts
+    pub(crate) async fn start(
         pipeline: &Pipeline,
         spec: &StreamSpec,
         mode: RunMode,
         client: KinesisClient,
         budget: MemoryBudget,
+        leases: Option<ShardLeases>,
         progress: UnboundedSender<BatchProgress>,
         cancel: &CancellationToken,
     ) -> Result<Self, EngineError> {
@@ -211,11 +225,19 @@ impl StreamJob {
                 max_wait: pipeline.engine.trigger_interval,
             },
             app_id,
-            worker: LeaseWorker::unique_id(&LeaseWorker::host_name()),
+            worker: leases.as_ref().map_or_else(
+                || LeaseWorker::unique_id(&LeaseWorker::host_name()),
+                |l| l.worker().to_owned(),
+            ),
             committed: BTreeMap::new(),
             finished: BTreeSet::new(),
             pending: Vec::new(),
             batches: 0,
+            upgraded_from: None,
+            leases,
+            owned: BTreeSet::new(),
+            leased: BTreeSet::new(),
+            parents_checked: None,
             stream_now,
             caught_up: false,
             on_lost_stream: pipeline.engine.on_lost_stream,
@@ -228,8 +250,15 @@ impl StreamJob {
                 ..StreamSummary::default()
             },
         };
-        let upgraded_from = job.fence_stream_level(cancel).await?;
-        job.resume_shards(upgraded_from, cancel).await?;
+        job.upgraded_from = job.fence_stream_level(cancel).await?;
+        if job.leases.is_some() {
+            // Nothing is read before a lease is held; each shard resumes when it is taken.
+            job.source.set_owned(Some(BTreeSet::new()));
+        } else {
+            let every: BTreeSet<String> = job.known_shards().await?;
+            job.owned.clone_from(&every);
+            job.resume_shards(&every, cancel).await?;
+        }
         Ok(job)
     }
 
@@ -385,6 +414,9 @@ impl StreamJob {
             self.committed.insert(shard.clone(), part.plan.version);
             if part.plan.position.finished {
                 self.finished.insert(shard.clone());
+                if let Some(leases) = &self.leases {
+                    leases.finished(self.source.stream(), shard);
+                }
             }
             self.plans.prune(shard, part.plan.version).await;
             rows_in += part.decoded.rows.num_rows() + part.decoded.dead_letters.len();
@@ -431,6 +463,10 @@ impl StreamJob {
             millis_behind_latest: planned.millis_behind,
             delta_version: Some(version),
             replayed: planned.replayed,
+            holds: self
+                .leases
+                .is_some()
+                .then(|| self.owned.iter().map(|s| short_shard_id(s)).collect()),
         };
         tracing::debug!(stream = %self.name, batch_id, rows_in, "batch committed");
         self.metrics.batch_committed(&report);
@@ -439,6 +475,23 @@ impl StreamJob {
         let _ = self.progress.send(report);
         Ok(())
     }
+}
+
+/// `shardId-000000000003` as `3` (other ids as they are).
+fn short_shard_id(shard: &str) -> String {
+    shard
+        .strip_prefix("shardId-")
+        .map(|n| n.trim_start_matches('0'))
+        .map_or_else(
+            || shard.to_owned(),
+            |n| {
+                if n.is_empty() {
+                    "0".to_owned()
+                } else {
+                    n.to_owned()
+                }
+            },
+        )
 }
 
 /// What a commit records in its `commitInfo` for people reading the log (the checkpoint itself is

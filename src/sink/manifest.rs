@@ -191,6 +191,24 @@ impl ManifestLog {
         })
     }
 
+    /// Deletes the fence at `batch_id` (placed in a slot found passed), leaving a manifest alone.
+    pub async fn remove_fence(&self, batch_id: i64) -> Result<(), SinkError> {
+        let path = self.path(batch_id);
+        let found: Option<serde_json::Value> = self.read_json(&path).await?;
+        if found.is_some_and(|f| f.get("fence").is_some()) {
+            match self.store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(source) => {
+                    return Err(SinkError::Store {
+                        path: path.to_string(),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Reads the manifest of a batch, if there is one.
     pub async fn get(&self, batch_id: i64) -> Result<Option<BatchManifest>, SinkError> {
         self.read_json(&self.path(batch_id)).await

@@ -134,12 +134,27 @@ impl ShardPlanLog {
     }
 
     /// The shard's last tip marker, if any (an unreadable one counts as none: it only ever saves
-    /// a stop).
+    /// a stop). Its moment is the earlier of what it says and when the store received it: a
+    /// writer whose clock ran fast cannot make an observation look newer than it was.
     pub async fn read_tip(&self, shard: &str) -> Result<Option<ShardTip>, SinkError> {
-        match read_json(&self.store, &self.tip_path(shard)).await {
-            Err(SinkError::DamagedManifest { .. }) => Ok(None),
-            other => other,
-        }
+        let path = self.tip_path(shard);
+        let store_error = |source| SinkError::Store {
+            path: path.to_string(),
+            source,
+        };
+        let got = match self.store.get(&path).await {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(store_error(e)),
+        };
+        let received = got.meta.last_modified;
+        let bytes = got.bytes().await.map_err(store_error)?;
+        Ok(serde_json::from_slice::<ShardTip>(&bytes)
+            .ok()
+            .map(|tip| ShardTip {
+                observed_at: tip.observed_at.min(received),
+                ..tip
+            }))
     }
 
     /// Deletes the shard's plans well behind `committed` (best effort).

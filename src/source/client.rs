@@ -1,4 +1,5 @@
-//! Builds the AWS SDK Kinesis client from the pipeline's Kinesis settings.
+//! Builds the AWS SDK clients from the pipeline's Kinesis settings: Kinesis, and DynamoDB for the
+//! shard leases.
 
 use std::time::Duration;
 
@@ -48,6 +49,19 @@ pub async fn connect_checked(settings: &KinesisSettings) -> Result<KinesisClient
 /// signature, and a laptop without an AWS account has none to find.
 pub async fn connect(settings: &KinesisSettings) -> KinesisClient {
     KinesisClient::new(&sdk_config(settings).await)
+}
+
+/// A DynamoDB client for the lease table: the Kinesis settings' region, profile and credentials,
+/// at `endpoint` (a local server) or else AWS.
+pub async fn connect_dynamodb(
+    settings: &KinesisSettings,
+    endpoint: Option<&str>,
+) -> aws_sdk_dynamodb::Client {
+    let settings = KinesisSettings {
+        endpoint_url: endpoint.map(str::to_owned),
+        ..settings.clone()
+    };
+    aws_sdk_dynamodb::Client::new(&sdk_config(&settings).await)
 }
 
 async fn sdk_config(settings: &KinesisSettings) -> aws_config::SdkConfig {

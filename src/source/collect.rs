@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 use super::consumer::{ConsumerSettings, Fetched, ShardConsumer};
 use super::error::SourceError;
 use super::reader::ShardReader;
-use super::shards::{ShardInfo, readable_shards};
+use super::shards::ShardInfo;
 use super::stream::{BatchLimits, CollectedBatch, SHARD_REFRESH, ShardRange, StreamSource};
 
 /// What became of an answer offered to a batch.
@@ -22,8 +22,7 @@ impl StreamSource {
     /// Every readable shard's last answer handed out said nothing more is likely waiting, and
     /// its consumer has nothing more buffered.
     fn every_readable_ready(&self) -> bool {
-        let finished = self.finished_map();
-        readable_shards(&self.shards, &finished).iter().all(|s| {
+        self.readable().iter().all(|s| {
             let id = &s.shard_id;
             let answered_ready = self.readers.get(id).is_some_and(ShardReader::is_caught_up)
                 || self.consumers.get(id).is_some_and(|c| c.ready);
@@ -53,11 +52,7 @@ impl StreamSource {
             self.consumers.remove(&id);
             self.check_ended(&id, cancel)?;
         }
-        let finished = self.finished_map();
-        let readable: Vec<ShardInfo> = readable_shards(&self.shards, &finished)
-            .into_iter()
-            .cloned()
-            .collect();
+        let readable: Vec<ShardInfo> = self.readable().into_iter().cloned().collect();
         // One call's share: a batch of every readable shard stays near `max_bytes`, and the
         // budget holds several calls of every shard of every stream.
         let call_bytes = (limits.max_bytes / readable.len().max(1))
@@ -269,6 +264,14 @@ impl StreamSource {
             let ended = caught_up && (self.end_after_ms.is_some() || self.consumers.is_empty());
             if cut || (!has_records && ended) || cancel.is_cancelled() || Instant::now() >= deadline
             {
+                if !has_records && ended && self.end_after_ms.is_none() {
+                    // Nothing to read (every shard ended, or none is held): the interval is waited
+                    // out, or the caller would ask again at once, round after round.
+                    tokio::select! {
+                        () = tokio::time::sleep_until(deadline) => {}
+                        () = cancel.cancelled() => {}
+                    }
+                }
                 batch.caught_up = caught_up && !full;
                 return Ok(batch);
             }

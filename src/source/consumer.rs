@@ -162,6 +162,11 @@ impl ShardConsumer {
             .is_some_and(|at| at.elapsed() <= within)
     }
 
+    /// When the task's latest answer found the shard at its tip, if it did.
+    pub fn tip_seen_at(&self) -> Option<Instant> {
+        self.tip_seen.lock().ok().and_then(|seen| *seen)
+    }
+
     /// The consumer has ended (the shard is read to its end or to the run's end, or it failed)
     /// and everything it buffered was taken.
     pub fn is_done(&self) -> bool {

@@ -24,7 +24,7 @@ mod stream;
 
 pub use backoff::Backoff;
 pub use budget::{BudgetLease, DEFAULT_MEMORY_BUDGET, MemoryBudget};
-pub use client::{KinesisClient, connect, connect_checked};
+pub use client::{KinesisClient, connect, connect_checked, connect_dynamodb};
 pub use error::{
     ErrorClass, SourceError, classify, summary as error_summary,
     summary_with_remedy as error_summary_with_remedy,

@@ -158,8 +158,13 @@ impl StreamSource {
                 Err(SourceError::RecordsGone { .. }) if rules.what_remains => {
                     tracing::warn!(stream = %self.stream, shard = %shard_id, first = %range.first, "records of a planned batch are gone: taking what remains of its range");
                     replayed.partial = true;
-                    self.read_range(shard_id, range, StartPosition::TrimHorizon, false, cancel)
-                        .await?
+                    if self.is_listed(shard_id) {
+                        self.read_range(shard_id, range, StartPosition::TrimHorizon, false, cancel)
+                            .await?
+                    } else {
+                        // The shard aged out of the listing with all its records: nothing remains.
+                        Vec::new()
+                    }
                 }
                 other => other?,
             };

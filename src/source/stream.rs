@@ -1,6 +1,6 @@
 //! One stream's shards and each one's handed-out position; the batches are cut in `collect`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -88,6 +88,8 @@ pub struct StreamSource {
     pub(super) next_first: usize,
     startup_timeout: Option<Duration>,
     continue_after_expiry: bool,
+    /// With leases, the shards this process reads (`None`: every shard).
+    owned: Option<BTreeSet<String>>,
 }
 
 /// How often the shard list is refreshed while running (resharding is also noticed at once when a
@@ -120,6 +122,7 @@ impl StreamSource {
             next_first: 0,
             startup_timeout: None,
             continue_after_expiry: false,
+            owned: None,
         }
     }
 
@@ -173,13 +176,52 @@ impl StreamSource {
             .collect()
     }
 
-    /// The readable shards whose last answer said nothing lay beyond their position.
-    pub fn shards_at_tip(&self) -> Vec<String> {
+    /// Reads only `owned` from now on (`None`: every shard); the others' consumers stop.
+    pub fn set_owned(&mut self, owned: Option<BTreeSet<String>>) {
+        if let Some(owned) = &owned {
+            self.consumers.retain(|id, _| owned.contains(id));
+        }
+        self.owned = owned;
+    }
+
+    /// Whether this process reads `shard_id`.
+    pub fn is_owned(&self, shard_id: &str) -> bool {
+        self.owned.as_ref().is_none_or(|o| o.contains(shard_id))
+    }
+
+    /// The shards read now: readable (see [`readable_shards`]) and owned.
+    pub(super) fn readable(&self) -> Vec<&ShardInfo> {
         let finished = self.finished_map();
         readable_shards(&self.shards, &finished)
+            .into_iter()
+            .filter(|s| self.is_owned(&s.shard_id))
+            .collect()
+    }
+
+    /// The listed parents, not finished here, of owned shards: their children wait for them.
+    pub fn waiting_parents(&self) -> BTreeSet<String> {
+        let unfinished = |id: &str| {
+            self.is_listed(id) && !self.readers.get(id).is_some_and(ShardReader::is_finished)
+        };
+        self.shards
+            .iter()
+            .filter(|s| self.is_owned(&s.shard_id))
+            .flat_map(ShardInfo::parents)
+            .filter(|p| unfinished(p))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The readable shards whose last answer said nothing lay beyond their position, each with
+    /// the moment its consumer last found it so (a shard without that confirmation is left out).
+    pub fn shards_at_tip(&self) -> Vec<(String, std::time::Instant)> {
+        self.readable()
             .iter()
             .filter(|s| self.is_at_tip(&s.shard_id))
-            .map(|s| s.shard_id.clone())
+            .filter_map(|s| {
+                let seen = self.consumers.get(&s.shard_id)?.tip_seen_at()?;
+                Some((s.shard_id.clone(), seen))
+            })
             .collect()
     }
 
@@ -356,8 +398,7 @@ impl StreamSource {
     }
 
     pub(super) fn every_readable_caught_up(&self) -> bool {
-        let finished = self.finished_map();
-        readable_shards(&self.shards, &finished)
+        self.readable()
             .iter()
             .all(|s| self.is_caught_up(&s.shard_id))
     }

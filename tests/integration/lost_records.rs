@@ -70,10 +70,7 @@ async fn a_checkpoint_that_aged_out_resumes_its_shard_alone_without_duplicates()
     for spec in &pipeline.streams {
         let folder = spec.table_uri.rsplit('/').next().unwrap();
         let plan = newest_plan(&dir.path().join("tables").join(folder), SHARD_0);
-        let last = plan["position"]["last"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let last = plan["position"]["last"].as_str().unwrap().to_owned();
         proxy.trimmed.lock().unwrap().push(Trim {
             stream: spec.stream.clone(),
             shard: SHARD_0.into(),
@@ -173,10 +170,7 @@ async fn a_pending_batch_partly_aged_out_loses_only_what_is_gone() {
     let pin_dir = dir.path().join("tables/pin");
     undo_last_table_commit(&pin_dir);
     let pending = newest_plan(&pin_dir, SHARD_0);
-    let first = pending["range"]["first"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let first = pending["range"]["first"].as_str().unwrap().to_owned();
     proxy.trimmed.lock().unwrap().push(Trim {
         stream: pipeline.streams[0].stream.clone(),
         shard: SHARD_0.into(),
@@ -485,10 +479,7 @@ async fn restart_goes_on_after_a_position_that_expired() {
     undo_last_table_commit(&pin_dir);
     // All of the pending batch 2 expires; then new records arrive.
     let pending = newest_plan(&pin_dir, SHARD_0);
-    let through = pending["range"]["last"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let through = pending["range"]["last"].as_str().unwrap().to_owned();
     proxy.trimmed.lock().unwrap().push(Trim {
         stream: pipeline.streams[0].stream.clone(),
         shard: SHARD_0.into(),

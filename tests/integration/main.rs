@@ -19,6 +19,7 @@ mod maintenance;
 mod operating;
 mod reshard;
 mod s3;
+mod scale_out;
 mod source_faults;
 mod streaming_core;
 mod streams_cli;

@@ -13,7 +13,7 @@ use crate::decode::DecodedBatch;
 use crate::pipeline::EngineError;
 use crate::pipeline::resume::{incarnation_changed, lost_stream};
 use crate::sink::ShardPlan;
-use crate::source::{KinesisRecord, ReplayRules, ShardPosition};
+use crate::source::{KinesisRecord, ReplayRules};
 
 impl StreamJob {
     /// The plans `pending`, ready to commit; their shards then stand where the plans leave them.
@@ -144,18 +144,17 @@ impl StreamJob {
     /// the shard ahead of this one. The plan may be pruned meanwhile when that worker runs far
     /// ahead: then the newer committed plan is taken.
     pub(super) async fn catch_up(&mut self, shard: &str) -> Result<(), EngineError> {
-        let app_id = self.shard_app_id(shard);
         let mut version = 0;
         for _ in 0..3 {
-            version = self
-                .table
-                .recorded(std::slice::from_ref(&app_id))
-                .await?
-                .get(&app_id)
-                .copied()
-                .unwrap_or(0);
+            version = self.table_version(shard).await?;
             if version == 0 {
-                self.source.restore_shard(shard, &ShardPosition::default());
+                // No plan yet: where the stream-level checkpoint of an earlier version left it.
+                let position = self
+                    .upgraded_from
+                    .as_ref()
+                    .and_then(|from| from.manifest.positions.get(shard).cloned())
+                    .unwrap_or_default();
+                self.source.restore_shard(shard, &position);
                 self.committed.insert(shard.to_owned(), 0);
                 return Ok(());
             }

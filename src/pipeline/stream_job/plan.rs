@@ -21,6 +21,7 @@ impl StreamJob {
         &mut self,
         cancel: &CancellationToken,
     ) -> Result<Option<PlannedBatch>, EngineError> {
+        self.follow_leases(cancel).await?;
         let started = Instant::now();
         if !self.pending.is_empty() {
             let pending = std::mem::take(&mut self.pending);
@@ -35,6 +36,7 @@ impl StreamJob {
             .iter()
             .filter(|(shard, p)| {
                 p.finished
+                    && self.source.is_owned(shard)
                     && !self.finished.contains(*shard)
                     && !collected.ranges.contains_key(*shard)
             })
@@ -71,11 +73,28 @@ impl StreamJob {
                 worker: self.worker.clone(),
                 shard,
             };
-            match self.plans.create(&plan).await? {
-                PlanOutcome::Created => parts.push(PlanPart { plan, decoded }),
+            let existing = match self.plans.create(&plan).await? {
+                PlanOutcome::Created => {
+                    parts.push(PlanPart { plan, decoded });
+                    continue;
+                }
+                PlanOutcome::Existing(existing) => existing,
+                // It planned it, committed it and 20 more, and pruned it meanwhile: this worker
+                // was behind on that shard.
+                PlanOutcome::Vanished => {
+                    self.catch_up(&plan.shard).await?;
+                    continue;
+                }
+            };
+            if self.table_version(&plan.shard).await? >= existing.version {
+                // Another worker planned and committed it: this worker was behind on the shard.
+                self.catch_up(&plan.shard).await?;
+                continue;
+            }
+            match existing {
                 // Another attempt planned the same records (an earlier run of this worker that
                 // stopped before committing, say): its plan is the part.
-                PlanOutcome::Existing(existing) if existing.range == plan.range => {
+                existing if existing.range == plan.range => {
                     self.check_split(&existing, &decoded, None)
                         .map_err(EngineError::SplitChanged)?;
                     parts.push(PlanPart {
@@ -85,10 +104,7 @@ impl StreamJob {
                 }
                 // Another worker planned this shard's next part first: read its plan instead, and
                 // drop what was read past it.
-                PlanOutcome::Existing(existing) => theirs.push(*existing),
-                // It planned it, committed it and 20 more, and pruned it meanwhile: this worker
-                // was behind on that shard.
-                PlanOutcome::Vanished => self.catch_up(&plan.shard).await?,
+                existing => theirs.push(*existing),
             }
         }
         let mut replayed = false;

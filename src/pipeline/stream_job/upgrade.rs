@@ -63,7 +63,14 @@ impl StreamJob {
         let checkpoint = loop {
             let checkpoint = self.table.committed_batch().await?.unwrap_or(0);
             match self.manifests.fence(checkpoint + 1).await? {
-                Fence::Placed => break checkpoint,
+                // An earlier version may have committed past the slot meanwhile (and pruned its
+                // manifest): the fence would then stand where no engine looks. It goes further.
+                Fence::Placed => {
+                    if self.table.committed_batch().await?.unwrap_or(0) == checkpoint {
+                        break checkpoint;
+                    }
+                    self.manifests.remove_fence(checkpoint + 1).await?;
+                }
                 Fence::Pending(manifest) => self.finish_stream_batch(*manifest, cancel).await?,
             }
             if cancel.is_cancelled() {

@@ -1,0 +1,214 @@
+//! Several engine processes share a pipeline's shards through the lease table (dynalite on
+//! loopback), SIGKILLed, paused past their leases, joined by more, while shards split and merge:
+//! every record lands in its table once, and no Delta log records a shard's plan twice.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use kinesis_delta::config::Pipeline;
+use kinesis_delta::lease::LeaseTable;
+
+use crate::end_to_end::{assert_exactly_once, put_triples, tables};
+use crate::support::data::triples;
+use crate::support::dynalite::Dynalite;
+use crate::support::engine::{
+    assert_log_clean, engine_command, signal, table_rows, wait_with_deadline,
+};
+use crate::support::servers::{Kind, TestKinesis};
+use crate::support::{create_streams, load_pipeline, wait_until, write_config};
+
+/// A lease expires after this long in these tests (heartbeats every second).
+const LEASE: Duration = Duration::from_secs(3);
+
+/// A pipeline config with a `[leases]` section on `dynamodb`.
+fn lease_config(dir: &Path, kinesis: &str, dynamodb: &str, user_id: &str) -> std::path::PathBuf {
+    let config = write_config(dir, kinesis, user_id, 100_000);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[leases]\ntable = \"leases\"\nendpoint_url = \"{dynamodb}\"\nduration = \"{}s\"\n",
+        LEASE.as_secs()
+    ));
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+/// How many shard leases each worker holds (free ones under "").
+async fn holders(table: &LeaseTable) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for lease in table.list().await.unwrap() {
+        if lease.key.starts_with("worker:") {
+            continue;
+        }
+        *counts.entry(lease.owner.unwrap_or_default()).or_default() += 1;
+    }
+    counts
+}
+
+/// Waits until the leases are held by exactly `workers`, `each` apiece (an even share).
+async fn wait_for_shares(table: &LeaseTable, workers: &[&str], each: usize, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let held = holders(table).await;
+        if held.len() == workers.len() && workers.iter().all(|w| held.get(*w) == Some(&each)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{workers:?} should hold {each} leases each; they hold {held:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The worker processes of a test, SIGKILLed if the test ends without stopping them.
+#[derive(Default)]
+struct Workers(BTreeMap<String, Child>);
+
+impl Workers {
+    fn spawn(&mut self, config: &Path, id: &str) {
+        let child = engine_command(config, false)
+            .arg("--worker-id")
+            .arg(id)
+            .env("RUST_LOG", "error")
+            .spawn()
+            .unwrap();
+        self.0.insert(id.to_owned(), child);
+    }
+
+    /// SIGKILLs one: its leases stay until they expire.
+    fn kill(&mut self, id: &str) {
+        let mut child = self.0.remove(id).unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    fn get(&self, id: &str) -> &Child {
+        &self.0[id]
+    }
+
+    /// Stops them as a service manager does (SIGTERM) and checks they exit cleanly.
+    fn stop_all(&mut self) {
+        for worker in self.0.values() {
+            signal(worker, "TERM");
+        }
+        for (id, worker) in std::mem::take(&mut self.0) {
+            let output = wait_with_deadline(worker, Duration::from_secs(60), "a stopping worker");
+            assert!(output.status.success(), "worker {id} failed: {output:?}");
+        }
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for child in self.0.values_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Waits until every table holds `n` rows.
+async fn wait_for_rows(pipeline: &Pipeline, n: i64, timeout: Duration) {
+    wait_until(&format!("{n} rows in each table"), timeout, || async {
+        for (_, uri) in tables(pipeline) {
+            if table_rows(&uri).await < n {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+}
+
+/// Exact rows, and each shard's plans committed once, in every table of the pipeline.
+async fn assert_exact(dir: &Path, pipeline: &Pipeline, n: i64) {
+    assert_exactly_once(pipeline, n).await;
+    for spec in &pipeline.streams {
+        for uri in [&spec.table_uri, &spec.dead_letter_uri] {
+            let folder = uri.rsplit('/').next().unwrap();
+            assert_log_clean(&dir.join("tables").join(folder));
+        }
+    }
+}
+
+/// Three workers on streams of 8 shards share them 8/8/8; a fourth joins and they rebalance to
+/// 6/6/6/6; one is SIGKILLed and its shards are taken within the lease duration, and the records
+/// put on them meanwhile land; every record once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_share_the_shards_rebalance_and_take_over_a_killed_one() {
+    let dynamodb = Dynalite::start().await;
+    let server = TestKinesis::start(Kind::Embedded).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = lease_config(dir.path(), server.endpoint(), &dynamodb.endpoint, "share");
+    let pipeline = load_pipeline(&config);
+    create_streams(&server.client().await, &pipeline, 8).await;
+    let leases = LeaseTable::open(dynamodb.client(), "leases").await.unwrap();
+
+    let mut workers = Workers::default();
+    for id in ["a", "b", "c"] {
+        workers.spawn(&config, id);
+    }
+    put_triples(&server, &pipeline, &triples(0, 300)).await;
+    wait_for_shares(&leases, &["a", "b", "c"], 8, Duration::from_secs(60)).await;
+    wait_for_rows(&pipeline, 300, Duration::from_secs(90)).await;
+
+    workers.spawn(&config, "d");
+    wait_for_shares(&leases, &["a", "b", "c", "d"], 6, Duration::from_secs(60)).await;
+    put_triples(&server, &pipeline, &triples(300, 300)).await;
+    wait_for_rows(&pipeline, 600, Duration::from_secs(90)).await;
+
+    workers.kill("b");
+    let at_kill = Instant::now();
+    put_triples(&server, &pipeline, &triples(600, 300)).await;
+    wait_for_shares(&leases, &["a", "c", "d"], 8, Duration::from_secs(60)).await;
+    let taken_after = at_kill.elapsed();
+    wait_for_rows(&pipeline, 900, Duration::from_secs(90)).await;
+    let landed_after = at_kill.elapsed();
+    eprintln!(
+        "killed worker: its 6 shards taken after {taken_after:?}, the records put on them landed after {landed_after:?} (lease duration {LEASE:?})"
+    );
+    assert!(
+        taken_after < LEASE * 4,
+        "the killed worker's shards were taken after {taken_after:?}"
+    );
+
+    workers.stop_all();
+    assert_exact(dir.path(), &pipeline, 900).await;
+    // A clean shutdown released every lease.
+    assert_eq!(holders(&leases).await.keys().collect::<Vec<_>>(), [""]);
+}
+
+/// A worker paused (SIGSTOP) past its lease, while it may hold planned batches: the other takes
+/// its shards and commits on from them; resumed, the paused one must not commit any of it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_paused_past_its_lease_does_not_commit_what_the_new_owner_committed() {
+    let dynamodb = Dynalite::start().await;
+    let server = TestKinesis::start(Kind::Embedded).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = lease_config(dir.path(), server.endpoint(), &dynamodb.endpoint, "pause");
+    let pipeline = load_pipeline(&config);
+    create_streams(&server.client().await, &pipeline, 4).await;
+    let leases = LeaseTable::open(dynamodb.client(), "leases").await.unwrap();
+
+    let mut workers = Workers::default();
+    workers.spawn(&config, "x");
+    workers.spawn(&config, "y");
+    wait_for_shares(&leases, &["x", "y"], 6, Duration::from_secs(60)).await;
+    put_triples(&server, &pipeline, &triples(0, 200)).await;
+    wait_for_rows(&pipeline, 200, Duration::from_secs(90)).await;
+    // Records arrive, and x is paused while it reads or commits them.
+    put_triples(&server, &pipeline, &triples(200, 200)).await;
+    signal(workers.get("x"), "STOP");
+    wait_for_shares(&leases, &["y"], 12, LEASE * 10).await;
+    put_triples(&server, &pipeline, &triples(400, 100)).await;
+    wait_for_rows(&pipeline, 500, Duration::from_secs(90)).await;
+
+    signal(workers.get("x"), "CONT");
+    wait_for_shares(&leases, &["x", "y"], 6, Duration::from_secs(60)).await;
+    put_triples(&server, &pipeline, &triples(500, 100)).await;
+    wait_for_rows(&pipeline, 600, Duration::from_secs(90)).await;
+    workers.stop_all();
+    assert_exact(dir.path(), &pipeline, 600).await;
+}
