@@ -1,6 +1,7 @@
 //! Commits per second one Delta table sustains with several writers appending to it at once, as
-//! several engines sharing a stream's shards will: each writer commits small batches under its
-//! own transaction id, and delta-rs commits again over a concurrent commit of the same version.
+//! engines sharing a stream's shards through leases do: each writer commits small batches of the
+//! two shards it holds, one plan each under the shard's transaction id (the engine's commit), and
+//! delta-rs commits again over a concurrent commit of the same version.
 //!
 //! `cargo bench --bench shared_table` (`SHARED_TABLE_COMMITS`, default 60 per writer, of 40 rows)
 //!
@@ -15,7 +16,7 @@ use std::time::Instant;
 
 use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use kinesis_delta::sink::{CommitOutcome, DeltaSink};
+use kinesis_delta::sink::{DeltaSink, Numbering, PlanRows};
 
 fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -56,8 +57,18 @@ fn main() {
         let (elapsed, retries) = runtime.block_on(async {
             // The table exists before the clock starts, as a shared table does.
             let mut first = DeltaSink::open(&uri, "bench/setup").await.expect("open");
+            let setup = PlanRows {
+                app_id: "bench/setup".into(),
+                version: 1,
+                rows: vec![rows(99, 0)],
+            };
             first
-                .commit(1, &schema(), &[rows(99, 0)], Default::default())
+                .commit_plans(
+                    &schema(),
+                    &[setup],
+                    Numbering::Consecutive,
+                    Default::default(),
+                )
                 .await
                 .expect("create");
             let started = Instant::now();
@@ -65,21 +76,28 @@ fn main() {
                 .map(|w| {
                     let uri = uri.clone();
                     tokio::spawn(async move {
-                        let mut sink = DeltaSink::open(&uri, &format!("bench/writer-{w}"))
-                            .await
-                            .expect("open");
+                        let mut sink = DeltaSink::open(&uri, "unused").await.expect("open");
                         let mut retries = 0;
                         for batch in 1..=commits {
-                            match sink
-                                .commit(batch, &schema(), &[rows(w, batch)], Default::default())
+                            let plans: Vec<PlanRows> = ["a", "b"]
+                                .iter()
+                                .map(|shard| PlanRows {
+                                    app_id: format!("bench/writer-{w}/{shard}"),
+                                    version: batch,
+                                    rows: vec![rows(w, batch)],
+                                })
+                                .collect();
+                            let done = sink
+                                .commit_plans(
+                                    &schema(),
+                                    &plans,
+                                    Numbering::Consecutive,
+                                    Default::default(),
+                                )
                                 .await
-                                .expect("commit")
-                            {
-                                CommitOutcome::Committed { retries: r, .. } => retries += r,
-                                CommitOutcome::AlreadyCommitted => {
-                                    panic!("batch {batch} of writer {w} committed twice")
-                                }
-                            }
+                                .expect("commit");
+                            assert_eq!(done.committed.len(), 2, "batch {batch} of writer {w}");
+                            retries += done.retries;
                         }
                         retries
                     })

@@ -56,6 +56,8 @@ pub enum Command {
     Query(QueryArgs),
     /// Compact, checkpoint and vacuum the tables once (the engine does it as it runs).
     Maintain(MaintainArgs),
+    /// Show every shard: which process holds it ([leases]), its committed checkpoint, its lag.
+    Leases(LeasesArgs),
     /// Answer the analysts' questions (sql/analytics) in an HTML report, and CSVs on request.
     Report(ReportArgs),
     /// The whole pipeline on this machine: embedded Kinesis, streams, API, emulator, engine, report.
@@ -127,6 +129,17 @@ pub struct MaintainArgs {
     pub pipeline: PipelineArgs,
     /// The tables to maintain, by folder name (`pin`, `pin_dead_letters`, …); none means all.
     pub tables: Vec<String>,
+}
+
+/// `kinesis-delta leases`.
+#[derive(Debug, Args)]
+pub struct LeasesArgs {
+    /// Pipeline settings (which streams and tables, and `[leases]`).
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `kinesis-delta report`.

@@ -25,6 +25,9 @@ pub struct LeaseWorker {
     /// Leases of shards read to their end and committed so: deleted by their holder, taken by
     /// nobody, counted in nobody's share.
     finished: BTreeSet<String>,
+    /// The part of the table this worker shares with its peers: lease keys under this prefix,
+    /// and presence items of workers of the same scope (empty: the whole table).
+    scope: String,
 }
 
 impl LeaseWorker {
@@ -38,7 +41,23 @@ impl LeaseWorker {
             view: LeaseView::default(),
             safe_until: None,
             finished: BTreeSet::new(),
+            scope: String::new(),
         }
+    }
+
+    /// Shares only the leases under `scope` (`<pipeline>/`), with the workers of that scope: other
+    /// pipelines can use the same table without taking each other's shards.
+    #[must_use]
+    pub fn within(mut self, scope: &str) -> Self {
+        self.scope = scope.to_owned();
+        self
+    }
+
+    /// Whether `key` is one of this worker's scope (a lease, or a peer's presence).
+    fn in_scope(&self, key: &str) -> bool {
+        key.strip_prefix(PRESENCE)
+            .unwrap_or(key)
+            .starts_with(&self.scope)
     }
 
     /// Marks the leases `keys` as of finished shards, from the next heartbeat on.
@@ -77,7 +96,7 @@ impl LeaseWorker {
     }
 
     fn presence_key(&self) -> String {
-        format!("{PRESENCE}{}", self.id)
+        format!("{PRESENCE}{}{}", self.scope, self.id)
     }
 
     /// One heartbeat: renews this worker's presence and leases, then takes or releases leases
@@ -85,7 +104,8 @@ impl LeaseWorker {
     /// not among them).
     pub async fn heartbeat(&mut self) -> Result<BTreeSet<String>, LeaseError> {
         let started = Instant::now();
-        let items = self.table.list().await?;
+        let mut items = self.table.list().await?;
+        items.retain(|l| self.in_scope(&l.key));
         let now = Instant::now().into_std();
         self.view.observe(&items, now);
         let (mut presence, leases): (Vec<Lease>, Vec<Lease>) =
@@ -177,7 +197,7 @@ impl LeaseWorker {
             if lease.owner.as_deref() != Some(self.id.as_str()) {
                 continue;
             }
-            if lease.key == self.presence_key() {
+            if lease.key == self.presence_key() || self.finished.contains(&lease.key) {
                 self.table.remove(&lease, &self.id).await?;
             } else if self.table.release(&lease, &self.id).await?.is_some() {
                 released += 1;

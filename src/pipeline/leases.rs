@@ -1,5 +1,6 @@
 //! Shard leases while the engine runs (`[leases]` in the config): a heartbeat task keeps this
-//! process's leases in the DynamoDB table, and each stream job asks which of its shards it may
+//! process's leases in the DynamoDB table (keys `<pipeline>/<stream>/<shardId>`), and each stream
+//! job asks which of its shards it may
 //! read now. The lease decides who reads; the Delta commit still decides what is committed.
 
 use std::collections::BTreeSet;
@@ -40,6 +41,8 @@ pub(crate) struct ShardLeases {
     wake: Arc<Notify>,
     table: LeaseTable,
     worker: String,
+    /// `<pipeline>/`: the part of the table this pipeline's processes share.
+    scope: String,
     /// Reading stops this long before the leases may expire.
     margin: Duration,
 }
@@ -48,6 +51,7 @@ impl LeaseService {
     /// Opens (or creates) the lease table and starts heartbeats, every third of the lease
     /// duration.
     pub async fn start(
+        pipeline: &str,
         settings: &LeaseSettings,
         kinesis: &KinesisSettings,
     ) -> Result<Self, EngineError> {
@@ -58,7 +62,8 @@ impl LeaseService {
             .clone()
             .unwrap_or_else(|| LeaseWorker::unique_id(&LeaseWorker::host_name()));
         tracing::info!(worker = %id, table = %settings.table, "sharing the shards through leases");
-        let mut worker = LeaseWorker::new(table.clone(), &id, settings.duration);
+        let scope = format!("{pipeline}/");
+        let mut worker = LeaseWorker::new(table.clone(), &id, settings.duration).within(&scope);
         let (held_tx, held) = watch::channel(Held::default());
         let (finished, mut finished_rx) = mpsc::unbounded_channel();
         let wake = Arc::new(Notify::new());
@@ -98,6 +103,7 @@ impl LeaseService {
                 wake,
                 table,
                 worker: id,
+                scope,
                 margin: settings.duration / 6,
             },
         })
@@ -125,27 +131,36 @@ impl LeaseService {
 }
 
 impl ShardLeases {
-    /// The shards of `stream` this process may read now: those it holds, while they are surely
-    /// its own (none once its last renewal may have lapsed).
-    pub fn owned(&self, stream: &str) -> BTreeSet<String> {
-        let held = self.held.borrow();
-        let safe = held
-            .safe_until
-            .is_some_and(|until| Instant::now() + self.margin < until);
-        if !safe {
-            return BTreeSet::new();
-        }
-        held.keys
+    /// The shards of `stream` whose leases the last successful heartbeat held.
+    pub fn held(&self, stream: &str) -> BTreeSet<String> {
+        let prefix = format!("{}{stream}/", self.scope);
+        self.held
+            .borrow()
+            .keys
             .iter()
-            .filter_map(|key| key.strip_prefix(stream)?.strip_prefix('/'))
+            .filter_map(|key| key.strip_prefix(&prefix))
             .map(str::to_owned)
             .collect()
+    }
+
+    /// Whether the held leases are surely still this process's: its last successful renewal is
+    /// younger than the lease duration less a sixth. Otherwise it reads nothing (another process
+    /// may take its shards soon), and is not ready.
+    pub fn safe(&self) -> bool {
+        self.held
+            .borrow()
+            .safe_until
+            .is_some_and(|until| Instant::now() + self.margin < until)
+    }
+
+    fn key(&self, stream: &str, shard: &str) -> String {
+        format!("{}{stream}/{shard}", self.scope)
     }
 
     /// Adds a free lease for each of `shards` unless it has one, then asks for a heartbeat.
     pub async fn ensure(&self, stream: &str, shards: &[String]) -> Result<(), EngineError> {
         for shard in shards {
-            self.table.ensure(&format!("{stream}/{shard}")).await?;
+            self.table.ensure(&self.key(stream, shard)).await?;
         }
         self.wake.notify_one();
         Ok(())
@@ -154,7 +169,7 @@ impl ShardLeases {
     /// `shard` was read to its end and that is committed: its lease goes.
     pub fn finished(&self, stream: &str, shard: &str) {
         // The heartbeat task is gone only while the process stops: nothing left to delete then.
-        let _ = self.finished.send(format!("{stream}/{shard}"));
+        let _ = self.finished.send(self.key(stream, shard));
     }
 
     /// This process's worker id.

@@ -14,10 +14,12 @@ mod leases;
 mod maintenance;
 pub(crate) mod resume;
 mod split;
+mod status;
 mod stream_job;
 
 pub use error::{EngineError, ErrorKind, SplitChange};
 pub use maintenance::{TableMaintenance, maintain_table, pipeline_tables};
+pub use status::{ShardStatus, shard_status};
 pub use stream_job::{RunMode, StreamJob, StreamSummary};
 
 use tokio::sync::mpsc::UnboundedSender;
@@ -46,7 +48,9 @@ pub async fn run(
     }
     let client = connect_checked(&pipeline.kinesis).await?;
     let lease_service = match &pipeline.leases {
-        Some(settings) => Some(LeaseService::start(settings, &pipeline.kinesis).await?),
+        Some(settings) => {
+            Some(LeaseService::start(&pipeline.name, settings, &pipeline.kinesis).await?)
+        }
         None => None,
     };
     let result = run_streams(

@@ -53,6 +53,8 @@ pub struct PlansCommitted {
     pub write: Duration,
     /// Time spent committing to the log.
     pub commit: Duration,
+    /// Times delta-rs committed again over other writers' commits of the same version.
+    pub retries: u64,
 }
 
 impl DeltaSink {
@@ -119,8 +121,8 @@ impl DeltaSink {
             match result {
                 Ok(finalized) => {
                     let version = i64::try_from(finalized.version()).unwrap_or(i64::MAX);
-                    self.metrics()
-                        .commit_retried(finalized.metrics.num_retries + contended.retries);
+                    let retries = finalized.metrics.num_retries + contended.retries;
+                    self.metrics().commit_retried(retries);
                     self.metrics()
                         .committed(version, finalized.snapshot.log_data().num_files());
                     return Ok(PlansCommitted {
@@ -129,6 +131,7 @@ impl DeltaSink {
                         dropped,
                         write,
                         commit,
+                        retries,
                     });
                 }
                 // Another writer committed one of the same ids after the snapshot: look again

@@ -231,6 +231,16 @@ mod tests {
             log.get("shardId-000000000002", 1).await.unwrap(),
             Some(other_shard)
         );
+        // A tip marker is read no newer than the store received it (a writer's fast clock).
+        let ahead = chrono::Utc::now() + chrono::Duration::hours(2);
+        let tip = super::ShardTip {
+            version: 1,
+            observed_at: ahead,
+        };
+        log.write_tip("shardId-000000000002", &tip).await.unwrap();
+        let read = log.read_tip("shardId-000000000002").await.unwrap().unwrap();
+        assert_eq!(read.version, 1);
+        assert!(read.observed_at <= chrono::Utc::now(), "{read:?}");
         let mut shards = log.shards().await.unwrap();
         shards.sort();
         assert_eq!(shards, ["shardId-000000000001", "shardId-000000000002"]);

@@ -70,7 +70,7 @@ async fn open_shards(client: &KinesisClient, stream: &str) -> Vec<Shard> {
 }
 
 /// Splits the first open shard in the middle of its hash range.
-async fn split(client: &KinesisClient, stream: &str) {
+pub async fn split(client: &KinesisClient, stream: &str) {
     let shard = open_shards(client, stream).await.remove(0);
     let range = shard.hash_key_range().unwrap();
     let start: u128 = range.starting_hash_key().parse().unwrap();
@@ -87,7 +87,7 @@ async fn split(client: &KinesisClient, stream: &str) {
 }
 
 /// Merges two open shards whose hash ranges touch.
-async fn merge(client: &KinesisClient, stream: &str) {
+pub async fn merge(client: &KinesisClient, stream: &str) {
     let mut shards = open_shards(client, stream).await;
     let key = |s: &Shard| -> u128 {
         s.hash_key_range()

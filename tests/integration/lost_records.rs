@@ -18,6 +18,8 @@ use crate::support::{
 
 /// The first shard of a stream made by the tests.
 const SHARD_0: &str = "shardId-000000000000";
+/// The second.
+const SHARD_1: &str = "shardId-000000000001";
 
 /// The folder of a shard's plans in a local table of one stream.
 fn shard_dir(table_dir: &Path, shard: &str) -> std::path::PathBuf {
@@ -499,4 +501,73 @@ async fn restart_goes_on_after_a_position_that_expired() {
     )
     .await;
     assert_eq!(counts, [110, 110, 0], "batch 2 expired; the rest once");
+}
+
+/// Review finding of the shard-level checkpoints: a shard's committed plan made on another
+/// incarnation (here its stamp is made old, and its records are gone as they would be) sent
+/// every shard back to its start, duplicating the others under `restart`; and since an idle
+/// shard keeps its old plan, every later start stopped under `stop`. Now that shard alone is read
+/// afresh, and an empty plan records the stream as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_of_an_old_incarnation_is_decided_alone_and_once() {
+    let server = TestKinesis::start(Kind::KinesisMock).await;
+    let proxy = FaultProxy::start(server.endpoint(), FaultPlan::NONE).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &proxy.endpoint, "stamp", 100_000);
+    let mut pipeline = load_pipeline(&config);
+    let client = server.client().await;
+    create_streams(&client, &pipeline, 2).await;
+    put_triples(&server, &pipeline, &triples(0, 100)).await;
+    run_available_now(&pipeline).await;
+    for spec in &pipeline.streams {
+        let table = dir
+            .path()
+            .join("tables")
+            .join(spec.table_uri.rsplit('/').next().unwrap());
+        let path = newest_plan_path(&table, SHARD_1);
+        let mut plan = newest_plan(&table, SHARD_1);
+        plan["stream_created_ms"] = 1.into();
+        proxy.trimmed.lock().unwrap().push(Trim {
+            stream: spec.stream.clone(),
+            shard: SHARD_1.into(),
+            through: plan["position"]["last"].as_str().unwrap().to_owned(),
+        });
+        std::fs::write(path, plan.to_string()).unwrap();
+    }
+    // New records on the first shard only.
+    let later = triples(100, 50);
+    put_each(
+        &client,
+        &pipeline.streams[0].stream,
+        &records(&later, |t| &t.pin),
+        Some(0),
+    )
+    .await;
+    put_each(
+        &client,
+        &pipeline.streams[1].stream,
+        &records(&later, |t| &t.geo),
+        Some(0),
+    )
+    .await;
+    put_each(
+        &client,
+        &pipeline.streams[2].stream,
+        &records(&later, |t| &t.user),
+        Some(0),
+    )
+    .await;
+
+    let err = run_expecting_error(&pipeline).await;
+    assert!(matches!(err, EngineError::LostStream { .. }), "{err}");
+    pipeline.engine.on_lost_stream = LostStreamPolicy::Restart;
+    run_available_now(&pipeline).await;
+    assert_exactly_once(&pipeline, 150).await;
+    // Later starts, even under `stop`, find nothing to decide and nothing to read again.
+    pipeline.engine.on_lost_stream = LostStreamPolicy::Stop;
+    for _ in 0..2 {
+        let (summaries, _) = run_available_now(&pipeline).await;
+        assert!(summaries.iter().all(|s| s.records == 0), "{summaries:?}");
+    }
+    assert_exactly_once(&pipeline, 150).await;
 }

@@ -24,4 +24,5 @@ mod source_faults;
 mod streaming_core;
 mod streams_cli;
 mod support;
+mod upgrade;
 mod user_errors;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use kinesis_delta::config::Pipeline;
 use kinesis_delta::lease::LeaseTable;
 
+use crate::chaos::{merge, split};
 use crate::end_to_end::{assert_exactly_once, put_triples, tables};
 use crate::support::data::triples;
 use crate::support::dynalite::Dynalite;
@@ -17,7 +18,7 @@ use crate::support::engine::{
     assert_log_clean, engine_command, signal, table_rows, wait_with_deadline,
 };
 use crate::support::servers::{Kind, TestKinesis};
-use crate::support::{create_streams, load_pipeline, wait_until, write_config};
+use crate::support::{create_streams, edit_config, load_pipeline, wait_until, write_config};
 
 /// A lease expires after this long in these tests (heartbeats every second).
 const LEASE: Duration = Duration::from_secs(3);
@@ -122,6 +123,18 @@ async fn wait_for_rows(pipeline: &Pipeline, n: i64, timeout: Duration) {
     .await;
 }
 
+/// `kinesis-delta leases --json`: every shard's owner, committed plan and lag.
+fn shard_status(config: &Path) -> Vec<serde_json::Value> {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kinesis-delta"))
+        .args(["leases", "--json", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
 /// Exact rows, and each shard's plans committed once, in every table of the pipeline.
 async fn assert_exact(dir: &Path, pipeline: &Pipeline, n: i64) {
     assert_exactly_once(pipeline, n).await;
@@ -156,6 +169,15 @@ async fn workers_share_the_shards_rebalance_and_take_over_a_killed_one() {
 
     workers.spawn(&config, "d");
     wait_for_shares(&leases, &["a", "b", "c", "d"], 6, Duration::from_secs(60)).await;
+    let shown = shard_status(&config);
+    assert_eq!(shown.len(), 24, "{shown:?}");
+    for worker in ["a", "b", "c", "d"] {
+        let held = shown.iter().filter(|s| s["owner"] == worker).count();
+        assert!(
+            held <= 6,
+            "`leases` shows {worker} holding {held}: {shown:?}"
+        );
+    }
     put_triples(&server, &pipeline, &triples(300, 300)).await;
     wait_for_rows(&pipeline, 600, Duration::from_secs(90)).await;
 
@@ -178,6 +200,13 @@ async fn workers_share_the_shards_rebalance_and_take_over_a_killed_one() {
     assert_exact(dir.path(), &pipeline, 900).await;
     // A clean shutdown released every lease.
     assert_eq!(holders(&leases).await.keys().collect::<Vec<_>>(), [""]);
+    let shown = shard_status(&config);
+    assert_eq!(shown.len(), 24);
+    for shard in &shown {
+        assert!(shard["owner"].is_null(), "{shard}");
+        assert!(shard["plan"].as_i64().unwrap() >= 1, "{shard}");
+        assert_eq!(shard["millis_behind"], 0, "read to the tip: {shard}");
+    }
 }
 
 /// A worker paused (SIGSTOP) past its lease, while it may hold planned batches: the other takes
@@ -211,4 +240,84 @@ async fn a_worker_paused_past_its_lease_does_not_commit_what_the_new_owner_commi
     wait_for_rows(&pipeline, 600, Duration::from_secs(90)).await;
     workers.stop_all();
     assert_exact(dir.path(), &pipeline, 600).await;
+}
+
+/// Shards split and merge while leases move: two workers, a third joining after the split, one
+/// SIGKILLed after the merge. Children are read only after their parents' ends are committed,
+/// whichever worker read the parents; every record once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_and_a_merge_while_leases_move() {
+    let dynamodb = Dynalite::start().await;
+    let server = TestKinesis::start(Kind::Embedded).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = lease_config(dir.path(), server.endpoint(), &dynamodb.endpoint, "reshard");
+    let pipeline = load_pipeline(&config);
+    let client = server.client().await;
+    create_streams(&client, &pipeline, 2).await;
+
+    let mut workers = Workers::default();
+    workers.spawn(&config, "p");
+    workers.spawn(&config, "q");
+    put_triples(&server, &pipeline, &triples(0, 100)).await;
+    wait_for_rows(&pipeline, 100, Duration::from_secs(90)).await;
+    for spec in &pipeline.streams[..2] {
+        split(&client, &spec.stream).await;
+    }
+    put_triples(&server, &pipeline, &triples(100, 100)).await;
+    workers.spawn(&config, "r");
+    wait_for_rows(&pipeline, 200, Duration::from_secs(90)).await;
+    for spec in &pipeline.streams[..2] {
+        merge(&client, &spec.stream).await;
+    }
+    put_triples(&server, &pipeline, &triples(200, 100)).await;
+    workers.kill("q");
+    wait_for_rows(&pipeline, 300, Duration::from_secs(120)).await;
+    workers.stop_all();
+    assert_exact(dir.path(), &pipeline, 300).await;
+}
+
+/// Review finding: two pipelines on one lease table. A process took the other pipeline's leases
+/// (they were free, and counted toward its share) and never read them: that pipeline stalled.
+/// Here the first pipeline's leases are free when the second's process starts alone. Leases are
+/// scoped by pipeline now, and each pipeline's rows all land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_pipelines_on_one_lease_table_each_read_their_own_shards() {
+    let dynamodb = Dynalite::start().await;
+    let server = TestKinesis::start(Kind::Embedded).await;
+    let client = server.client().await;
+    let leases = LeaseTable::open(dynamodb.client(), "leases").await.unwrap();
+    let mut workers = Workers::default();
+    let mut pipelines = Vec::new();
+    for name in ["first", "second"] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = lease_config(dir.path(), server.endpoint(), &dynamodb.endpoint, name);
+        edit_config(
+            &config,
+            "name = \"pinterest\"",
+            &format!("name = \"{name}\""),
+        );
+        let pipeline = load_pipeline(&config);
+        create_streams(&client, &pipeline, 2).await;
+        pipelines.push((dir, config, pipeline));
+    }
+    // The first pipeline's process adds its leases, then stops and frees them.
+    workers.spawn(&pipelines[0].1, "first");
+    wait_for_shares(&leases, &["first"], 6, Duration::from_secs(60)).await;
+    workers.stop_all();
+    workers.spawn(&pipelines[1].1, "second");
+    wait_until(
+        "the second pipeline's leases held",
+        Duration::from_secs(60),
+        || async { holders(&leases).await.get("second") == Some(&6) },
+    )
+    .await;
+    workers.spawn(&pipelines[0].1, "first");
+    for (_, _, pipeline) in &pipelines {
+        put_triples(&server, pipeline, &triples(0, 100)).await;
+    }
+    for (_, _, pipeline) in &pipelines {
+        wait_for_rows(pipeline, 100, Duration::from_secs(90)).await;
+        assert_exactly_once(pipeline, 100).await;
+    }
+    workers.stop_all();
 }

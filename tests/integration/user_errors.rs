@@ -106,3 +106,38 @@ async fn a_missing_stream_is_named_with_the_fix() {
         "{stderr}"
     );
 }
+
+/// `--available-now` ends when every shard is read, which a process sharing the shards cannot
+/// know: with `[leases]` it stops before reading anything, saying what to run instead. And
+/// `--worker-id` without `[leases]` names nothing: refused too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn available_now_refuses_leases_with_the_way_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "http://127.0.0.1:9", "leasesnow", 100_000);
+    let plain = Command::new(env!("CARGO_BIN_EXE_kinesis-delta"))
+        .args(["run", "--available-now", "--worker-id", "w1", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&plain.stderr);
+    assert!(!plain.status.success());
+    assert!(
+        stderr.contains("--worker-id") && stderr.contains("[leases]"),
+        "{stderr}"
+    );
+
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[leases]\ntable = \"leases\"\nendpoint_url = \"http://127.0.0.1:9\"\n");
+    std::fs::write(&config, text).unwrap();
+    let err = run_expecting_error(&load_pipeline(&config)).await;
+    assert!(matches!(err, EngineError::Config(_)), "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("--available-now") && message.contains("without [leases]"),
+        "{message}"
+    );
+    assert!(
+        !dir.path().join("tables/pin/_delta_log").exists(),
+        "nothing was written"
+    );
+}

@@ -3,6 +3,7 @@
 
 mod emulate;
 mod engine;
+mod leases;
 mod maintain;
 mod query;
 mod servers;
@@ -38,6 +39,7 @@ fn main() -> ExitCode {
             Command::Emulate(args) => emulate::emulate(args).await,
             Command::Query(args) => query::query(args).await,
             Command::Maintain(args) => maintain::maintain(args).await,
+            Command::Leases(args) => leases::leases(args).await,
             Command::Report(args) => query::report(args).await,
             Command::Demo(args) => engine::demo(args).await,
         }

@@ -45,8 +45,10 @@ impl StreamJob {
                 .await?
                 .filter(|t| t.version == version)
                 .map(|t| t.observed_at);
+            let mut version = version;
             let checkpoint = if version > 0 {
                 let plan = self.committed_plan(shard, version).await?;
+                version = plan.version;
                 Some(ShardCheckpoint {
                     position: plan.position,
                     planned_at: plan.planned_at,
@@ -63,9 +65,6 @@ impl StreamJob {
             if let Some(checkpoint) = checkpoint {
                 if checkpoint.position.finished {
                     self.finished.insert(shard.clone());
-                    if let Some(leases) = &self.leases {
-                        leases.finished(self.source.stream(), shard);
-                    }
                 }
                 checkpoints.insert(shard.clone(), checkpoint);
             }
@@ -83,8 +82,14 @@ impl StreamJob {
         )
         .await?;
         self.foreign.extend(resumed.foreign);
-        for shard in resumed.afresh {
-            self.restamp(&shard).await?;
+        for shard in &resumed.afresh {
+            self.restamp(shard).await?;
+        }
+        // Decided after the incarnation check: a shard of a recreated stream is another shard.
+        if let Some(leases) = &self.leases {
+            for shard in shards.iter().filter(|s| self.finished.contains(*s)) {
+                leases.finished(self.source.stream(), shard);
+            }
         }
         Ok(())
     }

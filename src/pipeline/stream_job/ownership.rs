@@ -9,12 +9,16 @@ use tokio_util::sync::CancellationToken;
 
 use super::StreamJob;
 use crate::pipeline::EngineError;
+use crate::pipeline::leases::ShardLeases;
+use crate::pipeline::resume::incarnation_changed;
 
 /// How often the parents of held children are looked up in the table while they are unfinished.
 const PARENTS_EVERY: Duration = Duration::from_secs(2);
 
 impl StreamJob {
-    /// Follows the lease table before a batch (nothing to do without leases).
+    /// Follows the lease table before a batch (nothing to do without leases). A failure to reach
+    /// the table or Kinesis here is logged and tried again at the next batch: a shard is read only
+    /// once its checkpoint was read.
     pub(super) async fn follow_leases(
         &mut self,
         cancel: &CancellationToken,
@@ -23,72 +27,123 @@ impl StreamJob {
             return Ok(());
         };
         let stream = self.source.stream().to_owned();
+        self.add_leases(&leases).await?;
+        let held = leases.held(&stream);
+        if held != self.owned {
+            let taken: BTreeSet<String> = held.difference(&self.owned).cloned().collect();
+            let lost: Vec<&String> = self.owned.difference(&held).collect();
+            tracing::info!(%stream, worker = leases.worker(), taken = ?taken, lost = ?lost, "shards held changed");
+            self.owned.retain(|s| held.contains(s));
+            match self.resume_shards(&taken, cancel).await {
+                Ok(()) => self.owned.extend(taken),
+                Err(e) if e.retryable() => {
+                    tracing::warn!(%stream, error = %e, "cannot resume the shards taken yet; trying again");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        // While the leases may have lapsed (DynamoDB slow or away), nothing is read; what is held
+        // is kept, and read on from where it stands once a renewal succeeds again.
+        let safe = leases.safe();
+        let reading = if safe {
+            self.owned.clone()
+        } else {
+            BTreeSet::new()
+        };
+        self.source.set_owned(Some(reading));
+        if safe && self.owned.is_empty() {
+            // Holding nothing (more processes than shards) is healthy: nothing to read.
+            crate::telemetry::readiness().passed(&stream);
+        }
+        self.check_parents(&stream).await
+    }
+
+    /// New shards in the listing get a lease, unless the table says they ended.
+    async fn add_leases(&mut self, leases: &ShardLeases) -> Result<(), EngineError> {
+        let stream = self.source.stream().to_owned();
         let new: Vec<String> = self
             .source
             .listed_shards()
             .into_iter()
             .filter(|s| !self.leased.contains(s))
             .collect();
-        if !new.is_empty() {
-            let mut unfinished = Vec::with_capacity(new.len());
-            for shard in &new {
-                if self.finished_in_table(shard).await? {
-                    leases.finished(&stream, shard);
-                } else {
-                    unfinished.push(shard.clone());
+        if new.is_empty() {
+            return Ok(());
+        }
+        let mut unfinished = Vec::with_capacity(new.len());
+        for shard in &new {
+            match self.finished_in_table(shard).await {
+                Ok(true) => leases.finished(&stream, shard),
+                Ok(false) => unfinished.push(shard.clone()),
+                Err(e) if e.retryable() => {
+                    tracing::warn!(%stream, error = %e, "cannot read the table yet; trying again");
+                    return Ok(());
                 }
-            }
-            // A lease not added now is added at a later batch: nothing waits on it meanwhile.
-            match leases.ensure(&stream, &unfinished).await {
-                Ok(()) => self.leased.extend(new),
-                Err(e) => {
-                    tracing::warn!(%stream, error = %e, "cannot add the leases of new shards yet")
-                }
+                Err(e) => return Err(e),
             }
         }
-        let owned = leases.owned(&stream);
-        if owned != self.owned {
-            let taken: BTreeSet<String> = owned.difference(&self.owned).cloned().collect();
-            let lost: Vec<&String> = self.owned.difference(&owned).collect();
-            tracing::info!(%stream, worker = leases.worker(), taken = ?taken, lost = ?lost, "shards held changed");
-            self.owned.clone_from(&owned);
-            self.source.set_owned(Some(owned));
-            if !taken.is_empty() {
-                self.resume_shards(&taken, cancel).await?;
-            }
-        }
-        if self.owned.is_empty() {
-            // Holding nothing (more processes than shards) is healthy: nothing to read.
-            crate::telemetry::readiness().passed(&stream);
-        }
-        if self
-            .parents_checked
-            .is_none_or(|at| at.elapsed() >= PARENTS_EVERY)
-        {
-            self.parents_checked = Some(Instant::now());
-            for parent in self.source.waiting_parents() {
-                if !self.owned.contains(&parent) {
-                    self.catch_up(&parent).await?;
-                }
+        // A lease not added now is added at a later batch: nothing waits on it meanwhile.
+        match leases.ensure(&stream, &unfinished).await {
+            Ok(()) => self.leased.extend(new),
+            Err(e) => {
+                tracing::warn!(%stream, error = %e, "cannot add the leases of new shards yet")
             }
         }
         Ok(())
     }
 
-    /// Whether the table says `shard` was read to its end.
+    /// A held child waits until each listed parent is finished: here, or in the table (another
+    /// process read it), looked up every [`PARENTS_EVERY`].
+    async fn check_parents(&mut self, stream: &str) -> Result<(), EngineError> {
+        if self
+            .parents_checked
+            .is_some_and(|at| at.elapsed() < PARENTS_EVERY)
+        {
+            return Ok(());
+        }
+        self.parents_checked = Some(Instant::now());
+        for parent in self.source.waiting_parents() {
+            if self.owned.contains(&parent) {
+                continue;
+            }
+            match self.catch_up(&parent).await {
+                Ok(()) => {}
+                Err(e) if e.retryable() => {
+                    tracing::warn!(%stream, error = %e, "cannot read a parent's checkpoint yet");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the table says `shard` was read to its end, on the stream as it is now (a shard of
+    /// a recreated stream with the same id is another shard).
     async fn finished_in_table(&mut self, shard: &str) -> Result<bool, EngineError> {
         let version = self.table_version(shard).await?;
-        if version == 0 {
-            return Ok(self
-                .upgraded_from
-                .as_ref()
-                .and_then(|from| from.manifest.positions.get(shard))
-                .is_some_and(|p| p.finished));
-        }
-        Ok(self
-            .plans
-            .get(shard, version)
-            .await?
-            .is_some_and(|plan| plan.position.finished))
+        let (finished, created_ms, start) = if version == 0 {
+            let Some(from) = &self.upgraded_from else {
+                return Ok(false);
+            };
+            let finished = from
+                .manifest
+                .positions
+                .get(shard)
+                .is_some_and(|p| p.finished);
+            let start = from.manifest.shard_starts.get(shard).cloned();
+            (finished, from.manifest.stream_created_ms, start)
+        } else {
+            match self.plans.get(shard, version).await? {
+                Some(plan) => (
+                    plan.position.finished,
+                    plan.stream_created_ms,
+                    plan.shard_start,
+                ),
+                None => return Ok(false),
+            }
+        };
+        let start = start.as_deref().map(|s| (shard, s));
+        Ok(finished
+            && !incarnation_changed(created_ms, start, &self.source, self.stream_now.created_ms))
     }
 }

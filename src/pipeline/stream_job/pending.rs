@@ -164,6 +164,9 @@ impl StreamJob {
                 self.committed.insert(shard.to_owned(), version);
                 if plan.position.finished {
                     self.finished.insert(shard.to_owned());
+                    if let Some(leases) = &self.leases {
+                        leases.finished(self.source.stream(), shard);
+                    }
                 }
                 return Ok(());
             }
