@@ -92,3 +92,40 @@ impl fmt::Display for BatchProgress {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::BatchProgress;
+
+    fn report(holds: Option<Vec<String>>) -> BatchProgress {
+        BatchProgress {
+            stream: "pin".into(),
+            table: "file:///t/pin".into(),
+            batch_id: 3,
+            rows_in: 1000,
+            bytes_in: 200_000,
+            rows_out: 999,
+            dead_letters: 1,
+            rows_per_second: 5000.0,
+            fetch_ms: 61,
+            decode_ms: 9,
+            sql_ms: 35,
+            write_ms: 52,
+            commit_ms: 14,
+            millis_behind_latest: 0,
+            delta_version: Some(3),
+            replayed: false,
+            holds,
+        }
+    }
+
+    #[test]
+    fn a_line_says_which_shards_the_process_holds_with_leases_only() {
+        let alone = report(None).to_string();
+        assert!(alone.ends_with("v3"), "{alone}");
+        let shared = report(Some(vec!["0".into(), "3".into()])).to_string();
+        assert!(shared.ends_with("v3  holds 0,3"), "{shared}");
+        let json = serde_json::to_value(report(None)).unwrap();
+        assert!(json.get("holds").is_none(), "{json}");
+    }
+}

@@ -571,3 +571,55 @@ async fn a_shard_of_an_old_incarnation_is_decided_alone_and_once() {
     }
     assert_exactly_once(&pipeline, 150).await;
 }
+
+/// Review finding of the shard-level checkpoints: a pending plan of a shard that has left the
+/// listing (a closed shard whose records all aged out) was read "for what remains" from the
+/// shard's start, which Kinesis refuses for a shard it no longer has: every start under `restart`
+/// failed on it. Nothing remains of such a shard: the plan is committed empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_plan_of_a_shard_gone_from_the_listing_gives_nothing_under_restart() {
+    let server = TestKinesis::start(Kind::KinesisMock).await;
+    let proxy = FaultProxy::start(server.endpoint(), FaultPlan::NONE).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &proxy.endpoint, "gonepending", 100_000);
+    let mut pipeline = load_pipeline(&config);
+    let client = server.client().await;
+    create_streams(&client, &pipeline, 2).await;
+    put_triples(&server, &pipeline, &triples(0, 100)).await;
+    run_available_now(&pipeline).await;
+    let pin = pipeline.streams[0].clone();
+    put_each(
+        &client,
+        &pin.stream,
+        &records(&triples(100, 20), |t| &t.pin),
+        Some(0),
+    )
+    .await;
+    run_available_now(&pipeline).await;
+    // As if the engine stopped before committing the plan of those 20, and the shard then aged
+    // out of the stream with all its records.
+    let pin_dir = dir.path().join("tables/pin");
+    undo_last_table_commit(&pin_dir);
+    let pending = newest_plan(&pin_dir, SHARD_0);
+    proxy.trimmed.lock().unwrap().push(Trim {
+        stream: pin.stream.clone(),
+        shard: SHARD_0.into(),
+        through: pending["range"]["last"].as_str().unwrap().to_owned(),
+    });
+    proxy
+        .hidden
+        .lock()
+        .unwrap()
+        .push((pin.stream.clone(), SHARD_0.into()));
+
+    pipeline.engine.on_lost_stream = LostStreamPolicy::Restart;
+    run_available_now(&pipeline).await;
+    let counts = query_counts(
+        &[("pin", &pin.table_uri)],
+        "SELECT count(*), count(DISTINCT ind), count(*) FILTER (WHERE ind >= 100) FROM pin",
+    )
+    .await;
+    assert_eq!(counts, [100, 100, 0], "the 20 are gone, the rest once");
+    let (summaries, _) = run_available_now(&pipeline).await;
+    assert!(summaries.iter().all(|s| s.records == 0), "{summaries:?}");
+}
