@@ -5,7 +5,8 @@
 //! records a batch twice.
 //!
 //! `chaos_small` runs in the suite; `chaos_large` (ignored) is the same with larger counts:
-//! `cargo test --test integration chaos_large -- --ignored --nocapture`.
+//! `cargo test --test integration chaos_large -- --ignored --nocapture`. `chaos_with_leases`
+//! runs three processes sharing the shards through a lease table (dynalite) instead.
 
 use std::process::Child;
 use std::time::Duration;
@@ -15,19 +16,22 @@ use rand::{Rng, SeedableRng};
 
 use crate::end_to_end::{assert_exactly_once, put_triples};
 use crate::support::data::triples;
-use crate::support::engine::{assert_log_clean, engine_command, wait_with_deadline};
+use crate::support::dynalite::Dynalite;
+use crate::support::engine::{assert_log_clean, engine_command, table_rows, wait_with_deadline};
 use crate::support::fault_proxy::{FaultPlan, FaultProxy};
 use crate::support::servers::{Kind, TestKinesis};
 use crate::support::{
-    create_streams, load_pipeline, put_records, query_counts, wait_active, write_config,
+    create_streams, load_pipeline, put_records, query_counts, wait_active, wait_until, write_config,
 };
 use kinesis_delta::source::KinesisClient;
 
-/// How big a chaos run is.
+/// How big a chaos run is, and how many processes run it.
 struct Scale {
     rounds: usize,
     triples_per_round: i64,
     malformed_per_round: usize,
+    /// Processes sharing the shards through a lease table (0: two engines without leases).
+    leased_workers: usize,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,6 +40,18 @@ async fn chaos_small() {
         rounds: 8,
         triples_per_round: 60,
         malformed_per_round: 2,
+        leased_workers: 0,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_with_leases() {
+    chaos(Scale {
+        rounds: 8,
+        triples_per_round: 60,
+        malformed_per_round: 2,
+        leased_workers: 3,
     })
     .await;
 }
@@ -47,6 +63,7 @@ async fn chaos_large() {
         rounds: 40,
         triples_per_round: 500,
         malformed_per_round: 5,
+        leased_workers: 0,
     })
     .await;
 }
@@ -154,8 +171,28 @@ async fn chaos(scale: Scale) {
     let client = server.client().await;
     create_streams(&client, &pipeline, 2).await;
     let pin = pipeline.streams[0].clone();
-
-    let mut engines = [spawn_engine(&config), spawn_engine(&config)];
+    // With leases the engines run a copy of the config that shares the shards; the final drain
+    // (`--available-now`, which reads every shard itself) runs the plain one.
+    let dynamodb = match scale.leased_workers {
+        0 => None,
+        _ => Some(Dynalite::start().await),
+    };
+    let engine_config = match &dynamodb {
+        Some(dynamodb) => {
+            let leased = dir.path().join("leased.toml");
+            let mut text = std::fs::read_to_string(&config).unwrap();
+            text.push_str(&format!(
+                "\n[leases]\ntable = \"leases\"\nendpoint_url = \"{}\"\nduration = \"3s\"\n",
+                dynamodb.endpoint
+            ));
+            std::fs::write(&leased, text).unwrap();
+            leased
+        }
+        None => config.clone(),
+    };
+    let mut engines: Vec<Child> = (0..scale.leased_workers.max(2))
+        .map(|_| spawn_engine(&engine_config))
+        .collect();
     let mut put = 0;
     let mut malformed = 0;
     let mut kills = 0;
@@ -189,13 +226,24 @@ async fn chaos(scale: Scale) {
         if rng.random_bool(0.7) {
             kill(&mut engines[victim]);
             kills += 1;
-            engines[victim] = spawn_engine(&config);
+            engines[victim] = spawn_engine(&engine_config);
         }
         for engine in &mut engines {
             if let Some(status) = engine.try_wait().unwrap() {
                 panic!("round {round}: an engine exited by itself with {status}");
             }
         }
+    }
+    if dynamodb.is_some() {
+        // The sharing processes themselves land every record (the drain below then finds none).
+        wait_until("every record landed", Duration::from_secs(180), || async {
+            let mut all = true;
+            for spec in &pipeline.streams {
+                all &= table_rows(&spec.table_uri).await >= put;
+            }
+            all
+        })
+        .await;
     }
     for engine in &mut engines {
         kill(engine);

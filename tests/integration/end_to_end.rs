@@ -8,7 +8,7 @@ use kinesis_delta::config::Pipeline;
 use crate::support::data::{Triple, expected_follower_count, records, triples};
 use crate::support::servers::{Kind, TestKinesis};
 use crate::support::{
-    create_streams, load_pipeline, put_records, query, query_counts, run_available_now,
+    create_streams, load_pipeline, put_each, put_records, query, query_counts, run_available_now,
     write_config,
 };
 
@@ -23,6 +23,20 @@ pub async fn put_triples(server: &TestKinesis, pipeline: &Pipeline, batch: &[Tri
     put_records(&client, &pin.stream, &records(batch, |t| &t.pin)).await;
     put_records(&client, &geo.stream, &records(batch, |t| &t.geo)).await;
     put_records(&client, &user.stream, &records(batch, |t| &t.user)).await;
+}
+
+/// Puts each triple's records one by one on the shard holding `hash_key` of each stream.
+pub async fn put_triples_at(
+    server: &TestKinesis,
+    pipeline: &Pipeline,
+    batch: &[Triple],
+    hash_key: u128,
+) {
+    let client = server.client().await;
+    let picks: [fn(&Triple) -> &serde_json::Value; 3] = [|t| &t.pin, |t| &t.geo, |t| &t.user];
+    for (spec, pick) in pipeline.streams.iter().zip(picks) {
+        put_each(&client, &spec.stream, &records(batch, pick), Some(hash_key)).await;
+    }
 }
 
 /// The three tables of a pipeline, for `query`.

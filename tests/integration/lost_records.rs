@@ -6,7 +6,7 @@ use std::path::Path;
 use kinesis_delta::config::LostStreamPolicy;
 use kinesis_delta::pipeline::{EngineError, ErrorKind};
 
-use crate::end_to_end::{assert_exactly_once, put_triples};
+use crate::end_to_end::{assert_exactly_once, put_triples, put_triples_at};
 use crate::support::data::{records, triples};
 use crate::support::engine::{read_log, truncate_log, undo_last_table_commit};
 use crate::support::fault_proxy::{FaultPlan, FaultProxy, Trim};
@@ -535,28 +535,7 @@ async fn a_shard_of_an_old_incarnation_is_decided_alone_and_once() {
         std::fs::write(path, plan.to_string()).unwrap();
     }
     // New records on the first shard only.
-    let later = triples(100, 50);
-    put_each(
-        &client,
-        &pipeline.streams[0].stream,
-        &records(&later, |t| &t.pin),
-        Some(0),
-    )
-    .await;
-    put_each(
-        &client,
-        &pipeline.streams[1].stream,
-        &records(&later, |t| &t.geo),
-        Some(0),
-    )
-    .await;
-    put_each(
-        &client,
-        &pipeline.streams[2].stream,
-        &records(&later, |t| &t.user),
-        Some(0),
-    )
-    .await;
+    put_triples_at(&server, &pipeline, &triples(100, 50), 0).await;
 
     let err = run_expecting_error(&pipeline).await;
     assert!(matches!(err, EngineError::LostStream { .. }), "{err}");

@@ -10,11 +10,11 @@ use std::path::Path;
 use kinesis_delta::config::{Pipeline, StreamSpec};
 use kinesis_delta::sink::{DeltaSink, ManifestLog, SinkError};
 
-use crate::end_to_end::{assert_exactly_once, put_triples};
-use crate::support::data::{records, triples};
+use crate::end_to_end::{assert_exactly_once, put_triples, put_triples_at};
+use crate::support::data::triples;
 use crate::support::engine::{assert_log_clean, read_log, undo_last_table_commit};
 use crate::support::servers::{Kind, TestKinesis};
-use crate::support::{create_streams, load_pipeline, put_each, run_available_now, write_config};
+use crate::support::{create_streams, load_pipeline, run_available_now, write_config};
 
 /// The folder of a stream's files beside its table.
 fn stream_dir(pipeline: &Pipeline, spec: &StreamSpec, table_dir: &Path) -> std::path::PathBuf {
@@ -134,15 +134,7 @@ async fn a_stream_level_table_is_fenced_and_its_shards_go_on_from_its_checkpoint
 
     // New records on the first shard only (the bottom of the hash key range): the second shard
     // has no plan of its own after the upgrade, through every restart.
-    let later = triples(100, 40);
-    for (spec, pick) in pipeline.streams.iter().zip([0, 1, 2]) {
-        let picked = records(&later, |t| match pick {
-            0 => &t.pin,
-            1 => &t.geo,
-            _ => &t.user,
-        });
-        put_each(&client, &spec.stream, &picked, Some(0)).await;
-    }
+    put_triples_at(&server, &pipeline, &triples(100, 40), 0).await;
     for _ in 0..3 {
         run_available_now(&pipeline).await;
     }
