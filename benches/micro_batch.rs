@@ -50,6 +50,7 @@ fn pin_records(n: usize) -> Vec<KinesisRecord> {
                 partition_key: format!("{}", i % 97),
                 approximate_arrival_ms: Some(1_700_000_000_000 + i as i64),
                 data: Bytes::from(serde_json::to_vec(&value).unwrap()),
+                sub_sequence: None,
             }
         })
         .collect()

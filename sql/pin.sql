@@ -1,7 +1,8 @@
 -- Cleans the pin stream (REFERENCE.md section 2).
 --
--- Input: the table `raw`, one row per Kinesis record, with the columns of pin.schema.sql plus the
--- record's metadata (_stream, _shard_id, _sequence_number, _partition_key, _approximate_arrival).
+-- Input: the table `raw`, one row per Kinesis record (per user record of a KPL aggregate), with
+-- the columns of pin.schema.sql plus the record's metadata (_stream, _shard_id, _sequence_number,
+-- _partition_key, _approximate_arrival, _sub_sequence_number).
 --
 -- * Every "no data" placeholder and every empty string becomes NULL, in whichever column it appears.
 -- * follower_count becomes a number: 26k -> 26000, 6M -> 6000000, digits as they are, else NULL.

@@ -8,12 +8,14 @@
 //! on its way in (a fraction in an integer column: see [`check`]).
 
 mod check;
+pub mod kpl;
 
 use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BinaryArray, BooleanArray, RecordBatch, StringArray, TimestampMillisecondArray,
+    ArrayRef, BinaryArray, BooleanArray, Int64Array, RecordBatch, StringArray,
+    TimestampMillisecondArray,
 };
 use arrow::compute::{concat_batches, filter};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -24,7 +26,11 @@ use datafusion::prelude::SessionContext;
 use self::check::IntegerColumns;
 use crate::source::KinesisRecord;
 
-/// The metadata columns every raw row carries, after the declared fields.
+/// The column after the metadata of a raw row: a user record's index in its KPL aggregate
+/// (NULL for a plain record). Not in the dead-letter table, whose reason names it instead.
+pub const SUB_SEQUENCE_COLUMN: &str = "_sub_sequence_number";
+
+/// The metadata columns every raw row and dead letter carries, after the declared fields.
 pub const METADATA_COLUMNS: [&str; 5] = [
     "_stream",
     "_shard_id",
@@ -77,7 +83,7 @@ pub async fn raw_schema_from_sql(sql: &str, path: &Path) -> Result<SchemaRef, Sc
         .collect();
     if let Some(field) = fields
         .iter()
-        .find(|f| METADATA_COLUMNS.contains(&f.name().as_str()))
+        .find(|f| METADATA_COLUMNS.contains(&f.name().as_str()) || f.name() == SUB_SEQUENCE_COLUMN)
     {
         return Err(SchemaError::Reserved {
             path: path.display().to_string(),
@@ -130,6 +136,7 @@ impl RecordDecoder {
             .map(|f| f.as_ref().clone())
             .collect();
         fields.extend(metadata_fields());
+        fields.push(Field::new(SUB_SEQUENCE_COLUMN, DataType::Int64, true));
         Self {
             stream: Arc::from(stream),
             integers: IntegerColumns::new(&raw_schema),
@@ -144,9 +151,12 @@ impl RecordDecoder {
         Arc::clone(&self.row_schema)
     }
 
-    /// Decodes every record; the bad ones become dead letters.
+    /// Decodes every record (each user record of a KPL aggregate as one); the bad ones become
+    /// dead letters.
     pub fn decode(&self, records: &[KinesisRecord]) -> Result<DecodedBatch, ArrowError> {
         let mut dead_letters = Vec::new();
+        let expanded = expand_aggregates(records, &mut dead_letters);
+        let records = expanded.as_deref().unwrap_or(records);
         let mut good: Vec<&KinesisRecord> = Vec::with_capacity(records.len());
         for record in records {
             match looks_like_an_object(&record.data) {
@@ -199,7 +209,16 @@ impl RecordDecoder {
             good.retain(|_| kept.next().is_some_and(|k| *k));
         }
         columns.extend(self.metadata_columns(&good));
+        columns.push(Arc::new(Int64Array::from_iter(
+            good.iter()
+                .map(|r| r.sub_sequence.and_then(|s| i64::try_from(s).ok())),
+        )));
         let rows = RecordBatch::try_new(self.row_schema(), columns)?;
+        for dead in &mut dead_letters {
+            if let Some(index) = dead.record.sub_sequence {
+                dead.error = format!("user record {index} of a KPL aggregate: {}", dead.error);
+            }
+        }
         Ok(DecodedBatch { rows, dead_letters })
     }
 
@@ -228,6 +247,37 @@ impl RecordDecoder {
     fn metadata_columns(&self, records: &[&KinesisRecord]) -> Vec<ArrayRef> {
         metadata_columns(&self.stream, records)
     }
+}
+
+/// The records with each KPL aggregate replaced by its user records (`None`: there is none, and
+/// `records` are decoded as they are). An aggregate that cannot be read is one dead letter.
+fn expand_aggregates(
+    records: &[KinesisRecord],
+    dead_letters: &mut Vec<DeadLetter>,
+) -> Option<Vec<KinesisRecord>> {
+    if !records.iter().any(|r| kpl::is_aggregated(&r.data)) {
+        return None;
+    }
+    let mut expanded = Vec::with_capacity(records.len());
+    for record in records {
+        if !kpl::is_aggregated(&record.data) {
+            expanded.push(record.clone());
+            continue;
+        }
+        match kpl::deaggregate(&record.data) {
+            Ok(users) => expanded.extend(users.into_iter().map(|user| KinesisRecord {
+                partition_key: user.partition_key,
+                data: bytes::Bytes::from(user.data),
+                sub_sequence: Some(user.sub_sequence),
+                ..record.clone()
+            })),
+            Err(e) => dead_letters.push(DeadLetter {
+                record: record.clone(),
+                error: e.to_string(),
+            }),
+        }
+    }
+    Some(expanded)
 }
 
 /// `Ok` when `data` is UTF-8 text that starts (after white space) with `{`; the decoder checks
@@ -333,6 +383,7 @@ mod tests {
             partition_key: "pk".into(),
             approximate_arrival_ms: Some(1_700_000_000_000),
             data: Bytes::copy_from_slice(data),
+            sub_sequence: None,
         }
     }
 

@@ -53,4 +53,7 @@ pub struct KinesisRecord {
     pub approximate_arrival_ms: Option<i64>,
     /// The record's bytes.
     pub data: Bytes,
+    /// For a user record taken out of a KPL aggregate: its index in the aggregate (the Kinesis
+    /// record is the aggregate; `None` for a plain record).
+    pub sub_sequence: Option<u64>,
 }

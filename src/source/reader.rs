@@ -410,6 +410,7 @@ impl ShardReader {
                     .approximate_arrival_timestamp
                     .and_then(|t| t.to_millis().ok()),
                 data: Bytes::from(record.data.into_inner()),
+                sub_sequence: None,
             });
         }
         self.metrics.answered(

@@ -158,6 +158,7 @@ async fn commit_rows(spec: &StreamSpec, rows: Vec<String>, batch_id: i64) {
             partition_key: "k".into(),
             approximate_arrival_ms: None,
             data: Bytes::from(data),
+            sub_sequence: None,
         })
         .collect();
     let decoded = decoder.decode(&records).unwrap();

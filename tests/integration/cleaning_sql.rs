@@ -44,6 +44,7 @@ async fn clean_fixture(name: &str) -> (Vec<Value>, Vec<(String, DataType)>) {
             partition_key: "k".into(),
             approximate_arrival_ms: None,
             data: Bytes::from(line.to_owned()),
+            sub_sequence: None,
         })
         .collect();
     let decoded = decoder.decode(&records).unwrap();

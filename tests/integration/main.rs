@@ -13,6 +13,7 @@ mod emulator;
 mod end_to_end;
 mod exactly_once;
 mod faults;
+mod kpl;
 mod leases;
 mod lost_records;
 mod maintenance;

@@ -123,7 +123,14 @@ async fn metrics_and_health_of_a_running_engine_and_api() {
         free_port(),
         &lonely_admin,
     ));
-    let not_ready = wait_for_status(&http, &format!("http://{lonely_admin}/readyz"), 503).await;
+    // First "starting", then the Kinesis check, which does not pass.
+    let not_ready = wait_for_answer(
+        &http,
+        &format!("http://{lonely_admin}/readyz"),
+        503,
+        "kinesis: not yet",
+    )
+    .await;
     assert!(not_ready.contains("kinesis: not yet"), "{not_ready}");
 
     let (api_port, api_admin) = (free_port(), format!("127.0.0.1:{}", free_port()));
@@ -197,14 +204,25 @@ fn api_command(config: &std::path::Path, endpoint: &str, port: u16, admin: &str)
 
 /// Polls `url` until it answers `status`; returns the body.
 async fn wait_for_status(http: &reqwest::Client, url: &str, status: u16) -> String {
+    wait_for_answer(http, url, status, "").await
+}
+
+/// Asks `url` until it answers `status` with a body containing `needle`, and returns the body.
+async fn wait_for_answer(http: &reqwest::Client, url: &str, status: u16, needle: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(answer) = http.get(url).send().await
             && answer.status().as_u16() == status
         {
-            return answer.text().await.unwrap();
+            let body = answer.text().await.unwrap();
+            if body.contains(needle) {
+                return body;
+            }
         }
-        assert!(Instant::now() < deadline, "{url} never answered {status}");
+        assert!(
+            Instant::now() < deadline,
+            "{url} never answered {status} with `{needle}`"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
