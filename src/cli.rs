@@ -241,6 +241,10 @@ pub struct EmulateArgs {
     /// is PUT on its own to `/record`, as the original did.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=500))]
     pub batch: Option<u16>,
+    /// With --direct and --batch: put the records of each PutRecords this many to a Kinesis
+    /// record, in the aggregation format of the Kinesis Producer Library (KPL).
+    #[arg(long, requires_all = ["direct", "batch"], value_parser = clap::value_parser!(u16).range(1..=500))]
+    pub kpl: Option<u16>,
     /// Posts per second, or `max`; default: the original's random 0-1 s sleep between posts.
     #[arg(long)]
     pub rate: Option<String>,

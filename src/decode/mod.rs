@@ -154,8 +154,20 @@ impl RecordDecoder {
     /// Decodes every record (each user record of a KPL aggregate as one); the bad ones become
     /// dead letters.
     pub fn decode(&self, records: &[KinesisRecord]) -> Result<DecodedBatch, ArrowError> {
+        self.decode_in_range(records, None)
+    }
+
+    /// Like [`Self::decode`], for records of a shard holding the hash keys `range`: a user record
+    /// of a KPL aggregate whose explicit hash key is outside it is not a row here. After a reshard
+    /// the KPL may put an aggregate on a shard that no longer holds some of its user records, and
+    /// puts those again on their own shard, as the KCL expects (FLINK-29395).
+    pub fn decode_in_range(
+        &self,
+        records: &[KinesisRecord],
+        range: Option<(u128, u128)>,
+    ) -> Result<DecodedBatch, ArrowError> {
         let mut dead_letters = Vec::new();
-        let expanded = expand_aggregates(records, &mut dead_letters);
+        let expanded = expand_aggregates(records, range, &mut dead_letters);
         let records = expanded.as_deref().unwrap_or(records);
         let mut good: Vec<&KinesisRecord> = Vec::with_capacity(records.len());
         for record in records {
@@ -253,11 +265,25 @@ impl RecordDecoder {
 /// `records` are decoded as they are). An aggregate that cannot be read is one dead letter.
 fn expand_aggregates(
     records: &[KinesisRecord],
+    range: Option<(u128, u128)>,
     dead_letters: &mut Vec<DeadLetter>,
 ) -> Option<Vec<KinesisRecord>> {
     if !records.iter().any(|r| kpl::is_aggregated(&r.data)) {
         return None;
     }
+    // Only an explicit hash key says where the producer meant a user record to go: one without
+    // is the aggregate's, wherever its partition key would hash.
+    let in_range = |user: &kpl::UserRecord| {
+        let explicit = user
+            .explicit_hash_key
+            .as_deref()
+            .and_then(|k| k.parse::<u128>().ok());
+        match (range, explicit) {
+            (Some((first, last)), Some(key)) => (first..=last).contains(&key),
+            _ => true,
+        }
+    };
+    let mut elsewhere = 0;
     let mut expanded = Vec::with_capacity(records.len());
     for record in records {
         if !kpl::is_aggregated(&record.data) {
@@ -265,17 +291,33 @@ fn expand_aggregates(
             continue;
         }
         match kpl::deaggregate(&record.data) {
-            Ok(users) => expanded.extend(users.into_iter().map(|user| KinesisRecord {
-                partition_key: user.partition_key,
-                data: bytes::Bytes::from(user.data),
-                sub_sequence: Some(user.sub_sequence),
-                ..record.clone()
-            })),
+            Ok(users) => {
+                let (count, before) = (users.len(), expanded.len());
+                expanded.extend(
+                    users
+                        .into_iter()
+                        .filter(in_range)
+                        .map(|user| KinesisRecord {
+                            partition_key: user.partition_key,
+                            data: bytes::Bytes::from(user.data),
+                            sub_sequence: Some(user.sub_sequence),
+                            ..record.clone()
+                        }),
+                );
+                elsewhere += count - (expanded.len() - before);
+            }
             Err(e) => dead_letters.push(DeadLetter {
                 record: record.clone(),
                 error: e.to_string(),
             }),
         }
+    }
+    if elsewhere > 0 {
+        tracing::info!(
+            shard = %records[0].shard_id,
+            user_records = elsewhere,
+            "user records of KPL aggregates whose explicit hash keys another shard holds are left to that shard (the KPL put them there too)"
+        );
     }
     Some(expanded)
 }

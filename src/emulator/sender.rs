@@ -25,8 +25,14 @@ pub enum Target {
         /// A keep-alive HTTP client.
         http: reqwest::Client,
     },
-    /// Kinesis itself, with PutRecords.
-    Direct(KinesisClient),
+    /// Kinesis itself, with PutRecords; with `aggregate`, that many records go in one Kinesis
+    /// record in the KPL's aggregation format.
+    Direct {
+        /// The Kinesis client.
+        client: KinesisClient,
+        /// User records per KPL aggregate (`None`: one Kinesis record each).
+        aggregate: Option<usize>,
+    },
 }
 
 /// One record to send.
@@ -111,12 +117,14 @@ impl Target {
                     ))),
                 }
             }
-            Self::Direct(client) => client.list_streams().send().await.map(|_| ()).map_err(|e| {
-                EmulatorError::Unreachable {
-                    target: "Kinesis".into(),
-                    message: KinesisCallError::new("ListStreams", &e).to_string(),
-                }
-            }),
+            Self::Direct { client, .. } => {
+                client.list_streams().send().await.map(|_| ()).map_err(|e| {
+                    EmulatorError::Unreachable {
+                        target: "Kinesis".into(),
+                        message: KinesisCallError::new("ListStreams", &e).to_string(),
+                    }
+                })
+            }
         }
     }
 
@@ -183,13 +191,24 @@ impl Target {
                     _ => Err(Failure::Fatal(format!("{status}: {body}"))),
                 }
             }
-            Self::Direct(client) => {
+            Self::Direct { client, aggregate } => {
+                // Each Kinesis record and the entries it carries (one, or an aggregate's).
+                let per_record = aggregate.unwrap_or(1).max(1);
                 let records = entries
-                    .iter()
-                    .map(|e| {
+                    .chunks(per_record)
+                    .map(|group| {
+                        let data = if aggregate.is_some() {
+                            let users: Vec<(String, Option<String>, Vec<u8>)> = group
+                                .iter()
+                                .map(|e| (e.key.clone(), None, e.data.get().as_bytes().to_vec()))
+                                .collect();
+                            crate::decode::kpl::aggregate(&users)
+                        } else {
+                            group[0].data.get().as_bytes().to_vec()
+                        };
                         PutRecordsRequestEntry::builder()
-                            .partition_key(&e.key)
-                            .data(Blob::new(e.data.get().as_bytes().to_vec()))
+                            .partition_key(&group[0].key)
+                            .data(Blob::new(data))
                             .build()
                             .map_err(|err| Failure::Fatal(err.to_string()))
                     })
@@ -201,10 +220,14 @@ impl Target {
                     .send()
                     .await
                 {
+                    // An aggregate's result is each of its entries' result.
                     Ok(out) => Ok(out
                         .records()
                         .iter()
-                        .map(|r| r.error_code().map(str::to_owned))
+                        .zip(entries.chunks(per_record))
+                        .flat_map(|(r, group)| {
+                            std::iter::repeat_n(r.error_code().map(str::to_owned), group.len())
+                        })
                         .collect()),
                     Err(e) => {
                         let err = KinesisCallError::new("PutRecords", &e);

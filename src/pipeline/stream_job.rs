@@ -310,12 +310,13 @@ impl StreamJob {
         by_shard: BTreeMap<String, Vec<KinesisRecord>>,
     ) -> Result<(BTreeMap<String, DecodedBatch>, Duration), EngineError> {
         let decoder = self.decoder.clone();
+        let ranges = self.source.hash_ranges();
         let decoding = tokio::task::spawn_blocking(move || {
             let t = Instant::now();
             let mut decoded = BTreeMap::new();
             for (shard, records) in by_shard {
                 let batch = decoder
-                    .decode(&records)
+                    .decode_in_range(&records, ranges.get(&shard).copied())
                     .map_err(|e| format!("decoding records of {shard}: {e}"))?;
                 decoded.insert(shard, batch);
             }

@@ -20,6 +20,8 @@ pub struct ShardInfo {
     pub starting_sequence: Option<String>,
     /// The shard is closed (it has an ending sequence number): it takes no more records.
     pub closed: bool,
+    /// The hash keys it holds, `first..=last` (when the listing says).
+    pub hash_range: Option<(u128, u128)>,
 }
 
 impl ShardInfo {
@@ -72,6 +74,12 @@ pub async fn list_shards(
                 closed: s
                     .sequence_number_range()
                     .is_some_and(|r| r.ending_sequence_number().is_some()),
+                hash_range: s.hash_key_range().and_then(|r| {
+                    Some((
+                        r.starting_hash_key().parse().ok()?,
+                        r.ending_hash_key().parse().ok()?,
+                    ))
+                }),
             }
         }));
         next_token = page.next_token().map(str::to_owned);
@@ -108,6 +116,7 @@ mod tests {
             adjacent_parent: adjacent.map(Into::into),
             starting_sequence: None,
             closed: false,
+            hash_range: None,
         }
     }
 

@@ -320,6 +320,14 @@ impl StreamSource {
         }
     }
 
+    /// Each listed shard's hash key range, `first..=last`.
+    pub fn hash_ranges(&self) -> BTreeMap<String, (u128, u128)> {
+        self.shards
+            .iter()
+            .filter_map(|s| Some((s.shard_id.clone(), s.hash_range?)))
+            .collect()
+    }
+
     /// The shards of the current listing.
     pub fn listed_shards(&self) -> Vec<String> {
         self.shards.iter().map(|s| s.shard_id.clone()).collect()

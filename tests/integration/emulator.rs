@@ -1,10 +1,12 @@
 //! The emulator against the real API and kinesis-mock: exact counts with the seed's record bytes,
-//! every source (generator, SQLite, MariaDB), direct mode, and failures retried to exact counts.
+//! every source (generator, SQLite, MariaDB), direct mode (also in KPL aggregates), and failures
+//! retried to exact counts.
 
 use std::sync::Arc;
 
 use kinesis_delta::api::{self, ApiSettings};
 use kinesis_delta::dataset::{self, Dataset, DatasetSpec, Post, SqlTables};
+use kinesis_delta::decode::kpl;
 use kinesis_delta::emulator::{
     self, Counters, EmulatorSettings, KeyMode, Pace, PostSource, Target,
 };
@@ -61,6 +63,12 @@ fn settings(count: u64, batch: Option<usize>, sequential: bool) -> EmulatorSetti
 /// Every stream holds exactly `expected` posts' rows, byte for byte as the seed sends them (the
 /// JSON text of the row), keyed by the post id.
 async fn assert_streams_hold(endpoint: &str, expected: &[Post]) {
+    assert_user_records(endpoint, expected, false).await;
+}
+
+/// Like [`assert_streams_hold`], with `aggregated`: each Kinesis record is a KPL aggregate, whose
+/// user records are the rows.
+async fn assert_user_records(endpoint: &str, expected: &[Post], aggregated: bool) {
     for (table, stream) in STREAMS.iter().enumerate() {
         let mut want: Vec<(String, Vec<u8>)> = expected
             .iter()
@@ -74,7 +82,15 @@ async fn assert_streams_hold(endpoint: &str, expected: &[Post]) {
             })
             .collect();
         want.sort();
-        let got = read_stream(endpoint, stream).await;
+        let mut got = read_stream(endpoint, stream).await;
+        if aggregated {
+            got = got
+                .iter()
+                .flat_map(|(_, data)| kpl::deaggregate(data).unwrap())
+                .map(|user| (user.partition_key, user.data))
+                .collect();
+            got.sort();
+        }
         assert_eq!(got.len(), want.len(), "records on {stream}");
         for (g, w) in got.iter().zip(&want) {
             assert_eq!(
@@ -161,13 +177,43 @@ async fn direct_to_kinesis_from_sqlite() {
     });
     dataset::load_sql(&data, &url).await.unwrap();
     let source = PostSource::Sql(SqlTables::open(&url).await.unwrap());
-    let target = Target::Direct(client(&setup.server.endpoint).await);
+    let target = Target::Direct {
+        client: client(&setup.server.endpoint).await,
+        aggregate: None,
+    };
     let summary = emulate(&source, &target, 400, Some(100), true).await;
     assert_eq!(
         (summary.posts, counts(&summary)),
         (400, vec![400, 400, 400])
     );
     assert_streams_hold(&setup.server.endpoint, &data.posts().collect::<Vec<_>>()).await;
+}
+
+/// `emulate --direct --kpl 20`: each PutRecords of 100 posts carries 5 Kinesis records, each a
+/// KPL aggregate of 20 rows, which the engine takes apart (`kpl::…`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_to_kinesis_in_kpl_aggregates() {
+    let setup = setup().await;
+    let data = Dataset::new(DatasetSpec {
+        rows: 200,
+        ..DatasetSpec::default()
+    });
+    let target = Target::Direct {
+        client: client(&setup.server.endpoint).await,
+        aggregate: Some(20),
+    };
+    let source = PostSource::Generator(data);
+    let summary = emulate(&source, &target, 200, Some(100), true).await;
+    assert_eq!(
+        (summary.posts, counts(&summary)),
+        (200, vec![200, 200, 200])
+    );
+    for stream in STREAMS {
+        let records = read_stream(&setup.server.endpoint, stream).await;
+        assert_eq!(records.len(), 10, "aggregates of 20 on {stream}");
+    }
+    let posts: Vec<Post> = data.posts().take(200).collect();
+    assert_user_records(&setup.server.endpoint, &posts, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,7 +13,8 @@ use crate::support::data::{Triple, records, triples};
 use crate::support::engine::engine_command;
 use crate::support::servers::{Kind, TestKinesis};
 use crate::support::{
-    create_streams, load_pipeline, put_records, query_counts, run_available_now, write_config,
+    create_streams, load_pipeline, put_each, put_records, query_counts, run_available_now,
+    write_config,
 };
 
 /// Puts each stream's records of `batch`: the first `aggregated` of them in aggregates of 40
@@ -119,4 +120,38 @@ async fn sigkill_in_aggregate_heavy_batches_loses_and_duplicates_nothing() {
     let status = engine_command(&config, true).status().unwrap();
     assert!(status.success(), "the final --available-now run failed");
     assert_exactly_once(&pipeline, total).await;
+}
+
+/// FLINK-29395: after a reshard the KPL may put an aggregate on a shard that no longer holds some
+/// of its user records' hash keys, and puts those user records again on their own shard. Here an
+/// aggregate of 40 goes to the first shard, half of its user records with explicit hash keys of
+/// the second, which gets those 20 again as plain records: each row lands once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_records_of_another_shards_hash_range_are_not_rows_twice() {
+    let server = TestKinesis::start(Kind::Embedded).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), server.endpoint(), "kplrange", 100_000);
+    let pipeline = load_pipeline(&config);
+    let client = server.client().await;
+    create_streams(&client, &pipeline, 2).await;
+    let batch = triples(0, 40);
+    let picks: [fn(&Triple) -> &serde_json::Value; 3] = [|t| &t.pin, |t| &t.geo, |t| &t.user];
+    let top = u128::MAX;
+    for (spec, pick) in pipeline.streams.iter().zip(picks) {
+        let plain = records(&batch, pick);
+        let users: Vec<(String, Option<String>, Vec<u8>)> = plain
+            .iter()
+            .enumerate()
+            .map(|(i, (key, data))| {
+                let hash_key = if i % 2 == 0 { 0 } else { top };
+                (key.clone(), Some(hash_key.to_string()), data.clone())
+            })
+            .collect();
+        let aggregate = vec![("agg".to_owned(), kpl::aggregate(&users))];
+        put_each(&client, &spec.stream, &aggregate, Some(0)).await;
+        let again: Vec<(String, Vec<u8>)> = plain.iter().skip(1).step_by(2).cloned().collect();
+        put_each(&client, &spec.stream, &again, Some(top)).await;
+    }
+    run_available_now(&pipeline).await;
+    assert_exactly_once(&pipeline, 40).await;
 }

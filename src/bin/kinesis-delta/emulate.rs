@@ -63,7 +63,10 @@ pub async fn emulate(args: EmulateArgs) -> anyhow::Result<()> {
         PostSource::Generator(Dataset::new(args.generator.spec()))
     };
     let target = if args.direct {
-        Target::Direct(connect(&pipeline.kinesis).await)
+        Target::Direct {
+            client: connect(&pipeline.kinesis).await,
+            aggregate: args.kpl.map(usize::from),
+        }
     } else {
         Target::api(&args.api, args.api_key.clone())
     };
