@@ -248,6 +248,23 @@ pub struct StreamConfig {
     pub table: String,
     /// The dead-letter table's folder name; default `<table>_dead_letters`.
     pub dead_letter_table: Option<String>,
+    /// What a record's data holds (gzip is recognised by itself).
+    #[serde(default)]
+    pub format: PayloadFormat,
+}
+
+/// What a stream's records hold, once any KPL aggregate is taken apart and any gzip undone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PayloadFormat {
+    /// One JSON object (the default).
+    #[default]
+    Json,
+    /// JSON objects, one per line: each line is a row.
+    JsonLines,
+    /// A CloudWatch Logs subscription envelope: each log event is a row, with the envelope's
+    /// fields; control messages are skipped.
+    CloudwatchLogs,
 }
 
 /// A validated pipeline, ready to run: names resolved, files read, limits checked.
@@ -290,6 +307,8 @@ pub struct StreamSpec {
     pub table_uri: String,
     /// The dead-letter table's URL.
     pub dead_letter_uri: String,
+    /// What its records hold.
+    pub format: PayloadFormat,
 }
 
 impl Pipeline {
@@ -468,6 +487,7 @@ impl PipelineConfig {
                 schema_sql,
                 sql_path,
                 sql,
+                format: s.format,
             });
         }
         check_tables_distinct(&streams)?;

@@ -9,6 +9,7 @@
 
 mod check;
 pub mod kpl;
+pub mod payload;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use arrow::json::ReaderBuilder;
 use datafusion::prelude::SessionContext;
 
 use self::check::IntegerColumns;
+use crate::config::PayloadFormat;
 use crate::source::KinesisRecord;
 
 /// The column after the metadata of a raw row: a user record's index in its KPL aggregate
@@ -119,6 +121,8 @@ pub struct RecordDecoder {
     /// The raw schema with its integer columns as text, which [`IntegerColumns`] checks.
     text_schema: SchemaRef,
     integers: IntegerColumns,
+    /// What a record's data holds.
+    format: PayloadFormat,
 }
 
 impl RecordDecoder {
@@ -143,7 +147,15 @@ impl RecordDecoder {
             text_schema: IntegerColumns::new(&raw_schema).as_text(&raw_schema),
 
             row_schema: Arc::new(Schema::new(fields)),
+            format: PayloadFormat::Json,
         }
+    }
+
+    /// Reads records of `format` (one JSON object each by default).
+    #[must_use]
+    pub fn with_format(mut self, format: PayloadFormat) -> Self {
+        self.format = format;
+        self
     }
 
     /// The schema of decoded rows (what the cleaning SQL sees as `raw`).
@@ -167,7 +179,7 @@ impl RecordDecoder {
         range: Option<(u128, u128)>,
     ) -> Result<DecodedBatch, ArrowError> {
         let mut dead_letters = Vec::new();
-        let expanded = expand_aggregates(records, range, &mut dead_letters);
+        let expanded = expand(records, range, self.format, &mut dead_letters);
         let records = expanded.as_deref().unwrap_or(records);
         let mut good: Vec<&KinesisRecord> = Vec::with_capacity(records.len());
         for record in records {
@@ -261,16 +273,43 @@ impl RecordDecoder {
     }
 }
 
-/// The records with each KPL aggregate replaced by its user records (`None`: there is none, and
-/// `records` are decoded as they are). An aggregate that cannot be read is one dead letter.
+/// The records as rows to decode: each KPL aggregate replaced by its user records, gzip undone,
+/// and each record replaced by the JSON objects its format says it holds (`None`: nothing to
+/// change, `records` are decoded as they are). Data that does not fit is one dead letter.
+fn expand(
+    records: &[KinesisRecord],
+    range: Option<(u128, u128)>,
+    format: PayloadFormat,
+    dead_letters: &mut Vec<DeadLetter>,
+) -> Option<Vec<KinesisRecord>> {
+    let plain = |r: &KinesisRecord| !kpl::is_aggregated(&r.data) && !payload::is_gzip(&r.data);
+    if format == PayloadFormat::Json && records.iter().all(plain) {
+        return None;
+    }
+    let mut expanded = Vec::with_capacity(records.len());
+    for record in expand_aggregates(records, range, dead_letters) {
+        if format == PayloadFormat::Json && !payload::is_gzip(&record.data) {
+            expanded.push(record);
+            continue;
+        }
+        match payload::objects(&record.data, format) {
+            Ok(objects) => expanded.extend(objects.into_iter().map(|data| KinesisRecord {
+                data: bytes::Bytes::from(data),
+                ..record.clone()
+            })),
+            Err(error) => dead_letters.push(DeadLetter { record, error }),
+        }
+    }
+    Some(expanded)
+}
+
+/// The records with each KPL aggregate replaced by its user records. An aggregate that cannot be
+/// read is one dead letter.
 fn expand_aggregates(
     records: &[KinesisRecord],
     range: Option<(u128, u128)>,
     dead_letters: &mut Vec<DeadLetter>,
-) -> Option<Vec<KinesisRecord>> {
-    if !records.iter().any(|r| kpl::is_aggregated(&r.data)) {
-        return None;
-    }
+) -> Vec<KinesisRecord> {
     // Only an explicit hash key says where the producer meant a user record to go: one without
     // is the aggregate's, wherever its partition key would hash.
     let in_range = |user: &kpl::UserRecord| {
@@ -319,7 +358,7 @@ fn expand_aggregates(
             "user records of KPL aggregates whose explicit hash keys another shard holds are left to that shard (the KPL put them there too)"
         );
     }
-    Some(expanded)
+    expanded
 }
 
 /// `Ok` when `data` is UTF-8 text that starts (after white space) with `{`; the decoder checks
@@ -444,6 +483,69 @@ mod tests {
         .await
         .unwrap();
         RecordDecoder::new("s", schema)
+    }
+
+    /// The golden case of each payload format through the declared schema: a gzipped CloudWatch
+    /// Logs envelope (3 events, a control message beside it), JSON lines, and bytes that fit no
+    /// format as dead letters with the reason.
+    #[tokio::test]
+    async fn payload_formats_become_rows_and_what_does_not_fit_is_a_dead_letter() {
+        use std::io::Write;
+        let gzip = |data: &[u8]| {
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            encoder.write_all(data).unwrap();
+            encoder.finish().unwrap()
+        };
+        let schema = raw_schema_from_sql(
+            "CREATE TABLE raw (owner VARCHAR, log_group VARCHAR, log_stream VARCHAR, \
+             subscription_filters VARCHAR[], id VARCHAR, timestamp BIGINT, message VARCHAR)",
+            Path::new("logs.schema.sql"),
+        )
+        .await
+        .unwrap();
+        let logs = RecordDecoder::new("s", schema).with_format(PayloadFormat::CloudwatchLogs);
+        let envelope = include_bytes!("../../tests/fixtures/payloads/cloudwatch_logs.json");
+        let control = include_bytes!("../../tests/fixtures/payloads/cloudwatch_control.json");
+        let decoded = logs
+            .decode(&[
+                record(1, &gzip(envelope)),
+                record(2, &gzip(control)),
+                record(3, b"\x1f\x8b not gzip"),
+            ])
+            .unwrap();
+        assert_eq!(decoded.rows.num_rows(), 3);
+        assert_eq!(
+            integers(&decoded, 5),
+            [
+                Some(1432826855000),
+                Some(1432826855000),
+                Some(1432826855001)
+            ]
+        );
+        let messages = decoded
+            .rows
+            .column(6)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        assert_eq!(messages.value(2), "plain text: café, not JSON");
+        let groups = decoded
+            .rows
+            .column(1)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        assert_eq!(groups.value(0), "CloudTrail/logs");
+        assert_eq!(decoded.dead_letters.len(), 1);
+        assert!(decoded.dead_letters[0].error.contains("not valid gzip"));
+
+        let lines = user_decoder().await.with_format(PayloadFormat::JsonLines);
+        let decoded = lines
+            .decode(&[record(1, b"{\"ind\": 1, \"age\": 20}\n\n{\"ind\": 2}\n")])
+            .unwrap();
+        assert_eq!(integers(&decoded, 0), [Some(1), Some(2)]);
+        assert!(decoded.dead_letters.is_empty());
     }
 
     #[tokio::test]

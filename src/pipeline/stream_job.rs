@@ -150,7 +150,7 @@ impl StreamJob {
         cancel: &CancellationToken,
     ) -> Result<Self, EngineError> {
         let raw_schema = raw_schema_from_sql(&spec.schema_sql, &spec.schema_path).await?;
-        let decoder = RecordDecoder::new(&spec.stream, raw_schema);
+        let decoder = RecordDecoder::new(&spec.stream, raw_schema).with_format(spec.format);
         let cleaning = Cleaning::new(&spec.sql, &spec.sql_path, decoder.row_schema()).await?;
         let output_schema = cleaning.output_schema();
         let app_id = spec.app_id(&pipeline.name);

@@ -18,6 +18,7 @@ mod leases;
 mod lost_records;
 mod maintenance;
 mod operating;
+mod payloads;
 mod reshard;
 mod s3;
 mod scale_out;
