@@ -170,9 +170,10 @@ impl RecordDecoder {
     }
 
     /// Like [`Self::decode`], for records of a shard holding the hash keys `range`: a user record
-    /// of a KPL aggregate whose explicit hash key is outside it is not a row here. After a reshard
-    /// the KPL may put an aggregate on a shard that no longer holds some of its user records, and
-    /// puts those again on their own shard, as the KCL expects (FLINK-29395).
+    /// of a KPL aggregate whose explicit hash key is outside it is not a row here but a dead
+    /// letter that says why. After a reshard the KPL may put an aggregate on a shard that no
+    /// longer holds some of its user records, and puts those again on their own shard
+    /// (FLINK-29395): the table gets them once, and none is dropped unseen.
     pub fn decode_in_range(
         &self,
         records: &[KinesisRecord],
@@ -322,7 +323,6 @@ fn expand_aggregates(
             _ => true,
         }
     };
-    let mut elsewhere = 0;
     let mut expanded = Vec::with_capacity(records.len());
     for record in records {
         if !kpl::is_aggregated(&record.data) {
@@ -331,32 +331,31 @@ fn expand_aggregates(
         }
         match kpl::deaggregate(&record.data) {
             Ok(users) => {
-                let (count, before) = (users.len(), expanded.len());
-                expanded.extend(
-                    users
-                        .into_iter()
-                        .filter(in_range)
-                        .map(|user| KinesisRecord {
-                            partition_key: user.partition_key,
-                            data: bytes::Bytes::from(user.data),
-                            sub_sequence: Some(user.sub_sequence),
-                            ..record.clone()
-                        }),
-                );
-                elsewhere += count - (expanded.len() - before);
+                for user in users {
+                    let outside = !in_range(&user);
+                    let user_record = KinesisRecord {
+                        partition_key: user.partition_key,
+                        data: bytes::Bytes::from(user.data),
+                        sub_sequence: Some(user.sub_sequence),
+                        ..record.clone()
+                    };
+                    if outside {
+                        // Not a row here, and not lost: the KPL puts it again on its own shard
+                        // after a reshard (then this copy is the spare), or someone can.
+                        dead_letters.push(DeadLetter {
+                            record: user_record,
+                            error: "its explicit hash key belongs to another shard (after a reshard the KPL puts such a record again on its own shard)".to_owned(),
+                        });
+                    } else {
+                        expanded.push(user_record);
+                    }
+                }
             }
             Err(e) => dead_letters.push(DeadLetter {
                 record: record.clone(),
                 error: e.to_string(),
             }),
         }
-    }
-    if elsewhere > 0 {
-        tracing::info!(
-            shard = %records[0].shard_id,
-            user_records = elsewhere,
-            "user records of KPL aggregates whose explicit hash keys another shard holds are left to that shard (the KPL put them there too)"
-        );
     }
     expanded
 }

@@ -3,6 +3,7 @@
 //! one per line (`json_lines`), or one per log event of a CloudWatch Logs subscription envelope
 //! (`cloudwatch_logs`).
 
+use std::borrow::Cow;
 use std::io::Read;
 
 use serde::{Deserialize, Serialize};
@@ -24,22 +25,20 @@ pub fn is_gzip(data: &[u8]) -> bool {
 /// The JSON objects a record's data holds, as text (`Ok(vec![])`: nothing to keep, as for a
 /// CloudWatch Logs control message), or why the data does not fit the format.
 pub fn objects(data: &[u8], format: PayloadFormat) -> Result<Vec<Vec<u8>>, String> {
-    let unzipped;
-    let data = if is_gzip(data) {
-        unzipped = gunzip(data)?;
-        unzipped.as_slice()
+    let data: Cow<'_, [u8]> = if is_gzip(data) {
+        Cow::Owned(gunzip(data)?)
     } else {
-        data
+        Cow::Borrowed(data)
     };
     match format {
-        PayloadFormat::Json => Ok(vec![data.to_vec()]),
+        PayloadFormat::Json => Ok(vec![data.into_owned()]),
         PayloadFormat::JsonLines => Ok(data
             .split(|b| *b == b'\n')
             .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
             .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
             .map(<[u8]>::to_vec)
             .collect()),
-        PayloadFormat::CloudwatchLogs => log_events(data),
+        PayloadFormat::CloudwatchLogs => log_events(&data),
     }
 }
 

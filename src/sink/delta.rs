@@ -368,16 +368,27 @@ impl DeltaSink {
             .map_err(|source| self.error(source))?
             .with_writer_properties(parquet_properties());
         for batch in rows.filter(|b| b.num_rows() > 0) {
-            let batch = conform(batch, table_schema).map_err(|source| SinkError::Arrow {
-                table: self.uri.clone(),
-                source,
-            })?;
-            writer
-                .write(batch)
-                .await
-                .map_err(|source| self.error(source))?;
+            self.write_conformed(&mut writer, batch, table_schema)
+                .await?;
         }
         writer.flush().await.map_err(|source| self.error(source))
+    }
+
+    /// Writes `batch` with `writer`, its columns converted to the table's types.
+    pub(super) async fn write_conformed(
+        &self,
+        writer: &mut RecordBatchWriter,
+        batch: &RecordBatch,
+        table_schema: &SchemaRef,
+    ) -> Result<(), SinkError> {
+        let batch = conform(batch, table_schema).map_err(|source| SinkError::Arrow {
+            table: self.uri.clone(),
+            source,
+        })?;
+        writer
+            .write(batch)
+            .await
+            .map_err(|source| self.error(source))
     }
 
     /// The version recorded under transaction id `app_id` in the loaded snapshot.

@@ -24,7 +24,6 @@ use object_store::ObjectStoreExt;
 use serde::Serialize;
 
 use super::delta::parquet_properties;
-use super::schema::conform;
 use super::{DeltaSink, SinkError};
 
 /// The transaction id of compaction commits (see [`DeltaSink::compact`]).
@@ -142,14 +141,7 @@ impl DeltaSink {
                 .map_err(|e| self.error(e.into()))?;
             for batch in batches {
                 let batch = batch.map_err(|e| self.error(e.into()))?;
-                let batch = conform(&batch, &schema).map_err(|source| SinkError::Arrow {
-                    table: self.uri.clone(),
-                    source,
-                })?;
-                writer
-                    .write(batch)
-                    .await
-                    .map_err(|source| self.error(source))?;
+                self.write_conformed(&mut writer, &batch, &schema).await?;
             }
             bin_bytes += u64::try_from(file.size()).unwrap_or(0);
             if bin_bytes >= target_file_size {

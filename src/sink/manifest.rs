@@ -24,10 +24,6 @@ use super::SinkError;
 use crate::sequence::SequenceNumber;
 use crate::source::{ShardPosition, ShardRange};
 
-/// How many committed manifests are kept behind the newest (for inspection; only the newest
-/// committed one and the one after it are ever read).
-const KEEP_COMMITTED: i64 = 20;
-
 /// One planned batch: the records it takes and where every shard stands after it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchManifest {
@@ -82,18 +78,6 @@ pub struct TipMarker {
     pub observed_at: DateTime<Utc>,
 }
 
-/// What happened when a manifest was written.
-#[derive(Debug)]
-pub enum ManifestOutcome {
-    /// Ours is now the plan of that batch.
-    Created,
-    /// A plan for that batch existed already (an earlier run, or a competing engine): it wins.
-    Existing(Box<BatchManifest>),
-    /// A plan existed but was deleted before it could be read: another engine committed that
-    /// batch and 20 more meanwhile (manifests are pruned 20 behind). The planner is behind.
-    Vanished,
-}
-
 /// What the manifest slot after the table's stream-level checkpoint holds once fenced.
 #[derive(Debug)]
 pub enum Fence {
@@ -142,20 +126,6 @@ impl ManifestLog {
 
     async fn read_json<T: DeserializeOwned>(&self, path: &Path) -> Result<Option<T>, SinkError> {
         read_json(&self.store, path).await
-    }
-
-    /// Writes the manifest unless one exists for its batch id.
-    pub async fn create(&self, manifest: &BatchManifest) -> Result<ManifestOutcome, SinkError> {
-        if self
-            .put_json(&self.path(manifest.batch_id), manifest, true)
-            .await?
-        {
-            return Ok(ManifestOutcome::Created);
-        }
-        Ok(match self.get(manifest.batch_id).await? {
-            Some(existing) => ManifestOutcome::Existing(Box::new(existing)),
-            None => ManifestOutcome::Vanished,
-        })
     }
 
     /// Puts the fence at `batch_id` (the slot after the table's stream-level checkpoint), unless
@@ -245,31 +215,11 @@ impl ManifestLog {
         self.base.clone().join("tip.json")
     }
 
-    /// Records that `marker.shards` are at their tip after `marker.batch_id` (overwrites: every
-    /// engine that observes it observes the same truth).
-    pub async fn write_tip(&self, marker: &TipMarker) -> Result<(), SinkError> {
-        self.put_json(&self.tip_path(), marker, false)
-            .await
-            .map(|_| ())
-    }
-
     /// The last tip marker, if any (an unreadable one counts as none: it only ever saves a stop).
     pub async fn read_tip(&self) -> Result<Option<TipMarker>, SinkError> {
         match self.read_json(&self.tip_path()).await {
             Err(SinkError::DamagedManifest { .. }) => Ok(None),
             other => other,
-        }
-    }
-
-    /// Deletes manifests of batches well behind `committed` (best effort).
-    pub async fn prune(&self, committed: i64) {
-        let old = committed - KEEP_COMMITTED;
-        if old < 1 {
-            return;
-        }
-        match self.store.delete(&self.path(old)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => tracing::debug!(error = %e, "could not prune an old batch manifest"),
         }
     }
 }

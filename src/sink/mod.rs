@@ -13,7 +13,7 @@ mod shard_plans;
 
 pub use delta::{CommitOutcome, DeltaSink};
 pub use maintenance::{Compaction, TableFiles};
-pub use manifest::{BatchManifest, BatchSplit, Fence, ManifestLog, ManifestOutcome, TipMarker};
+pub use manifest::{BatchManifest, BatchSplit, Fence, ManifestLog, TipMarker};
 pub use schema::delta_compatible;
 pub use shard_commit::{Numbering, PlanRows, PlansCommitted};
 pub use shard_plans::{PlanOutcome, ShardPlan, ShardPlanLog, ShardTip};

@@ -270,40 +270,6 @@ impl StreamSource {
             .collect()
     }
 
-    /// Puts every shard back at a committed position (shards not in `positions` start afresh).
-    pub fn restore(&mut self, positions: &BTreeMap<String, ShardPosition>) {
-        self.restore_except(positions, |_| false);
-    }
-
-    /// Like [`Self::restore`], leaving the shards for which `keep` is true as they are.
-    pub fn restore_except(
-        &mut self,
-        positions: &BTreeMap<String, ShardPosition>,
-        keep: impl Fn(&str) -> bool,
-    ) {
-        self.stop_consumers();
-        for (id, reader) in &mut self.readers {
-            if keep(id) {
-                continue;
-            }
-            let position = positions.get(id).cloned().unwrap_or_default();
-            reader.rewind_to(position.last);
-            if position.finished {
-                reader.mark_finished();
-            }
-        }
-        for (id, position) in positions {
-            if !self.readers.contains_key(id) {
-                let mut reader = self.reader_for(id);
-                reader.rewind_to(position.last.clone());
-                if position.finished {
-                    reader.mark_finished();
-                }
-                self.readers.insert(id.clone(), reader);
-            }
-        }
-    }
-
     /// Puts one shard back at a committed position; what its consumer read ahead is dropped, the
     /// other shards keep theirs.
     pub fn restore_shard(&mut self, shard_id: &str, position: &ShardPosition) {

@@ -125,7 +125,8 @@ async fn sigkill_in_aggregate_heavy_batches_loses_and_duplicates_nothing() {
 /// FLINK-29395: after a reshard the KPL may put an aggregate on a shard that no longer holds some
 /// of its user records' hash keys, and puts those user records again on their own shard. Here an
 /// aggregate of 40 goes to the first shard, half of its user records with explicit hash keys of
-/// the second, which gets those 20 again as plain records: each row lands once.
+/// the second, which gets those 20 again as plain records: each row lands once, and the 20 spare
+/// copies are dead letters that say why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_records_of_another_shards_hash_range_are_not_rows_twice() {
     let server = TestKinesis::start(Kind::Embedded).await;
@@ -154,4 +155,13 @@ async fn user_records_of_another_shards_hash_range_are_not_rows_twice() {
     }
     run_available_now(&pipeline).await;
     assert_exactly_once(&pipeline, 40).await;
+    // The spare copies are kept, and say why they are not rows.
+    for spec in &pipeline.streams {
+        let dead = query_counts(
+            &[("dead", &spec.dead_letter_uri)],
+            "SELECT count(*), count(*) FILTER (WHERE error LIKE '%belongs to another shard%') FROM dead",
+        )
+        .await;
+        assert_eq!(dead, [20, 20], "{}", spec.name);
+    }
 }

@@ -34,6 +34,11 @@ impl StreamJob {
             let lost: Vec<&String> = self.owned.difference(&held).collect();
             tracing::info!(%stream, worker = leases.worker(), taken = ?taken, lost = ?lost, "shards held changed");
             self.owned.retain(|s| held.contains(s));
+            // A shard made by a reshard since this process last listed the shards: resuming
+            // judges a checkpoint against the listing, so it must be current.
+            if taken.iter().any(|s| !self.source.is_listed(s)) {
+                self.source.refresh_shards(cancel).await?;
+            }
             match self.resume_shards(&taken, cancel).await {
                 Ok(()) => self.owned.extend(taken),
                 Err(e) if e.retryable() => {

@@ -13,7 +13,7 @@ use crate::decode::DecodedBatch;
 use crate::pipeline::EngineError;
 use crate::pipeline::resume::{incarnation_changed, lost_stream};
 use crate::sink::ShardPlan;
-use crate::source::{KinesisRecord, ReplayRules};
+use crate::source::{KinesisRecord, ReplayRules, ShardPosition};
 
 impl StreamJob {
     /// The plans `pending`, ready to commit; their shards then stand where the plans leave them.
@@ -159,9 +159,21 @@ impl StreamJob {
                 return Ok(());
             }
             if let Some(plan) = self.plans.get(shard, version).await? {
+                self.committed.insert(shard.to_owned(), version);
+                let start = plan.shard_start.as_deref().map(|s| (shard, s));
+                if incarnation_changed(
+                    plan.stream_created_ms,
+                    start,
+                    &self.source,
+                    self.stream_now.created_ms,
+                ) {
+                    // The plan of a shard of the stream before it was recreated: this shard of
+                    // the same id has read nothing the table knows (and has not ended).
+                    self.source.restore_shard(shard, &ShardPosition::default());
+                    return Ok(());
+                }
                 tracing::info!(stream = %self.name, %shard, plan = version, "another worker committed this shard ahead of this one; continuing after its plan");
                 self.source.restore_shard(shard, &plan.position);
-                self.committed.insert(shard.to_owned(), version);
                 if plan.position.finished {
                     self.finished.insert(shard.to_owned());
                     if let Some(leases) = &self.leases {

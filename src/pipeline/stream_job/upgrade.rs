@@ -17,7 +17,7 @@ use super::StreamJob;
 use crate::config::LostStreamPolicy;
 use crate::decode::{dead_letter_batch, dead_letter_schema};
 use crate::pipeline::EngineError;
-use crate::pipeline::resume::{ShardCheckpoint, lost_stream};
+use crate::pipeline::resume::{ShardCheckpoint, incarnation_changed, lost_stream};
 use crate::sink::{BatchManifest, Fence, TipMarker};
 use crate::source::ReplayRules;
 
@@ -106,14 +106,19 @@ impl StreamJob {
     ) -> Result<(), EngineError> {
         let batch_id = manifest.batch_id;
         tracing::info!(stream = %self.name, batch_id, "finishing a batch planned by an earlier version");
-        let starts_now = self.source.shard_starts();
-        let recreated = matches!(
-            (manifest.stream_created_ms, self.stream_now.created_ms),
-            (Some(then), Some(now)) if then != now
-        ) || manifest
-            .shard_starts
-            .iter()
-            .any(|(shard, start)| starts_now.get(shard).is_some_and(|now| now != start));
+        let changed = |start: Option<(&str, &str)>| {
+            incarnation_changed(
+                manifest.stream_created_ms,
+                start,
+                &self.source,
+                self.stream_now.created_ms,
+            )
+        };
+        let recreated = changed(None)
+            || manifest
+                .shard_starts
+                .iter()
+                .any(|(shard, start)| changed(Some((shard, start))));
         let mut records = Vec::new();
         let mut records_gone = recreated;
         if recreated {
