@@ -85,6 +85,7 @@ pub async fn run(
         &LocalKinesisSettings {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             state_dir: Some(settings.data_dir.join("kinesis")),
+            subscription_lifetime: crate::local::SUBSCRIPTION_LIFETIME,
         },
         services.clone(),
     )

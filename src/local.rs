@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use ferrokinesis::store::{DurableStateOptions, StoreOptions};
 use tokio::net::TcpListener;
@@ -16,7 +17,13 @@ pub struct LocalKinesisSettings {
     pub bind: SocketAddr,
     /// Where the durable state lives; `None` keeps everything in memory.
     pub state_dir: Option<PathBuf>,
+    /// How long a SubscribeToShard subscription lasts before the server ends it (Kinesis: 5
+    /// minutes, [`SUBSCRIPTION_LIFETIME`]; tests shorten it to see subscriptions renewed).
+    pub subscription_lifetime: Duration,
 }
+
+/// How long Kinesis keeps a SubscribeToShard subscription open.
+pub const SUBSCRIPTION_LIFETIME: Duration = Duration::from_secs(300);
 
 /// A running embedded server.
 #[derive(Debug)]
@@ -37,6 +44,10 @@ impl LocalKinesis {
             delete_stream_ms: 0,
             update_stream_ms: 0,
             shard_limit: 500,
+            subscribe_to_shard_session_ms: u64::try_from(
+                settings.subscription_lifetime.as_millis(),
+            )
+            .unwrap_or(u64::MAX),
             ..StoreOptions::default()
         };
         if let Some(dir) = &settings.state_dir {

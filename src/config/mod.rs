@@ -122,6 +122,25 @@ pub struct KinesisSettings {
     pub initial_position: InitialPosition,
     /// The start time with `initial_position = "at_timestamp"`.
     pub initial_timestamp: Option<DateTime<Utc>>,
+    /// How the shards are read.
+    pub consumer_mode: ConsumerMode,
+    /// With enhanced fan-out, the name the stream consumer is registered under (every process of
+    /// the pipeline shares it); validation fills in `kinesis-delta-<pipeline>` when unset.
+    pub consumer_name: Option<String>,
+    /// With enhanced fan-out, deregister the consumer when the engine stops (it is billed while
+    /// registered); otherwise it stays for the next start.
+    pub deregister_consumer: bool,
+}
+
+/// How the shards are read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsumerMode {
+    /// GetRecords calls, sharing each shard's 2 MiB/s and 5 calls/s with the stream's other readers.
+    #[default]
+    Polling,
+    /// SubscribeToShard: a registered consumer gets its own 2 MiB/s per shard, pushed.
+    EnhancedFanOut,
 }
 
 impl Default for KinesisSettings {
@@ -132,7 +151,38 @@ impl Default for KinesisSettings {
             profile: None,
             initial_position: InitialPosition::TrimHorizon,
             initial_timestamp: None,
+            consumer_mode: ConsumerMode::Polling,
+            consumer_name: None,
+            deregister_consumer: false,
         }
+    }
+}
+
+impl KinesisSettings {
+    /// Checks the enhanced fan-out settings and names the consumer after `pipeline` when the
+    /// config does not.
+    fn with_consumer_name(self, pipeline: &str) -> Result<Self, ConfigError> {
+        if self.consumer_mode == ConsumerMode::Polling {
+            if self.consumer_name.is_some() || self.deregister_consumer {
+                return Err(ConfigError::Invalid(
+                    "kinesis.consumer_name and kinesis.deregister_consumer apply to enhanced fan-out only: set kinesis.consumer_mode = \"enhanced_fan_out\", or remove them".into(),
+                ));
+            }
+            return Ok(self);
+        }
+        let name = self
+            .consumer_name
+            .clone()
+            .unwrap_or_else(|| format!("kinesis-delta-{pipeline}"));
+        if !valid_stream_name(&name) {
+            return Err(ConfigError::Invalid(format!(
+                "kinesis.consumer_name `{name}` is not a Kinesis consumer name: 1 to 128 of a-z A-Z 0-9 _ . - (set kinesis.consumer_name to a shorter one)"
+            )));
+        }
+        Ok(Self {
+            consumer_name: Some(name),
+            ..self
+        })
     }
 }
 
@@ -424,6 +474,12 @@ impl PipelineConfig {
                 "kinesis.endpoint_url `{url}` is not a URL (e.g. http://127.0.0.1:4567)"
             ));
         }
+        let kinesis = self.kinesis.with_consumer_name(&p.name)?;
+        if kinesis.deregister_consumer && self.leases.is_some() {
+            return invalid(
+                "kinesis.deregister_consumer would cut the other processes' subscriptions whenever one of them stops: with [leases], leave it unset and deregister the consumer when the pipeline is retired (`aws kinesis deregister-stream-consumer`)".into(),
+            );
+        }
         if self.streams.is_empty() {
             return invalid("the config has no [[streams]]: add at least one".into());
         }
@@ -494,7 +550,7 @@ impl PipelineConfig {
         Ok(Pipeline {
             name: p.name.clone(),
             table_root,
-            kinesis: self.kinesis,
+            kinesis,
             engine: self.engine,
             maintenance: self.maintenance,
             leases: self.leases,
@@ -585,6 +641,58 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("at least \"16MiB\""), "{err}");
+    }
+
+    /// The enhanced fan-out settings: the consumer named after the pipeline by default, and each
+    /// misuse refused at start-up with the way out.
+    #[test]
+    fn enhanced_fan_out_settings_are_checked_with_the_fix() {
+        let validate = |edit: &dyn Fn(String) -> String| {
+            let text = edit(DEFAULT_CONFIG.to_owned());
+            let dir = tempfile::tempdir().unwrap();
+            let mut config = PipelineConfig::parse(&text, "test").unwrap();
+            config.pipeline.table_root = dir.path().join("t").display().to_string();
+            config.validate(Path::new(env!("CARGO_MANIFEST_DIR")))
+        };
+        let fan_out = |t: String| {
+            t.replace(
+                "consumer_mode = \"polling\"",
+                "consumer_mode = \"enhanced_fan_out\"",
+            )
+        };
+        let pipeline = validate(&fan_out).unwrap();
+        assert_eq!(pipeline.kinesis.consumer_mode, ConsumerMode::EnhancedFanOut);
+        assert_eq!(
+            pipeline.kinesis.consumer_name.as_deref(),
+            Some("kinesis-delta-pinterest")
+        );
+        let polling_with_a_name = |t: String| {
+            t.replace(
+                "# consumer_name = \"kinesis-delta-pinterest\"",
+                "consumer_name = \"mine\"",
+            )
+        };
+        let err = validate(&polling_with_a_name).unwrap_err().to_string();
+        assert!(
+            err.contains("consumer_mode = \"enhanced_fan_out\""),
+            "{err}"
+        );
+        let bad_name = |t: String| {
+            fan_out(t).replace(
+                "# consumer_name = \"kinesis-delta-pinterest\"",
+                "consumer_name = \"my consumer\"",
+            )
+        };
+        let err = validate(&bad_name).unwrap_err().to_string();
+        assert!(err.contains("a-z A-Z 0-9 _ . -"), "{err}");
+        let deregister_with_leases = |t: String| {
+            fan_out(t)
+                .replace("# deregister_consumer = true", "deregister_consumer = true")
+                .replace("# [leases]", "[leases]")
+                .replace("# table = \"kinesis-delta-leases\"", "table = \"leases\"")
+        };
+        let err = validate(&deregister_with_leases).unwrap_err().to_string();
+        assert!(err.contains("with [leases], leave it unset"), "{err}");
     }
 
     #[test]

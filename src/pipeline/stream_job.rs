@@ -9,6 +9,7 @@ mod plan;
 mod upgrade;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::datatypes::SchemaRef;
@@ -22,7 +23,7 @@ use super::leases::ShardLeases;
 use super::maintenance::Maintainer;
 use super::resume::{StreamNow, stream_facts};
 use super::split::SplitRule;
-use crate::config::{InitialPosition, LostStreamPolicy, Pipeline, StreamSpec};
+use crate::config::{ConsumerMode, InitialPosition, LostStreamPolicy, Pipeline, StreamSpec};
 use crate::decode::{
     DecodedBatch, METADATA_COLUMNS, RecordDecoder, dead_letter_batch, dead_letter_schema,
     raw_schema_from_sql,
@@ -31,8 +32,8 @@ use crate::lease::LeaseWorker;
 use crate::progress::BatchProgress;
 use crate::sink::{DeltaSink, ManifestLog, Numbering, PlanRows, ShardPlan, ShardPlanLog};
 use crate::source::{
-    BatchLimits, BudgetLease, KinesisClient, KinesisRecord, MemoryBudget, StartPosition,
-    StreamSource,
+    BatchLimits, BudgetLease, FanOutConsumer, KinesisClient, KinesisRecord, MemoryBudget,
+    StartPosition, StreamSource,
 };
 use crate::telemetry::{StreamMetrics, readiness};
 use crate::transform::Cleaning;
@@ -133,6 +134,8 @@ pub struct StreamJob {
     progress: UnboundedSender<BatchProgress>,
     metrics: StreamMetrics,
     summary: StreamSummary,
+    /// The enhanced fan-out consumer to deregister when the run ends (`kinesis.deregister_consumer`).
+    deregister: Option<(Arc<FanOutConsumer>, KinesisClient)>,
 }
 
 impl StreamJob {
@@ -183,6 +186,19 @@ impl StreamJob {
                 StartPosition::AtTimestamp(pipeline.kinesis.initial_timestamp.unwrap_or(started_at))
             }
         };
+        let fan_out = match (
+            pipeline.kinesis.consumer_mode,
+            &pipeline.kinesis.consumer_name,
+        ) {
+            (ConsumerMode::EnhancedFanOut, Some(name)) => Some(Arc::new(
+                FanOutConsumer::register(&client, &spec.stream, name, cancel).await?,
+            )),
+            _ => None,
+        };
+        let deregister = fan_out
+            .clone()
+            .filter(|_| pipeline.kinesis.deregister_consumer)
+            .map(|consumer| (consumer, client.clone()));
         let source_client = client.clone();
         let mut source = StreamSource::new(
             client,
@@ -194,7 +210,8 @@ impl StreamJob {
             (mode == RunMode::AvailableNow).then_some(pipeline.engine.startup_timeout),
         )
         .continue_after_expiry(pipeline.engine.on_lost_stream == LostStreamPolicy::Restart)
-        .with_budget(budget);
+        .with_budget(budget)
+        .with_fan_out(fan_out);
         if mode == RunMode::AvailableNow {
             // The run ends at the records that were there when it started.
             source.end_after(started_at.timestamp_millis());
@@ -249,6 +266,7 @@ impl StreamJob {
                 stream: spec.name.clone(),
                 ..StreamSummary::default()
             },
+            deregister,
         };
         job.upgraded_from = job.fence_stream_level(cancel).await?;
         if job.leases.is_some() {
@@ -272,12 +290,27 @@ impl StreamJob {
         format!("{}/{shard}", self.app_id)
     }
 
-    /// Runs batches until cancelled or, with [`RunMode::AvailableNow`], caught up.
+    /// Runs batches until cancelled or, with [`RunMode::AvailableNow`], caught up; then
+    /// deregisters the enhanced fan-out consumer if asked to, however the run ended.
     pub async fn run(
         mut self,
         mode: RunMode,
         cancel: &CancellationToken,
     ) -> Result<StreamSummary, EngineError> {
+        let outcome = self.batches(mode, cancel).await;
+        if let Some((consumer, client)) = &self.deregister
+            && let Err(e) = consumer.deregister(client).await
+        {
+            tracing::warn!(stream = %self.stream(), consumer = consumer.name(), error = %e, "could not deregister the enhanced fan-out consumer; it stays registered (and billed)");
+        }
+        outcome.map(|()| self.summary)
+    }
+
+    async fn batches(
+        &mut self,
+        mode: RunMode,
+        cancel: &CancellationToken,
+    ) -> Result<(), EngineError> {
         loop {
             if cancel.is_cancelled() {
                 break;
@@ -299,7 +332,7 @@ impl StreamJob {
         self.dead_letter_maintenance
             .at_stop(&mut self.dead_letters)
             .await;
-        Ok(self.summary)
+        Ok(())
     }
 
     /// Decodes each shard's records (in sequence order, as they come), so that a replay of a

@@ -251,11 +251,14 @@ async fn consume(
             .fetched
             .store(!outcome.records.is_empty(), Ordering::Release);
         if bytes > expected {
-            // Records larger than those before: the rest of their share, waiting if need be.
-            tokio::select! {
-                more = settings.budget.reserve(bytes - expected) => lease.merge(more),
+            // Records larger than those before (or an event of a subscription, whose size no
+            // call limits): their whole share, asked for afresh, waiting if need be. Waiting for
+            // the rest while holding part could wait forever for a share near the whole budget.
+            drop(lease);
+            lease = tokio::select! {
+                lease = settings.budget.reserve(bytes) => lease,
                 () = stop.cancelled() => return,
-            }
+            };
         }
         let sent = tokio::select! {
             sent = answers.send(Ok(Fetched { outcome, lease })) => sent.is_ok(),

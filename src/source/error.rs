@@ -136,6 +136,16 @@ pub enum SourceError {
         /// The shard.
         shard: String,
     },
+    /// The enhanced fan-out consumer could not be registered or made ready.
+    #[error("stream `{stream}`, enhanced fan-out consumer `{consumer}`: {message}")]
+    FanOut {
+        /// The stream.
+        stream: String,
+        /// The consumer's name.
+        consumer: String,
+        /// What went wrong, and the way out.
+        message: String,
+    },
     /// The records of a planned, uncommitted batch are no longer in the shard (trimmed by
     /// retention, or the server lost its state). The user's to decide: see the message.
     #[error(
@@ -221,11 +231,11 @@ pub fn remedy(operation: &str, code: Option<&str>, transport: bool) -> Option<St
 
 impl SourceError {
     /// Kinesis refused a position as one the shard never had (`InvalidArgumentException` on
-    /// GetShardIterator): the sequence number is not of this shard, or no longer in it.
+    /// GetShardIterator or SubscribeToShard): the sequence number is not of this shard, or no longer in it.
     pub fn is_position_refused(&self) -> bool {
         // Kinesis says InvalidArgumentException; kinesis-mock and LocalStack, and Kinesis for a
         // shard deleted after retention, ResourceNotFoundException.
-        matches!(self, Self::Call { operation: "GetShardIterator", code, .. }
+        matches!(self, Self::Call { operation: "GetShardIterator" | "SubscribeToShard", code, .. }
             if code == "InvalidArgumentException" || code == "ResourceNotFoundException")
     }
 

@@ -5,7 +5,8 @@
 //!                      │ readable shards
 //!                      ▼
 //!   ShardConsumer, one task per shard: ShardReader::fetch (GetShardIterator / GetRecords,
-//!                      │ ≤ N calls/s, backoff, iterator renewal), waits on the MemoryBudget
+//!                      │ ≤ N calls/s, backoff, iterator renewal; or SubscribeToShard events
+//!                      │ with enhanced fan-out), waits on the MemoryBudget
 //!                      │ KinesisRecord … (a small buffer per shard)
 //!                      ▼
 //!   StreamSource::collect_batch ──► the records of one micro-batch + the range read per shard
@@ -17,6 +18,7 @@ mod client;
 mod collect;
 mod consumer;
 mod error;
+mod fan_out;
 mod reader;
 mod replay;
 mod shards;
@@ -29,6 +31,7 @@ pub use error::{
     ErrorClass, SourceError, classify, summary as error_summary,
     summary_with_remedy as error_summary_with_remedy,
 };
+pub use fan_out::FanOutConsumer;
 pub use reader::{FetchOutcome, ShardReader, StartPosition};
 pub use replay::{CheckpointState, ReplayRules, Replayed};
 pub use shards::{ShardInfo, list_shards, readable_shards};

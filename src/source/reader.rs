@@ -1,5 +1,6 @@
 //! Reads one shard: keeps its iterator and position, paces GetRecords calls, and survives
-//! throttling, expired iterators and the service being away without skipping a record.
+//! throttling, expired iterators and the service being away without skipping a record. With
+//! enhanced fan-out the same position is read from a subscription instead (`subscribe`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,9 +12,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::error::{ErrorClass, SourceError, classify};
+use super::fan_out::FanOutConsumer;
 use super::{Backoff, KinesisClient, KinesisRecord};
 use crate::sequence::SequenceNumber;
 use crate::telemetry::{ShardMetrics, readiness};
+
+mod subscribe;
+
+use subscribe::Subscription;
 
 /// Where a shard with nothing read yet starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,6 +142,10 @@ pub struct ShardReader {
     skip_through: Option<SequenceNumber>,
     /// Shared with the reader's forks: a shard's consumers, one after another, spend one budget.
     calls: Arc<Mutex<CallBudget>>,
+    /// With enhanced fan-out, the consumer the shard is subscribed with (`None`: GetRecords).
+    fan_out: Option<Arc<FanOutConsumer>>,
+    /// The open subscription (never shared with a fork, which subscribes from its own position).
+    subscription: Subscription,
     backoff: Backoff,
     metrics: ShardMetrics,
 }
@@ -164,6 +174,8 @@ impl ShardReader {
             continue_after_expiry: false,
             skip_through: None,
             calls: Arc::new(Mutex::new(CallBudget::new(calls_per_second))),
+            fan_out: None,
+            subscription: Subscription::default(),
             backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(10)),
             metrics: ShardMetrics::new(stream, shard_id),
         }
@@ -224,6 +236,7 @@ impl ShardReader {
         self.at_run_end = false;
         self.at_tip = false;
         self.skip_through = None;
+        self.subscription = Subscription::default();
     }
 
     /// With `true`, a position Kinesis refuses as no longer in the shard (expired while the engine
@@ -280,10 +293,12 @@ impl ShardReader {
     pub fn mark_finished(&mut self) {
         self.finished = true;
         self.iterator = None;
+        self.subscription = Subscription::default();
     }
 
-    /// One GetRecords call of at most `limit` records, retried until it succeeds, the error is one
-    /// retrying cannot fix, or `cancel` fires (then an empty outcome is returned).
+    /// One GetRecords call of at most `limit` records (with enhanced fan-out: the subscription's
+    /// next event, whatever its size), retried until it succeeds, the error is one retrying cannot
+    /// fix, or `cancel` fires (then an empty outcome is returned).
     pub async fn fetch(
         &mut self,
         client: &KinesisClient,
@@ -297,6 +312,33 @@ impl ShardReader {
                 ..FetchOutcome::default()
             });
         }
+        if let Some(consumer) = self.fan_out.clone() {
+            let outcome = self.fetch_pushed(&consumer, client, cancel).await?;
+            let unconfirmed_end = self.closed
+                && outcome.records.is_empty()
+                && outcome.millis_behind == Some(0)
+                && !outcome.finished
+                && !outcome.at_run_end;
+            if !unconfirmed_end || cancel.is_cancelled() {
+                return Ok(outcome);
+            }
+            // A shard listed as closed, at its tip, whose subscription did not name its children
+            // (some servers never do): GetRecords tells whether it is read to its end. The next
+            // subscription starts after whatever this call takes; the iterator of an earlier such
+            // call is behind the records pushed since.
+            self.subscription = Subscription::default();
+            self.iterator = None;
+        }
+        self.fetch_polled(client, limit, cancel).await
+    }
+
+    /// [`Self::fetch`] by GetRecords.
+    async fn fetch_polled(
+        &mut self,
+        client: &KinesisClient,
+        limit: i32,
+        cancel: &CancellationToken,
+    ) -> Result<FetchOutcome, SourceError> {
         loop {
             if cancel.is_cancelled() {
                 return Ok(FetchOutcome::default());
@@ -392,53 +434,7 @@ impl ShardReader {
         limit: i32,
     ) -> Result<FetchOutcome, SourceError> {
         let full = usize::try_from(limit).is_ok_and(|limit| output.records.len() >= limit);
-        let mut records = Vec::with_capacity(output.records.len());
-        for record in output.records {
-            // Kinesis never sends such a number; skipping the record would lose it.
-            let sequence_number = SequenceNumber::parse(&record.sequence_number).map_err(|e| {
-                SourceError::BadSequenceNumber {
-                    stream: self.stream.clone(),
-                    shard: self.shard_id.to_string(),
-                    message: e.to_string(),
-                }
-            })?;
-            records.push(KinesisRecord {
-                shard_id: Arc::clone(&self.shard_id),
-                sequence_number,
-                partition_key: record.partition_key.unwrap_or_default(),
-                approximate_arrival_ms: record
-                    .approximate_arrival_timestamp
-                    .and_then(|t| t.to_millis().ok()),
-                data: Bytes::from(record.data.into_inner()),
-                sub_sequence: None,
-            });
-        }
-        self.metrics.answered(
-            output.millis_behind_latest,
-            records.last().and_then(|r| r.approximate_arrival_ms),
-        );
-        readiness().passed(&self.stream);
-        if let Some(through) = &self.skip_through {
-            records.retain(|r| &r.sequence_number > through);
-            if !records.is_empty() {
-                self.skip_through = None;
-            }
-        }
-        if let Some(end) = self.end_after_ms
-            && let Some(cut) = records
-                .iter()
-                .position(|r| r.approximate_arrival_ms.is_some_and(|at| at > end))
-        {
-            records.truncate(cut);
-            self.at_run_end = true;
-        }
-        if let Some(last) = records.last() {
-            self.last_read = Some(last.sequence_number.clone());
-        }
-        // An empty answer at MillisBehindLatest 0: nothing lay beyond (an answer with records may
-        // have been cut by its Limit inside a burst that all arrived in the same millisecond).
-        self.at_tip =
-            !self.at_run_end && records.is_empty() && output.millis_behind_latest == Some(0);
+        let records = self.take_records(output.records, output.millis_behind_latest)?;
         let mut relist = false;
         if self.at_run_end {
             // Records past the cut remain unread: a later run asks again after `last_read`.
@@ -468,31 +464,109 @@ impl ShardReader {
         })
     }
 
+    /// Takes the records of one answer (GetRecords, or an event of a subscription): parses their
+    /// sequence numbers, skips what was consumed before an expiry, cuts at the run's end, and
+    /// moves the position over them.
+    fn take_records(
+        &mut self,
+        answer: Vec<aws_sdk_kinesis::types::Record>,
+        millis_behind: Option<i64>,
+    ) -> Result<Vec<KinesisRecord>, SourceError> {
+        let mut records = Vec::with_capacity(answer.len());
+        for record in answer {
+            // Kinesis never sends such a number; skipping the record would lose it.
+            let sequence_number = SequenceNumber::parse(&record.sequence_number).map_err(|e| {
+                SourceError::BadSequenceNumber {
+                    stream: self.stream.clone(),
+                    shard: self.shard_id.to_string(),
+                    message: e.to_string(),
+                }
+            })?;
+            records.push(KinesisRecord {
+                shard_id: Arc::clone(&self.shard_id),
+                sequence_number,
+                partition_key: record.partition_key.unwrap_or_default(),
+                approximate_arrival_ms: record
+                    .approximate_arrival_timestamp
+                    .and_then(|t| t.to_millis().ok()),
+                data: Bytes::from(record.data.into_inner()),
+                sub_sequence: None,
+            });
+        }
+        self.metrics.answered(
+            millis_behind,
+            records.last().and_then(|r| r.approximate_arrival_ms),
+        );
+        readiness().passed(&self.stream);
+        if let Some(through) = &self.skip_through {
+            records.retain(|r| &r.sequence_number > through);
+            if !records.is_empty() {
+                self.skip_through = None;
+            }
+        }
+        if let Some(end) = self.end_after_ms
+            && let Some(cut) = records
+                .iter()
+                .position(|r| r.approximate_arrival_ms.is_some_and(|at| at > end))
+        {
+            records.truncate(cut);
+            self.at_run_end = true;
+        }
+        if let Some(last) = records.last() {
+            self.last_read = Some(last.sequence_number.clone());
+        }
+        // An empty answer at MillisBehindLatest 0: nothing lay beyond (an answer with records may
+        // have been cut by its Limit inside a burst that all arrived in the same millisecond).
+        self.at_tip = !self.at_run_end && records.is_empty() && millis_behind == Some(0);
+        Ok(records)
+    }
+
+    /// Where reading goes on: just after the last record read, or at the start when nothing was;
+    /// from the oldest record after an accepted expiry. As an iterator type, with its sequence
+    /// number or timestamp.
+    fn position(
+        &self,
+    ) -> (
+        ShardIteratorType,
+        Option<String>,
+        Option<aws_smithy_types::DateTime>,
+    ) {
+        match (&self.last_read, &self.start) {
+            (Some(_), _) if self.skip_through.is_some() => {
+                (ShardIteratorType::TrimHorizon, None, None)
+            }
+            (Some(last), _) => (
+                ShardIteratorType::AfterSequenceNumber,
+                Some(last.as_str().to_owned()),
+                None,
+            ),
+            (None, StartPosition::TrimHorizon) => (ShardIteratorType::TrimHorizon, None, None),
+            (None, StartPosition::AtTimestamp(at)) => (
+                ShardIteratorType::AtTimestamp,
+                None,
+                Some(aws_smithy_types::DateTime::from_millis(
+                    at.timestamp_millis(),
+                )),
+            ),
+            (None, StartPosition::AtSequence(seq)) => (
+                ShardIteratorType::AtSequenceNumber,
+                Some(seq.as_str().to_owned()),
+                None,
+            ),
+        }
+    }
+
     /// Gets an iterator at the reader's position.
     async fn new_iterator(&mut self, client: &KinesisClient) -> Result<NewIterator, SourceError> {
         let request = client
             .get_shard_iterator()
             .stream_name(&self.stream)
             .shard_id(self.shard_id.as_ref());
-        let request = match (&self.last_read, &self.start) {
-            (Some(_), _) if self.skip_through.is_some() => {
-                request.shard_iterator_type(ShardIteratorType::TrimHorizon)
-            }
-            (Some(last), _) => request
-                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
-                .starting_sequence_number(last.as_str()),
-            (None, StartPosition::TrimHorizon) => {
-                request.shard_iterator_type(ShardIteratorType::TrimHorizon)
-            }
-            (None, StartPosition::AtTimestamp(at)) => request
-                .shard_iterator_type(ShardIteratorType::AtTimestamp)
-                .timestamp(aws_smithy_types::DateTime::from_millis(
-                    at.timestamp_millis(),
-                )),
-            (None, StartPosition::AtSequence(seq)) => request
-                .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
-                .starting_sequence_number(seq.as_str()),
-        };
+        let (kind, sequence, timestamp) = self.position();
+        let request = request
+            .shard_iterator_type(kind)
+            .set_starting_sequence_number(sequence)
+            .set_timestamp(timestamp);
         match request.send().await {
             // An answer without an iterator does not reset the backoff: asking again at once
             // would hammer the server.

@@ -1,6 +1,7 @@
 //! One stream's shards and each one's handed-out position; the batches are cut in `collect`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -10,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::budget::{BudgetLease, DEFAULT_MEMORY_BUDGET, MemoryBudget};
 use super::consumer::ShardConsumer;
 use super::error::SourceError;
+use super::fan_out::FanOutConsumer;
 use super::reader::{ShardReader, StartPosition};
 use super::shards::{ShardInfo, list_shards, readable_shards};
 use super::{Backoff, KinesisClient, KinesisRecord};
@@ -90,6 +92,8 @@ pub struct StreamSource {
     continue_after_expiry: bool,
     /// With leases, the shards this process reads (`None`: every shard).
     owned: Option<BTreeSet<String>>,
+    /// With enhanced fan-out, the consumer every shard is subscribed with.
+    fan_out: Option<Arc<FanOutConsumer>>,
 }
 
 /// How often the shard list is refreshed while running (resharding is also noticed at once when a
@@ -123,6 +127,7 @@ impl StreamSource {
             startup_timeout: None,
             continue_after_expiry: false,
             owned: None,
+            fan_out: None,
         }
     }
 
@@ -140,6 +145,12 @@ impl StreamSource {
     /// See [`ShardReader::continue_after_expiry`]; applies to every shard.
     pub fn continue_after_expiry(mut self, accept: bool) -> Self {
         self.continue_after_expiry = accept;
+        self
+    }
+
+    /// Reads every shard by enhanced fan-out with `consumer` (see [`FanOutConsumer`]).
+    pub fn with_fan_out(mut self, consumer: Option<Arc<FanOutConsumer>>) -> Self {
+        self.fan_out = consumer;
         self
     }
 
@@ -357,6 +368,9 @@ impl StreamSource {
         reader.end_after(self.end_after_ms);
         reader.set_closed(self.is_closed(shard_id));
         reader.continue_after_expiry(self.continue_after_expiry);
+        if let Some(consumer) = &self.fan_out {
+            reader.subscribe_with(Arc::clone(consumer));
+        }
         reader
     }
 

@@ -252,6 +252,8 @@ pub struct ShardMetrics {
     get_records_throttled: Counter,
     get_records_retried: Counter,
     get_iterator_retried: Counter,
+    subscribe_throttled: Counter,
+    subscribe_retried: Counter,
 }
 
 impl ShardMetrics {
@@ -266,6 +268,8 @@ impl ShardMetrics {
             get_records_throttled: call(THROTTLES, "GetRecords"),
             get_records_retried: call(RETRIES, "GetRecords"),
             get_iterator_retried: call(RETRIES, "GetShardIterator"),
+            subscribe_throttled: call(THROTTLES, "SubscribeToShard"),
+            subscribe_retried: call(RETRIES, "SubscribeToShard"),
         }
     }
 
@@ -307,6 +311,16 @@ impl ShardMetrics {
     /// A GetShardIterator call failed and is retried.
     pub fn iterator_retried(&self) {
         self.get_iterator_retried.increment(1);
+    }
+
+    /// A SubscribeToShard call was throttled.
+    pub fn subscribe_throttled(&self) {
+        self.subscribe_throttled.increment(1);
+    }
+
+    /// A subscription failed (the call, or the stream of events) and is opened again.
+    pub fn subscribe_retried(&self) {
+        self.subscribe_retried.increment(1);
     }
 }
 

@@ -12,6 +12,7 @@ mod deploy;
 mod emulator;
 mod end_to_end;
 mod exactly_once;
+mod fan_out;
 mod faults;
 mod kpl;
 mod leases;

@@ -37,6 +37,7 @@ pub async fn serve_kinesis(args: KinesisArgs) -> anyhow::Result<()> {
     let settings = LocalKinesisSettings {
         bind: args.bind,
         state_dir: (!args.in_memory).then_some(args.state_dir),
+        subscription_lifetime: kinesis_delta::local::SUBSCRIPTION_LIFETIME,
     };
     let cancel = shutdown_on_signal();
     let server = LocalKinesis::start(&settings, cancel)

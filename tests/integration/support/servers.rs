@@ -1,6 +1,8 @@
 //! The two Kinesis servers the engine suite runs against: kinesis-mock (npm, a separate process) and
 //! the embedded ferrokinesis of local mode (in-process), both on loopback ports.
 
+use std::time::Duration;
+
 use kinesis_delta::config::Pipeline;
 use kinesis_delta::local::{LocalKinesis, LocalKinesisSettings};
 use kinesis_delta::source::KinesisClient;
@@ -30,20 +32,24 @@ impl TestKinesis {
     pub async fn start(kind: Kind) -> Self {
         match kind {
             Kind::KinesisMock => Self::Mock(KinesisMock::start().await),
-            Kind::Embedded => {
-                let cancel = CancellationToken::new();
-                let settings = LocalKinesisSettings {
-                    bind: "127.0.0.1:0".parse().unwrap(),
-                    state_dir: None,
-                };
-                let server = LocalKinesis::start(&settings, cancel.clone())
-                    .await
-                    .unwrap();
-                let endpoint = server.endpoint.clone();
-                tokio::spawn(server.stopped());
-                Self::Embedded(endpoint, cancel)
-            }
+            Kind::Embedded => Self::embedded(kinesis_delta::local::SUBSCRIPTION_LIFETIME).await,
         }
+    }
+
+    /// The embedded server, ending each SubscribeToShard subscription after `lifetime`.
+    pub async fn embedded(subscription_lifetime: Duration) -> Self {
+        let cancel = CancellationToken::new();
+        let settings = LocalKinesisSettings {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            state_dir: None,
+            subscription_lifetime,
+        };
+        let server = LocalKinesis::start(&settings, cancel.clone())
+            .await
+            .unwrap();
+        let endpoint = server.endpoint.clone();
+        tokio::spawn(server.stopped());
+        Self::Embedded(endpoint, cancel)
     }
 
     /// `http://127.0.0.1:<port>`.
