@@ -2,7 +2,8 @@
 //! same server, in the same run.
 //!
 //! `cargo bench --bench drain` (`DRAIN_POSTS`, default 100000; `DRAIN_ROUNDS`, default 3;
-//! `KINESIS_DELTA_WORKER_THREADS` reaches the engine)
+//! `DRAIN_KPL`, default 0: with N, the posts are put in KPL aggregates of N, and the bare drain
+//! counts Kinesis records, the engine rows; `KINESIS_DELTA_WORKER_THREADS` reaches the engine)
 //!
 //! It starts the embedded Kinesis server in this process (in memory), creates the shipped
 //! config's three streams with 4 shards each and posts `DRAIN_POSTS` generated posts with the
@@ -49,12 +50,14 @@ async fn bench() {
     cli(&endpoint, &["streams", "create", "--shards", SHARDS]);
     let started = Instant::now();
     let count = posts.to_string();
-    cli(
-        &endpoint,
-        &[
-            "emulate", "--direct", "--batch", "500", "--rate", "max", "--count", &count,
-        ],
-    );
+    let kpl = env_number("DRAIN_KPL", 0).to_string();
+    let mut emulate = vec![
+        "emulate", "--direct", "--batch", "500", "--rate", "max", "--count", &count,
+    ];
+    if kpl != "0" {
+        emulate.extend(["--kpl", &kpl]);
+    }
+    cli(&endpoint, &emulate);
     println!(
         "loaded {posts} posts ({} records) in {:.1} s",
         posts * 3,

@@ -1,20 +1,23 @@
-//! Put → committed latency at a trickle, with the engine at its default settings.
+//! Put → committed latency at a trickle, with the engine at its default settings, reading by
+//! polling (GetRecords) and by enhanced fan-out (SubscribeToShard) in the same run.
 //!
 //! `cargo bench --bench latency` (`LATENCY_SECONDS`, default 60; `LATENCY_RATE`, default 20 puts/s)
 //!
 //! It starts the embedded Kinesis server in this process (in memory), creates the shipped
-//! config's three streams with 4 shards each and starts `kinesis-delta run` (continuous, default
-//! settings) as its own process. Then it puts one pin record at a time, `LATENCY_RATE` a second,
-//! each with a random partition key, and notes when each put was answered. A record's latency
-//! runs from that answer to the moment the Delta commit holding it was written: the commit file's
-//! modification time, matched to the record by the shard ranges the commit records.
+//! config's three streams with 4 shards each and starts two `kinesis-delta run` processes
+//! (continuous, default settings, each with its own tables): the shipped config, which polls, and
+//! the same with `consumer_mode = "enhanced_fan_out"`. Then it puts one pin record at a time,
+//! `LATENCY_RATE` a second, each with a random partition key, and notes when each put was
+//! answered. A record's latency runs from that answer to the moment the Delta commit holding it
+//! was written: the commit file's modification time, matched to the record by the range of each shard plan
+//! the commit records.
 
 #![allow(missing_docs, clippy::print_stdout)]
 
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -54,11 +57,27 @@ async fn bench() {
         .expect("streams create");
     assert!(created.status.success(), "{created:?}");
     let tables = tempfile::tempdir().expect("temp dir");
-    let root = tables.path().display().to_string();
-    let mut engine = binary(&endpoint, &["run", "--table-root", &root])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("the engine starts");
+    let fan_out_config = fan_out_config(tables.path());
+    let modes = [
+        ("polling", Vec::new()),
+        (
+            "enhanced fan-out",
+            vec!["--config".to_owned(), fan_out_config.display().to_string()],
+        ),
+    ];
+    let mut engines = Vec::new();
+    for (mode, args) in &modes {
+        let root = tables.path().join(mode.replace(' ', "-"));
+        let mut command = vec!["run".to_owned(), "--table-root".to_owned()];
+        command.push(root.display().to_string());
+        command.extend(args.iter().cloned());
+        let command: Vec<&str> = command.iter().map(String::as_str).collect();
+        let engine = binary(&endpoint, &command)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("the engine starts");
+        engines.push((*mode, root, engine));
+    }
 
     // Let the engine open its tables and reach the tip of every shard.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -90,38 +109,66 @@ async fn bench() {
         });
     }
     let waited = Instant::now();
-    let commits = loop {
-        let commits = pin_commits(&tables.path().join("pin/_delta_log"));
-        let all_in = puts.iter().all(|p| committed_at(&commits, p).is_some());
-        if all_in || waited.elapsed() > Duration::from_secs(30) {
-            break commits;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
-    let _ = engine.kill();
-    let _ = engine.wait();
+    let mut commits_by_mode = Vec::new();
+    for (mode, root, mut engine) in engines {
+        let commits = loop {
+            let commits = pin_commits(&root.join("pin/_delta_log"));
+            let all_in = puts.iter().all(|p| committed_at(&commits, p).is_some());
+            if all_in || waited.elapsed() > Duration::from_secs(30) {
+                break commits;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        let _ = engine.kill();
+        let _ = engine.wait();
+        commits_by_mode.push((mode, commits));
+    }
     cancel.cancel();
 
-    let mut latencies: Vec<Duration> = puts
-        .iter()
-        .filter_map(|p| committed_at(&commits, p))
-        .collect();
-    assert_eq!(
-        latencies.len(),
-        puts.len(),
-        "every put record must be committed"
-    );
-    latencies.sort();
-    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
     println!(
-        "{} puts at {rate}/s over {seconds} s, {} commits of the pin table: put → committed p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
-        puts.len(),
-        commits.len(),
-        at(0.5).as_millis(),
-        at(0.9).as_millis(),
-        at(0.99).as_millis(),
-        at(1.0).as_millis()
+        "{} puts at {rate}/s over {seconds} s, put → committed:",
+        puts.len()
     );
+    println!("| reading by | p50 | p90 | p99 | max | commits of the pin table |");
+    println!("|---|---|---|---|---|---|");
+    for (mode, commits) in commits_by_mode {
+        let mut latencies: Vec<Duration> = puts
+            .iter()
+            .filter_map(|p| committed_at(&commits, p))
+            .collect();
+        assert_eq!(
+            latencies.len(),
+            puts.len(),
+            "{mode}: every put record must be committed"
+        );
+        latencies.sort();
+        let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+        println!(
+            "| {mode} | {} ms | {} ms | {} ms | {} ms | {} |",
+            at(0.5).as_millis(),
+            at(0.9).as_millis(),
+            at(0.99).as_millis(),
+            at(1.0).as_millis(),
+            commits.len()
+        );
+    }
+}
+
+/// The shipped config reading by enhanced fan-out, written into `dir` (its SQL paths made
+/// absolute, so that it can live there).
+fn fan_out_config(dir: &Path) -> PathBuf {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shipped = std::fs::read_to_string(repo.join("kinesis-delta.toml")).expect("config");
+    let text = shipped
+        .replace("\"sql/", &format!("\"{}/sql/", repo.display()))
+        .replace(
+            "consumer_mode = \"polling\"",
+            "consumer_mode = \"enhanced_fan_out\"",
+        );
+    assert_ne!(text, shipped, "the shipped config changed shape");
+    let path = dir.join("fan-out.toml");
+    std::fs::write(&path, text).expect("config written");
+    path
 }
 
 fn committed_at(commits: &[Commit], put: &Put) -> Option<Duration> {
@@ -156,7 +203,7 @@ fn pin_commits(log: &Path) -> Vec<Commit> {
                 continue;
             };
             let Some(ranges) = action
-                .pointer("/commitInfo/kinesisDelta/ranges")
+                .pointer("/commitInfo/kinesisDelta/plans")
                 .and_then(|r| r.as_object())
             else {
                 continue;

@@ -24,6 +24,7 @@ pub async fn start_server(cancel: &CancellationToken) -> (String, KinesisClient)
         &LocalKinesisSettings {
             bind: "127.0.0.1:0".parse().expect("address"),
             state_dir: None,
+            subscription_lifetime: kinesis_delta::local::SUBSCRIPTION_LIFETIME,
         },
         cancel.clone(),
     )
