@@ -1,6 +1,7 @@
 //! One Delta table written by one stream: created on the first batch, then one commit per batch
 //! carrying `txn(app_id, batch_id)`; a batch whose id is already recorded is never committed again.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
@@ -8,16 +9,17 @@ use arrow::datatypes::SchemaRef;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::TransactionError;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, FinalizedCommit};
-use deltalake::kernel::{Action, StructType, Transaction};
+use deltalake::kernel::{Action, MetadataExt, StructType, Transaction};
 use deltalake::logstore::ObjectStoreRef;
 use deltalake::protocol::{DeltaOperation, SaveMode};
-use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 
 use deltalake::parquet::basic::Compression;
 use deltalake::parquet::file::properties::WriterProperties;
 
 use super::SinkError;
+use super::evolve::{TypeChange, target_schema};
 use super::schema::{conform, delta_compatible};
 use crate::config::table_folder;
 use crate::source::Backoff;
@@ -229,16 +231,44 @@ impl DeltaSink {
         self.snapshot_txn(&self.app_id).await
     }
 
-    /// Checks that rows of `schema` can go into the table (when it exists).
+    /// Checks that rows of `schema` can go into the table (when it exists): new columns are
+    /// added as they come, dropped ones stay; a changed type cannot be stored (see `evolve`).
     pub fn check_schema(&self, schema: &SchemaRef) -> Result<(), SinkError> {
-        let wanted = delta_compatible(schema);
         match &self.schema {
-            Some(existing) if !same_columns(existing, &wanted) => Err(SinkError::SchemaMismatch {
-                table: self.uri.clone(),
-                table_columns: describe(existing),
-                sql_columns: describe(&wanted),
-            }),
-            _ => Ok(()),
+            Some(existing) => target_schema(existing, &delta_compatible(schema))
+                .map(|_| ())
+                .map_err(|changed| self.type_changed(&changed)),
+            None => Ok(()),
+        }
+    }
+
+    /// The schema rows of `schema` are written with now, from the table's schema in the loaded
+    /// snapshot (another writer may have added columns), and whether the commit adds columns.
+    pub(super) fn write_schema(
+        &mut self,
+        schema: &SchemaRef,
+    ) -> Result<(SchemaRef, bool), SinkError> {
+        let current = table_arrow_schema(&self.table).map_err(|source| self.error(source))?;
+        self.schema = Some(Arc::clone(&current));
+        let target = target_schema(&current, &delta_compatible(schema))
+            .map_err(|changed| self.type_changed(&changed))?;
+        let adds_columns = target.fields().len() > current.fields().len();
+        Ok((target, adds_columns))
+    }
+
+    fn type_changed(&self, changed: &[TypeChange]) -> SinkError {
+        let columns: Vec<String> = changed
+            .iter()
+            .map(|c| {
+                format!(
+                    "`{}` is {} in the table, {} in the SQL",
+                    c.column, c.table, c.sql
+                )
+            })
+            .collect();
+        SinkError::SchemaTypeChanged {
+            table: self.uri.clone(),
+            columns: columns.join("; "),
         }
     }
 
@@ -251,7 +281,7 @@ impl DeltaSink {
         rows: &[RecordBatch],
         info: serde_json::Map<String, serde_json::Value>,
     ) -> Result<CommitOutcome, SinkError> {
-        let table_schema = self.ensure_table(schema).await?;
+        self.ensure_table(schema).await?;
         let uri = self.uri.clone();
         let err = |source| SinkError::Delta {
             table: uri.clone(),
@@ -263,15 +293,17 @@ impl DeltaSink {
             self.metrics.already_committed();
             return Ok(CommitOutcome::AlreadyCommitted);
         }
+        let (target, adds_columns) = self.write_schema(schema)?;
         let started = Instant::now();
-        let adds = self.write_files(&table_schema, rows.iter()).await?;
+        let adds = self.write_files(&target, adds_columns, rows.iter()).await?;
         let write = started.elapsed();
 
         let started = Instant::now();
         let mut contended = ContendedRounds::default();
+        let new_schema = adds_columns.then_some(&target);
         let result = loop {
             let txn = Transaction::new(&self.app_id, batch_id);
-            match self.append(vec![txn], &adds, &info).await {
+            match self.append(vec![txn], &adds, &info, new_schema).await {
                 // Other writers (other pipelines, engines sharing the table) kept committing first
                 // through delta-rs's 15 retries: pause, reload and go again. The batch's own
                 // `txn` is checked on the new snapshot, as before the first attempt.
@@ -322,11 +354,14 @@ impl DeltaSink {
     }
 
     /// Appends the files `adds` with the transactions `txns`, built on the loaded snapshot.
+    /// Commits `adds` under `txns`; with `new_schema`, the table's schema becomes it in the same
+    /// commit (columns added by the SQL).
     pub(super) async fn append(
         &self,
         txns: Vec<Transaction>,
         adds: &[deltalake::kernel::Add],
         info: &serde_json::Map<String, serde_json::Value>,
+        new_schema: Option<&SchemaRef>,
     ) -> Result<FinalizedCommit, DeltaTableError> {
         let properties = CommitProperties::default()
             .with_application_transactions(txns)
@@ -336,8 +371,20 @@ impl DeltaSink {
             partition_by: None,
             predicate: None,
         };
+        let mut actions: Vec<Action> = Vec::with_capacity(adds.len() + 1);
+        if let Some(schema) = new_schema {
+            let kernel: StructType = schema.as_ref().try_into_kernel()?;
+            let metadata = self
+                .table
+                .snapshot()?
+                .metadata()
+                .clone()
+                .with_schema(&kernel)?;
+            actions.push(Action::Metadata(metadata));
+        }
+        actions.extend(adds.iter().cloned().map(Action::Add));
         CommitBuilder::from(properties)
-            .with_actions(adds.iter().cloned().map(Action::Add).collect())
+            .with_actions(actions)
             .build(
                 Some(self.table.snapshot()?),
                 self.table.log_store(),
@@ -359,34 +406,44 @@ impl DeltaSink {
     }
 
     /// Writes `rows` as Parquet files of the table (not yet committed): their `add` actions.
+    /// Writes `rows` into Parquet files of `schema` (the table's, or with `adds_columns` the
+    /// table's and the SQL's new columns).
     pub(super) async fn write_files(
         &self,
-        table_schema: &SchemaRef,
+        schema: &SchemaRef,
+        adds_columns: bool,
         rows: impl Iterator<Item = &RecordBatch>,
     ) -> Result<Vec<deltalake::kernel::Add>, SinkError> {
         let mut writer = RecordBatchWriter::for_table(&self.table)
             .map_err(|source| self.error(source))?
             .with_writer_properties(parquet_properties());
+        let mode = if adds_columns {
+            WriteMode::MergeSchema
+        } else {
+            WriteMode::Default
+        };
         for batch in rows.filter(|b| b.num_rows() > 0) {
-            self.write_conformed(&mut writer, batch, table_schema)
+            self.write_conformed(&mut writer, batch, schema, mode)
                 .await?;
         }
         writer.flush().await.map_err(|source| self.error(source))
     }
 
-    /// Writes `batch` with `writer`, its columns converted to the table's types.
+    /// Writes `batch` with `writer`, its columns converted to `schema`'s types (and NULL in the
+    /// columns it lacks).
     pub(super) async fn write_conformed(
         &self,
         writer: &mut RecordBatchWriter,
         batch: &RecordBatch,
-        table_schema: &SchemaRef,
+        schema: &SchemaRef,
+        mode: WriteMode,
     ) -> Result<(), SinkError> {
-        let batch = conform(batch, table_schema).map_err(|source| SinkError::Arrow {
+        let batch = conform(batch, schema).map_err(|source| SinkError::Arrow {
             table: self.uri.clone(),
             source,
         })?;
         writer
-            .write(batch)
+            .write_with_mode(batch, mode)
             .await
             .map_err(|source| self.error(source))
     }
@@ -454,31 +511,6 @@ fn table_arrow_schema(table: &DeltaTable) -> Result<SchemaRef, deltalake::DeltaT
     let schema = table.snapshot()?.schema();
     let arrow: arrow::datatypes::Schema = schema.as_ref().try_into_arrow()?;
     Ok(std::sync::Arc::new(arrow))
-}
-
-fn same_columns(a: &SchemaRef, b: &SchemaRef) -> bool {
-    a.fields().len() == b.fields().len()
-        && a.fields()
-            .iter()
-            .zip(b.fields())
-            .all(|(x, y)| x.name() == y.name() && types_match(x.data_type(), y.data_type()))
-}
-
-fn types_match(a: &arrow::datatypes::DataType, b: &arrow::datatypes::DataType) -> bool {
-    use arrow::datatypes::DataType::List;
-    match (a, b) {
-        (List(x), List(y)) => types_match(x.data_type(), y.data_type()),
-        _ => a == b,
-    }
-}
-
-fn describe(schema: &SchemaRef) -> String {
-    let columns: Vec<String> = schema
-        .fields()
-        .iter()
-        .map(|f| format!("{} {}", f.name(), f.data_type()))
-        .collect();
-    format!("({})", columns.join(", "))
 }
 
 /// How batches are written to Parquet: Snappy, as delta-rs does, with dictionaries given up once

@@ -19,7 +19,7 @@ use deltalake::kernel::{Action, Add, Transaction};
 use deltalake::operations::vacuum::VacuumMode;
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use deltalake::protocol::DeltaOperation;
-use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
 use object_store::ObjectStoreExt;
 use serde::Serialize;
 
@@ -141,7 +141,8 @@ impl DeltaSink {
                 .map_err(|e| self.error(e.into()))?;
             for batch in batches {
                 let batch = batch.map_err(|e| self.error(e.into()))?;
-                self.write_conformed(&mut writer, &batch, &schema).await?;
+                self.write_conformed(&mut writer, &batch, &schema, WriteMode::Default)
+                    .await?;
             }
             bin_bytes += u64::try_from(file.size()).unwrap_or(0);
             if bin_bytes >= target_file_size {

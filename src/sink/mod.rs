@@ -5,6 +5,7 @@
 //! `doc/DESIGN.md`.
 
 mod delta;
+mod evolve;
 mod maintenance;
 mod manifest;
 mod schema;
@@ -48,17 +49,16 @@ pub enum SinkError {
         /// serde's message.
         message: String,
     },
-    /// The table's schema does not accept the cleaned rows (the SQL changed incompatibly).
+    /// The cleaning SQL changed the type of columns the table has: Delta cannot store that in
+    /// place (new and dropped columns are fine: see `evolve`).
     #[error(
-        "Delta table {table} has columns {table_columns} but the cleaning SQL produces {sql_columns}: keep the SQL's output compatible or write to a new table"
+        "Delta table {table}: the cleaning SQL changed column types ({columns}), which a Delta table cannot store in place; nothing was written. Either keep the table's type (CAST the column back to it in the SQL), or write to a new table (`table = \"…_v2\"` in the config; the old table stays as it is, and the new one starts from the oldest records Kinesis still holds)"
     )]
-    SchemaMismatch {
+    SchemaTypeChanged {
         /// The table's URL.
         table: String,
-        /// The table's schema.
-        table_columns: String,
-        /// The SQL's output schema.
-        sql_columns: String,
+        /// Each changed column, with its two types.
+        columns: String,
     },
     /// The rows could not be converted to the table's types.
     #[error("Delta table {table}: cannot convert the cleaned rows: {source}")]

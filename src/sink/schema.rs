@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{RecordBatch, new_null_array};
 use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
@@ -37,7 +37,9 @@ fn storable_type(data_type: &DataType) -> DataType {
     }
 }
 
-/// Casts a batch to `schema` (same column names, in order). Fails rather than lose a value.
+/// Casts a batch to `schema`, taking its columns by name; a column of `schema` the batch lacks
+/// (one the SQL no longer produces) is NULL, and one the batch has beyond `schema` is an error.
+/// Fails rather than lose a value.
 pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, ArrowError> {
     if batch.schema() == *schema {
         return Ok(batch.clone());
@@ -46,17 +48,23 @@ pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, A
         safe: false,
         ..CastOptions::default()
     };
+    if let Some(extra) = batch
+        .schema()
+        .fields()
+        .iter()
+        .find(|f| schema.column_with_name(f.name()).is_none())
+    {
+        return Err(ArrowError::SchemaError(format!(
+            "the table has no column `{}` for the cleaned rows",
+            extra.name()
+        )));
+    }
     let columns = schema
         .fields()
         .iter()
-        .map(|field| {
-            let column = batch.column_by_name(field.name()).ok_or_else(|| {
-                ArrowError::SchemaError(format!(
-                    "the cleaned rows have no column `{}`",
-                    field.name()
-                ))
-            })?;
-            cast_with_options(column, field.data_type(), &options)
+        .map(|field| match batch.column_by_name(field.name()) {
+            Some(column) => cast_with_options(column, field.data_type(), &options),
+            None => Ok(new_null_array(field.data_type(), batch.num_rows())),
         })
         .collect::<Result<Vec<_>, _>>()?;
     RecordBatch::try_new(Arc::clone(schema), columns)

@@ -69,7 +69,7 @@ impl DeltaSink {
         numbering: Numbering,
         info: serde_json::Map<String, serde_json::Value>,
     ) -> Result<PlansCommitted, SinkError> {
-        let table_schema = self.ensure_table(schema).await?;
+        self.ensure_table(schema).await?;
         let mut dropped: Vec<String> = Vec::new();
         let mut contended = ContendedRounds::default();
         let (mut write, mut commit) = (Duration::ZERO, Duration::ZERO);
@@ -106,9 +106,16 @@ impl DeltaSink {
                     ..PlansCommitted::default()
                 });
             }
+            // On the snapshot the commit is built on: a column another writer added since is
+            // NULL in these rows; one the SQL adds is added by this commit.
+            let (target, adds_columns) = self.write_schema(schema)?;
             let started = Instant::now();
             let adds = self
-                .write_files(&table_schema, kept.iter().flat_map(|p| p.rows.iter()))
+                .write_files(
+                    &target,
+                    adds_columns,
+                    kept.iter().flat_map(|p| p.rows.iter()),
+                )
                 .await?;
             write += started.elapsed();
             let started = Instant::now();
@@ -116,7 +123,9 @@ impl DeltaSink {
                 .iter()
                 .map(|p| Transaction::new(&p.app_id, p.version))
                 .collect();
-            let result = self.append(txns, &adds, &info).await;
+            let result = self
+                .append(txns, &adds, &info, adds_columns.then_some(&target))
+                .await;
             commit += started.elapsed();
             match result {
                 Ok(finalized) => {
@@ -140,6 +149,11 @@ impl DeltaSink {
                     source:
                         TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction),
                 }) => self.metrics().already_committed(),
+                // Another writer changed the schema (added columns) after the snapshot: the rows
+                // are written again against the new one.
+                Err(DeltaTableError::Transaction {
+                    source: TransactionError::CommitConflict(CommitConflictError::MetadataChanged),
+                }) => {}
                 Err(DeltaTableError::Transaction {
                     source: TransactionError::MaxCommitAttempts(attempts),
                 }) if contended.pause(attempts).await => {}
@@ -201,6 +215,90 @@ mod tests {
     }
 
     /// Every value in the table, sorted.
+    /// One writer's SQL adds a column while another still runs the old SQL: the column joins the
+    /// table with the first's plan, the second's rows have it NULL (its cached schema was stale),
+    /// and a compaction of old and new files keeps every value.
+    #[tokio::test]
+    async fn a_column_one_writer_adds_is_null_in_the_other_writers_rows_and_survives_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let uri = table_uri(&dir);
+        let mut old = DeltaSink::open(&uri, "unused").await.unwrap();
+        for (version, value) in [(1, 1), (2, 2)] {
+            old.commit_plans(
+                &schema(),
+                &[plan("a", version, &[value])],
+                Numbering::Consecutive,
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        }
+        let wider = Arc::new(Schema::new(vec![
+            Field::new("ind", DataType::Int64, false),
+            Field::new("extra", DataType::Int64, true),
+        ]));
+        let rows = RecordBatch::try_new(
+            Arc::clone(&wider),
+            vec![
+                Arc::new(Int64Array::from(vec![3])),
+                Arc::new(Int64Array::from(vec![30])),
+            ],
+        )
+        .unwrap();
+        let mut new = DeltaSink::open(&uri, "unused").await.unwrap();
+        new.commit_plans(
+            &wider,
+            &[PlanRows {
+                app_id: "kinesis-delta/p/s/b".into(),
+                version: 1,
+                rows: vec![rows],
+            }],
+            Numbering::Consecutive,
+            Default::default(),
+        )
+        .await
+        .unwrap();
+        old.commit_plans(
+            &schema(),
+            &[plan("a", 3, &[4])],
+            Numbering::Consecutive,
+            Default::default(),
+        )
+        .await
+        .unwrap();
+        let extra = |uri: String| async move {
+            let tables = crate::query::TableSet::open_tables(
+                &[("t".to_owned(), uri)],
+                &[],
+                &Default::default(),
+            )
+            .await
+            .unwrap();
+            let result = tables
+                .sql("SELECT ind, coalesce(extra, -1) FROM t ORDER BY ind")
+                .await
+                .unwrap();
+            result
+                .batches
+                .iter()
+                .flat_map(|b| {
+                    let ind = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+                    let extra = b.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
+                    ind.values()
+                        .iter()
+                        .zip(extra.values().iter())
+                        .map(|(i, e)| (*i, *e))
+                        .collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>()
+        };
+        let expected = vec![(1, -1), (2, -1), (3, 30), (4, -1)];
+        assert_eq!(extra(uri.clone()).await, expected);
+        let compacted = old.compact(1 << 30, 2).await.unwrap();
+        assert!(compacted.is_some(), "the four small files are compacted");
+        assert_eq!(extra(uri).await, expected, "the same rows after compaction");
+    }
+
     async fn values(uri: &str) -> Vec<i64> {
         let tables = crate::query::TableSet::open_tables(
             &[("t".to_owned(), uri.to_owned())],

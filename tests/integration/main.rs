@@ -3,6 +3,7 @@
 
 mod analytics;
 mod api;
+mod changing_sql;
 mod chaos;
 mod checkpoint;
 mod cleaning_sql;

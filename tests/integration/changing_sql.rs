@@ -1,0 +1,135 @@
+//! Editing the cleaning SQL of a pipeline whose tables exist: a column the SQL adds joins the
+//! table in the commit of the first batch that carries it (older rows NULL), a column it drops
+//! stays (NULL in new rows), and a changed type stops the engine before anything is written, with
+//! the columns named. No record is lost or repeated across the changes.
+
+use std::path::{Path, PathBuf};
+
+use crate::end_to_end::assert_exactly_once;
+use crate::support::data::{Triple, records, triples};
+use crate::support::engine::read_log;
+use crate::support::servers::{Kind, TestKinesis};
+use crate::support::{
+    create_streams, edit_config, load_pipeline, put_records, query_counts, repo, run_available_now,
+    run_expecting_error, write_config,
+};
+
+/// The pipeline's pin SQL as a copy the test edits.
+fn own_pin_sql(dir: &Path, config: &Path) -> PathBuf {
+    let sql = dir.join("pin.sql");
+    std::fs::copy(repo().join("sql/pin.sql"), &sql).unwrap();
+    edit_config(
+        config,
+        &repo().join("sql/pin.sql").display().to_string(),
+        &sql.display().to_string(),
+    );
+    sql
+}
+
+/// Replaces `from` with `to` in the SQL file (which must hold it).
+fn edit_sql(sql: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(sql).unwrap();
+    assert!(text.contains(from), "the SQL holds {from:?}");
+    std::fs::write(sql, text.replacen(from, to, 1)).unwrap();
+}
+
+async fn put(server: &TestKinesis, pipeline: &kinesis_delta::config::Pipeline, batch: &[Triple]) {
+    let client = server.client().await;
+    let picks: [fn(&Triple) -> &serde_json::Value; 3] = [|t| &t.pin, |t| &t.geo, |t| &t.user];
+    for (spec, pick) in pipeline.streams.iter().zip(picks) {
+        put_records(&client, &spec.stream, &records(batch, pick)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn columns_added_and_dropped_by_the_sql_evolve_the_table_and_a_type_change_is_refused() {
+    let server = TestKinesis::start(Kind::Embedded).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), server.endpoint(), "evolve", 100_000);
+    let sql = own_pin_sql(dir.path(), &config);
+    let pipeline = load_pipeline(&config);
+    create_streams(&server.client().await, &pipeline, 2).await;
+    let pin = pipeline.streams[0].table_uri.clone();
+    let pin_dir = PathBuf::from(pin.trim_start_matches("file://"));
+    put(&server, &pipeline, &triples(0, 100)).await;
+    run_available_now(&pipeline).await;
+
+    // Add a column.
+    edit_sql(
+        &sql,
+        "  category\nFROM no_placeholders",
+        "  category,\n  char_length(title) AS title_length\nFROM no_placeholders",
+    );
+    let pipeline = load_pipeline(&config);
+    put(&server, &pipeline, &triples(100, 50)).await;
+    run_available_now(&pipeline).await;
+    let counts = query_counts(
+        &[("pin", &pin)],
+        "SELECT count(*) FILTER (WHERE ind < 100 AND title_length IS NULL), \
+                count(*) FILTER (WHERE ind >= 100 AND title_length = char_length(title)), \
+                count(*) FILTER (WHERE ind >= 100 AND title IS NULL) FROM pin",
+    )
+    .await;
+    assert_eq!(
+        counts[0], 100,
+        "rows before the change read the new column as NULL"
+    );
+    assert_eq!(
+        counts[1] + counts[2],
+        50,
+        "rows after it have it (NULL only with a NULL title): {counts:?}"
+    );
+    // The column came in the commit of the first batch that carried it.
+    let evolving: Vec<_> = read_log(&pin_dir)
+        .into_iter()
+        .filter(|e| e.metadata)
+        .collect();
+    assert_eq!(evolving.len(), 2, "the creation and the one change");
+    assert!(
+        evolving[1].adds > 0 && !evolving[1].txns.is_empty(),
+        "the schema changed with the batch's rows: {evolving:?}"
+    );
+
+    // Drop it again (and drop `description` too): the columns stay, NULL in new rows.
+    edit_sql(&sql, ",\n  char_length(title) AS title_length", "");
+    edit_sql(&sql, "  description,\n", "");
+    let pipeline = load_pipeline(&config);
+    put(&server, &pipeline, &triples(150, 50)).await;
+    run_available_now(&pipeline).await;
+    let counts = query_counts(
+        &[("pin", &pin)],
+        "SELECT count(*) FILTER (WHERE ind >= 150 AND title_length IS NULL AND description IS NULL), \
+                count(*) FILTER (WHERE ind < 150 AND description IS NOT NULL) > 0 FROM pin",
+    )
+    .await;
+    assert_eq!(counts, [50, 1], "dropped columns are NULL in new rows only");
+    assert_exactly_once(&pipeline, 200).await;
+
+    // A changed type: refused before anything is written, the column named.
+    edit_sql(
+        &sql,
+        "\"index\" AS ind",
+        "CAST(\"index\" AS VARCHAR) AS ind",
+    );
+    let pipeline = load_pipeline(&config);
+    put(&server, &pipeline, &triples(200, 10)).await;
+    let versions = read_log(&pin_dir).len();
+    let error = run_expecting_error(&pipeline).await.to_string();
+    assert!(
+        error.contains("`ind` is Int64 in the table, Utf8 in the SQL")
+            && error.contains("nothing was written")
+            && error.contains("new table"),
+        "{error}"
+    );
+    assert_eq!(read_log(&pin_dir).len(), versions, "nothing was committed");
+
+    // Back to the table's type: the waiting records land once.
+    edit_sql(
+        &sql,
+        "CAST(\"index\" AS VARCHAR) AS ind",
+        "\"index\" AS ind",
+    );
+    let pipeline = load_pipeline(&config);
+    run_available_now(&pipeline).await;
+    assert_exactly_once(&pipeline, 210).await;
+}
