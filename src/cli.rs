@@ -58,6 +58,9 @@ pub enum Command {
     Maintain(MaintainArgs),
     /// Show every shard: which process holds it ([leases]), its committed checkpoint, its lag.
     Leases(LeasesArgs),
+    /// Show a table's versions: the batch each holds, its rows and dead letters, and the
+    /// fingerprint of the schema and SQL that cleaned them.
+    History(HistoryArgs),
     /// Answer the analysts' questions (sql/analytics) in an HTML report, and CSVs on request.
     Report(ReportArgs),
     /// The whole pipeline on this machine: embedded Kinesis, streams, API, emulator, engine, report.
@@ -137,6 +140,25 @@ pub struct LeasesArgs {
     /// Pipeline settings (which streams and tables, and `[leases]`).
     #[command(flatten)]
     pub pipeline: PipelineArgs,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `kinesis-delta history`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Pipeline settings (which tables, where).
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// The stream's name in the config (`pin`, `geo`, `user`).
+    pub stream: String,
+    /// The dead-letter table's versions instead of the cleaned table's.
+    #[arg(long)]
+    pub dead_letters: bool,
+    /// How many versions, newest first.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,

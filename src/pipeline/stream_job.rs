@@ -3,6 +3,7 @@
 //! in one Delta commit with one `txn` per shard, repeat. The protocol is in `doc/DESIGN.md`.
 
 mod checkpoints;
+mod lineage;
 mod ownership;
 mod pending;
 mod plan;
@@ -12,11 +13,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use chrono::Utc;
-use serde_json::{Map, Value, json};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
+
+use lineage::Lineage;
+pub use lineage::sql_fingerprint;
 
 use super::EngineError;
 use super::leases::ShardLeases;
@@ -134,6 +138,8 @@ pub struct StreamJob {
     progress: UnboundedSender<BatchProgress>,
     metrics: StreamMetrics,
     summary: StreamSummary,
+    /// The fingerprint of the schema and SQL, recorded in every commit.
+    sql_fingerprint: String,
     /// The enhanced fan-out consumer to deregister when the run ends (`kinesis.deregister_consumer`).
     deregister: Option<(Arc<FanOutConsumer>, KinesisClient)>,
 }
@@ -267,6 +273,7 @@ impl StreamJob {
                 ..StreamSummary::default()
             },
             deregister,
+            sql_fingerprint: sql_fingerprint(&spec.schema_sql, &spec.sql),
         };
         job.upgraded_from = job.fence_stream_level(cancel).await?;
         if job.leases.is_some() {
@@ -372,14 +379,6 @@ impl StreamJob {
         // Held until the batch is committed (or given up), then given back to the readers.
         let lease = planned.lease;
         let batch_id = self.batches + 1;
-        let info = commit_info(
-            self.source.stream(),
-            &self.worker,
-            batch_id,
-            &planned.parts,
-            planned.records_gone,
-        );
-
         let t = Instant::now();
         let mut rows = Vec::with_capacity(planned.parts.len());
         let mut dead_rows = Vec::new();
@@ -406,6 +405,20 @@ impl StreamJob {
             }
         }
         let sql = t.elapsed();
+        let info = Lineage {
+            stream: self.source.stream(),
+            worker: &self.worker,
+            batch_id,
+            sql: &self.sql_fingerprint,
+            records_gone: planned.records_gone,
+        }
+        .commit_info(
+            &planned.parts,
+            &rows
+                .iter()
+                .map(|p| p.rows.iter().map(RecordBatch::num_rows).sum())
+                .collect::<Vec<_>>(),
+        );
 
         let mut write = Duration::ZERO;
         let mut commit = Duration::ZERO;
@@ -526,35 +539,4 @@ fn short_shard_id(shard: &str) -> String {
                 }
             },
         )
-}
-
-/// What a commit records in its `commitInfo` for people reading the log (the checkpoint itself is
-/// the `txn` actions plus the plans).
-fn commit_info(
-    stream: &str,
-    worker: &str,
-    batch_id: i64,
-    parts: &[PlanPart],
-    records_gone: bool,
-) -> Map<String, Value> {
-    let plans: Map<String, Value> = parts
-        .iter()
-        .map(|part| {
-            let range = part.plan.range.as_ref();
-            (
-                part.plan.shard.clone(),
-                json!({
-                    "plan": part.plan.version,
-                    "first": range.map(|r| r.first.as_str()),
-                    "last": range.map(|r| r.last.as_str()),
-                }),
-            )
-        })
-        .collect();
-    let mut info = Map::new();
-    info.insert(
-        "kinesisDelta".to_owned(),
-        json!({"stream": stream, "worker": worker, "batchId": batch_id, "plans": Value::Object(plans), "recordsGone": records_gone}),
-    );
-    info
 }

@@ -6,6 +6,7 @@
 
 mod delta;
 mod evolve;
+mod history;
 mod maintenance;
 mod manifest;
 mod schema;
@@ -13,6 +14,7 @@ mod shard_commit;
 mod shard_plans;
 
 pub use delta::{CommitOutcome, DeltaSink};
+pub use history::TableVersion;
 pub use maintenance::{Compaction, TableFiles};
 pub use manifest::{BatchManifest, BatchSplit, Fence, ManifestLog, TipMarker};
 pub use schema::delta_compatible;

@@ -1,7 +1,8 @@
 //! Editing the cleaning SQL of a pipeline whose tables exist: a column the SQL adds joins the
 //! table in the commit of the first batch that carries it (older rows NULL), a column it drops
 //! stays (NULL in new rows), and a changed type stops the engine before anything is written, with
-//! the columns named. No record is lost or repeated across the changes.
+//! the columns named. No record is lost or repeated across the changes, and `history` tells which
+//! SQL cleaned each commit.
 
 use std::path::{Path, PathBuf};
 
@@ -132,4 +133,44 @@ async fn columns_added_and_dropped_by_the_sql_evolve_the_table_and_a_type_change
     let pipeline = load_pipeline(&config);
     run_available_now(&pipeline).await;
     assert_exactly_once(&pipeline, 210).await;
+
+    // Lineage: every engine commit names the schema and SQL that cleaned its rows.
+    let history = kinesis_delta_history(&config);
+    let engine_commits: Vec<&serde_json::Value> =
+        history.iter().filter(|v| v["batch_id"].is_i64()).collect();
+    let rows: u64 = engine_commits
+        .iter()
+        .map(|v| v["rows"].as_u64().unwrap())
+        .sum();
+    assert_eq!(rows, 210, "the commits' rows add up to the table's");
+    let mut fingerprints: Vec<&str> = engine_commits
+        .iter()
+        .map(|v| v["sql"].as_str().unwrap())
+        .collect();
+    let newest = fingerprints[0];
+    assert_eq!(
+        newest,
+        kinesis_delta::pipeline::sql_fingerprint(
+            &pipeline.streams[0].schema_sql,
+            &pipeline.streams[0].sql
+        )
+    );
+    fingerprints.sort_unstable();
+    fingerprints.dedup();
+    assert_eq!(
+        fingerprints.len(),
+        3,
+        "the shipped SQL, with the column added, with both dropped"
+    );
+}
+
+/// `kinesis-delta history pin --json`, every version.
+fn kinesis_delta_history(config: &Path) -> Vec<serde_json::Value> {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kinesis-delta"))
+        .args(["history", "pin", "--json", "--limit", "1000", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    serde_json::from_slice(&output.stdout).unwrap()
 }

@@ -3,6 +3,7 @@
 
 mod emulate;
 mod engine;
+mod history;
 mod leases;
 mod maintain;
 mod query;
@@ -40,6 +41,7 @@ fn main() -> ExitCode {
             Command::Query(args) => query::query(args).await,
             Command::Maintain(args) => maintain::maintain(args).await,
             Command::Leases(args) => leases::leases(args).await,
+            Command::History(args) => history::history(args).await,
             Command::Report(args) => query::report(args).await,
             Command::Demo(args) => engine::demo(args).await,
         }

@@ -1,0 +1,137 @@
+//! A table's history, version by version, from the `commitInfo` of its commit files: which batch
+//! each version holds, how many rows and dead letters, and the fingerprint of the schema and SQL
+//! that cleaned them (`kinesis-delta history`).
+
+use chrono::{DateTime, Utc};
+use object_store::ObjectStoreExt;
+use object_store::path::Path;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{DeltaSink, SinkError};
+
+/// One version of a table.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TableVersion {
+    /// The Delta version.
+    pub version: i64,
+    /// When it was committed.
+    pub timestamp: Option<DateTime<Utc>>,
+    /// The Delta operation (`CREATE TABLE`, `WRITE`, `OPTIMIZE`, …).
+    pub operation: Option<String>,
+    /// The engine's batch number (per run), for the engine's commits.
+    pub batch_id: Option<i64>,
+    /// Rows the commit added (the engine's commits).
+    pub rows: Option<u64>,
+    /// Records of the batch that became dead letters.
+    pub dead_letters: Option<u64>,
+    /// The fingerprint of the schema and SQL that cleaned the rows.
+    pub sql: Option<String>,
+    /// The process that committed it.
+    pub worker: Option<String>,
+    /// The shards whose plans it holds.
+    pub shards: Vec<String>,
+}
+
+impl DeltaSink {
+    /// The newest `limit` versions of the table whose commit files are still in its log (the log
+    /// keeps them for `delta.logRetentionDuration`, 30 days by default), newest first.
+    pub async fn history(&self, limit: usize) -> Result<Vec<TableVersion>, SinkError> {
+        let store = self.object_store();
+        let dir = Path::from("_delta_log");
+        let listing = store
+            .list_with_delimiter(Some(&dir))
+            .await
+            .map_err(|source| SinkError::Store {
+                path: format!("{}/_delta_log", self.uri),
+                source,
+            })?;
+        let mut versions: Vec<(i64, Path)> = listing
+            .objects
+            .into_iter()
+            .filter_map(|o| {
+                let version = o.location.filename()?.strip_suffix(".json")?.parse().ok()?;
+                Some((version, o.location))
+            })
+            .collect();
+        versions.sort_by_key(|(v, _)| std::cmp::Reverse(*v));
+        versions.truncate(limit);
+        let mut history = Vec::with_capacity(versions.len());
+        for (version, path) in versions {
+            let bytes = match store.get(&path).await {
+                Ok(found) => found.bytes().await,
+                Err(e) => Err(e),
+            };
+            // Removed by log cleanup meanwhile: the listing was a moment old.
+            let Ok(bytes) = bytes else { continue };
+            let info = String::from_utf8_lossy(&bytes)
+                .lines()
+                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+                .find_map(|action| action.get("commitInfo").cloned());
+            history.push(describe(version, info.as_ref()));
+        }
+        Ok(history)
+    }
+}
+
+/// A version as its `commitInfo` tells it (an engine commit's is under `kinesisDelta`).
+fn describe(version: i64, info: Option<&Value>) -> TableVersion {
+    let mut described = TableVersion {
+        version,
+        ..TableVersion::default()
+    };
+    let Some(info) = info else {
+        return described;
+    };
+    described.timestamp = info
+        .get("timestamp")
+        .and_then(Value::as_i64)
+        .and_then(DateTime::from_timestamp_millis);
+    described.operation = info
+        .get("operation")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    if let Some(engine) = info.get("kinesisDelta") {
+        described.batch_id = engine.get("batchId").and_then(Value::as_i64);
+        described.rows = engine.get("rows").and_then(Value::as_u64);
+        described.dead_letters = engine.get("deadLetters").and_then(Value::as_u64);
+        described.sql = engine.get("sql").and_then(Value::as_str).map(str::to_owned);
+        described.worker = engine
+            .get("worker")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        described.shards = engine
+            .get("plans")
+            .and_then(Value::as_object)
+            .map(|plans| plans.keys().cloned().collect())
+            .unwrap_or_default();
+    }
+    described
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_engine_commit_is_described_from_its_commit_info() {
+        let info = serde_json::json!({
+            "timestamp": 1_700_000_000_000_i64,
+            "operation": "WRITE",
+            "kinesisDelta": {"batchId": 7, "rows": 40, "deadLetters": 2, "sql": "0123456789ab",
+                "worker": "w", "plans": {"shardId-000000000000": {}, "shardId-000000000001": {}}}
+        });
+        let version = describe(3, Some(&info));
+        assert_eq!(version.version, 3);
+        assert_eq!(version.operation.as_deref(), Some("WRITE"));
+        assert_eq!(
+            (version.batch_id, version.rows, version.dead_letters),
+            (Some(7), Some(40), Some(2))
+        );
+        assert_eq!(version.sql.as_deref(), Some("0123456789ab"));
+        assert_eq!(version.shards.len(), 2);
+        let other = describe(4, Some(&serde_json::json!({"operation": "OPTIMIZE"})));
+        assert_eq!(other.batch_id, None);
+        assert!(describe(5, None).operation.is_none());
+    }
+}
