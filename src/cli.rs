@@ -61,6 +61,9 @@ pub enum Command {
     /// Show a table's versions: the batch each holds, its rows and dead letters, and the
     /// fingerprint of the schema and SQL that cleaned them.
     History(HistoryArgs),
+    /// Run a stream's schema and cleaning SQL over a sample and print the rows, their schema and
+    /// the would-be dead letters; nothing is written.
+    Preview(PreviewArgs),
     /// Answer the analysts' questions (sql/analytics) in an HTML report, and CSVs on request.
     Report(ReportArgs),
     /// The whole pipeline on this machine: embedded Kinesis, streams, API, emulator, engine, report.
@@ -162,6 +165,28 @@ pub struct HistoryArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `kinesis-delta preview`.
+#[derive(Debug, Args)]
+pub struct PreviewArgs {
+    /// Pipeline settings (the stream's schema and SQL, and Kinesis for a stream sample).
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// The stream's name in the config (`pin`, `geo`, `user`).
+    pub stream: String,
+    /// A JSON-lines file to use as the sample (each line one record) instead of the stream.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// Without --file: the newest this many records of the stream.
+    #[arg(long, default_value_t = 20)]
+    pub newest: usize,
+    /// Without --file: how far back to look for them (e.g. "1h", "30m").
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub since: std::time::Duration,
+    /// At most this many rows printed.
+    #[arg(long, default_value_t = 20)]
+    pub max_rows: usize,
 }
 
 /// `kinesis-delta report`.

@@ -34,6 +34,7 @@ pub mod emulator;
 pub mod lease;
 pub mod local;
 pub mod pipeline;
+pub mod preview;
 pub mod progress;
 pub mod query;
 pub mod report;

@@ -47,7 +47,7 @@ pub fn render_table(
         .to_string();
     if total > max_rows {
         text.push_str(&format!(
-            "\n… {} more rows not shown (raise --max-rows, or use --format csv)",
+            "\n… {} more rows not shown (raise --max-rows)",
             total - max_rows
         ));
     }

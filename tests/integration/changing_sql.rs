@@ -174,3 +174,68 @@ fn kinesis_delta_history(config: &Path) -> Vec<serde_json::Value> {
     assert!(output.status.success(), "{output:?}");
     serde_json::from_slice(&output.stdout).unwrap()
 }
+
+/// `preview` runs the current schema and SQL over a sample (a JSON-lines file, or the stream's
+/// newest records) with malformed records in it: it prints the rows, their schema and each
+/// would-be dead letter with its reason, and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preview_shows_rows_and_would_be_dead_letters_and_writes_nothing() {
+    let server = TestKinesis::start(Kind::Embedded).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), server.endpoint(), "preview", 100_000);
+    let pipeline = load_pipeline(&config);
+    let client = server.client().await;
+    create_streams(&client, &pipeline, 1).await;
+    let mut pins = records(&triples(0, 5), |t| &t.pin);
+    pins.push(("k".into(), b"not json".to_vec()));
+    pins.push(("k".into(), br#"{"index": "abc", "title": "x"}"#.to_vec()));
+    put_records(&client, &pipeline.streams[0].stream, &pins).await;
+
+    let from_stream = kinesis_delta_preview(&config, &["--newest", "4"]);
+    assert!(
+        from_stream.contains("pin: 4 records → 2 rows, 2 dead letters (nothing written)"),
+        "{from_stream}"
+    );
+    assert!(
+        from_stream.contains("record is not a JSON object")
+            && from_stream.contains("column `index` is BIGINT but the record holds `abc`"),
+        "{from_stream}"
+    );
+    assert!(
+        from_stream.contains("  follower_count Int64"),
+        "{from_stream}"
+    );
+
+    let sample = dir.path().join("sample.jsonl");
+    let lines: Vec<String> = pins
+        .iter()
+        .skip(2)
+        .map(|(_, data)| String::from_utf8(data.clone()).unwrap())
+        .collect();
+    std::fs::write(&sample, lines.join("\n")).unwrap();
+    let from_file = kinesis_delta_preview(&config, &["--file", sample.to_str().unwrap()]);
+    assert!(
+        from_file.contains("pin: 5 records → 3 rows, 2 dead letters")
+            && from_file.contains("line 4: record is not a JSON object")
+            && from_file.contains("line 5: column `index`"),
+        "{from_file}"
+    );
+    for table in ["pin", "pin_dead_letters"] {
+        assert!(
+            !dir.path().join("tables").join(table).exists(),
+            "a preview writes no table: {table}"
+        );
+    }
+}
+
+/// `kinesis-delta preview pin <args>`'s output.
+fn kinesis_delta_preview(config: &Path, args: &[&str]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kinesis-delta"))
+        .args(["preview", "pin", "--config"])
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout).unwrap()
+}

@@ -6,6 +6,7 @@ mod engine;
 mod history;
 mod leases;
 mod maintain;
+mod preview;
 mod query;
 mod servers;
 mod streams;
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
             Command::Maintain(args) => maintain::maintain(args).await,
             Command::Leases(args) => leases::leases(args).await,
             Command::History(args) => history::history(args).await,
+            Command::Preview(args) => preview::preview(args).await,
             Command::Report(args) => query::report(args).await,
             Command::Demo(args) => engine::demo(args).await,
         }

@@ -1,0 +1,175 @@
+//! `kinesis-delta preview`: a stream's current schema file and cleaning SQL run over a sample,
+//! with nothing written anywhere. The edit → see → run loop: the rows the SQL makes, its output
+//! schema, and the records that would become dead letters, with their reasons.
+//!
+//! The sample is a JSON-lines file (each line one record's bytes), or the newest records of the
+//! stream itself (read from a moment back, nothing checkpointed).
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ConfigError, Pipeline, StreamSpec};
+use crate::decode::{RecordDecoder, raw_schema_from_sql};
+use crate::pipeline::EngineError;
+use crate::sequence::SequenceNumber;
+use crate::source::{KinesisRecord, ShardReader, StartPosition, connect_checked, list_shards};
+use crate::transform::Cleaning;
+
+/// Where the sample comes from.
+#[derive(Debug, Clone)]
+pub enum Sample {
+    /// A JSON-lines file: each non-empty line is one record's bytes.
+    File(PathBuf),
+    /// The newest `newest` records of the stream, put within `since`.
+    Stream {
+        /// How many records at most.
+        newest: usize,
+        /// How far back to look.
+        since: Duration,
+    },
+}
+
+/// What the SQL made of the sample.
+#[derive(Debug)]
+pub struct Preview {
+    /// Records in the sample.
+    pub records: usize,
+    /// The cleaned rows' schema.
+    pub schema: SchemaRef,
+    /// The cleaned rows.
+    pub rows: Vec<RecordBatch>,
+    /// The records that would be dead letters: where each is (a line, or a shard and sequence
+    /// number), why, and its first bytes.
+    pub dead_letters: Vec<(String, String, String)>,
+}
+
+/// Runs `stream`'s schema and SQL (as the config has them now) over `sample`.
+pub async fn preview(
+    pipeline: &Pipeline,
+    stream: &str,
+    sample: &Sample,
+) -> Result<Preview, EngineError> {
+    let spec = pipeline
+        .streams
+        .iter()
+        .find(|s| s.name == stream)
+        .ok_or_else(|| {
+            let names: Vec<&str> = pipeline.streams.iter().map(|s| s.name.as_str()).collect();
+            EngineError::Config(ConfigError::Invalid(format!(
+                "no stream `{stream}` in the config: name one of {}",
+                names.join(", ")
+            )))
+        })?;
+    let raw_schema = raw_schema_from_sql(&spec.schema_sql, &spec.schema_path).await?;
+    let decoder = RecordDecoder::new(&spec.stream, raw_schema).with_format(spec.format);
+    let cleaning = Cleaning::new(&spec.sql, &spec.sql_path, decoder.row_schema()).await?;
+    let records = match sample {
+        Sample::File(path) => file_records(path)?,
+        Sample::Stream { newest, since } => stream_records(pipeline, spec, *newest, *since).await?,
+    };
+    let decoded = decoder
+        .decode(&records)
+        .map_err(|e| EngineError::Internal(format!("decoding the sample: {e}")))?;
+    let rows = if decoded.rows.num_rows() > 0 {
+        cleaning.apply(decoded.rows).await?
+    } else {
+        Vec::new()
+    };
+    let from_file = matches!(sample, Sample::File(_));
+    let dead_letters = decoded
+        .dead_letters
+        .iter()
+        .map(|dead| {
+            let record = &dead.record;
+            let at = if from_file {
+                format!("line {}", record.sequence_number)
+            } else {
+                format!("{} {}", record.shard_id, record.sequence_number)
+            };
+            let text = String::from_utf8_lossy(&record.data);
+            let excerpt: String = text.chars().take(80).collect();
+            (at, dead.error.clone(), excerpt)
+        })
+        .collect();
+    Ok(Preview {
+        records: records.len(),
+        schema: cleaning.output_schema(),
+        rows,
+        dead_letters,
+    })
+}
+
+/// Each non-empty line of a file as a record, numbered by its line.
+fn file_records(path: &Path) -> Result<Vec<KinesisRecord>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::Invalid(format!("cannot read the sample {}: {e}", path.display()))
+    })?;
+    let shard: Arc<str> = Arc::from("file");
+    Ok(text
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .filter_map(|(i, line)| {
+            Some(KinesisRecord {
+                shard_id: Arc::clone(&shard),
+                sequence_number: SequenceNumber::parse(&(i + 1).to_string()).ok()?,
+                partition_key: String::new(),
+                approximate_arrival_ms: None,
+                data: Bytes::from(line.to_owned()),
+                sub_sequence: None,
+            })
+        })
+        .collect())
+}
+
+/// The newest `newest` records of the stream put within `since`, read shard by shard from that
+/// moment to each shard's tip, oldest first.
+async fn stream_records(
+    pipeline: &Pipeline,
+    spec: &StreamSpec,
+    newest: usize,
+    since: Duration,
+) -> Result<Vec<KinesisRecord>, EngineError> {
+    let client = connect_checked(&pipeline.kinesis).await?;
+    let shards = list_shards(&client, &spec.stream)
+        .await?
+        .unwrap_or_default();
+    let start = chrono::Utc::now()
+        - chrono::Duration::from_std(since).unwrap_or_else(|_| chrono::Duration::hours(1));
+    let cancel = CancellationToken::new();
+    let mut kept: Vec<KinesisRecord> = Vec::new();
+    for shard in shards {
+        let mut reader = ShardReader::new(
+            &spec.stream,
+            &shard.shard_id,
+            StartPosition::AtTimestamp(start),
+            None,
+            5,
+        );
+        reader.set_closed(shard.closed);
+        let mut last: VecDeque<KinesisRecord> = VecDeque::with_capacity(newest);
+        loop {
+            let outcome = reader.fetch(&client, 10_000, &cancel).await?;
+            for record in outcome.records.iter().cloned() {
+                if last.len() == newest {
+                    last.pop_front();
+                }
+                last.push_back(record);
+            }
+            if outcome.caught_up() || outcome.relist {
+                break;
+            }
+        }
+        kept.extend(last);
+    }
+    kept.sort_by_key(|r| r.approximate_arrival_ms);
+    let skip = kept.len().saturating_sub(newest);
+    Ok(kept.split_off(skip))
+}
