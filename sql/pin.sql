@@ -8,30 +8,34 @@
 -- * follower_count becomes a number: 26k -> 26000, 6M -> 6000000, digits as they are, else NULL.
 -- * save_location keeps only the path; `index` is renamed `ind`; `downloaded` is not kept.
 -- * Anything else passes through unchanged; no record is dropped here.
-WITH no_placeholders AS (
+WITH placeholder AS (
+  -- The values the source writes where it has no data: each becomes NULL below, in any column.
+  -- Add one here.
+  SELECT make_array(
+    '',
+    'No Title Data Available',
+    'No description available Story format',
+    'No description available',
+    'Untitled',
+    'User Info Error',
+    'N,o, ,T,a,g,s, ,A,v,a,i,l,a,b,l,e',
+    'Image src error.'
+  ) AS list
+),
+no_placeholders AS (
   SELECT
     "index",
-    CASE WHEN unique_id IN ('', 'No Title Data Available', 'No description available Story format', 'No description available', 'Untitled', 'User Info Error', 'N,o, ,T,a,g,s, ,A,v,a,i,l,a,b,l,e', 'Image src error.')
-      THEN NULL ELSE unique_id END AS unique_id,
-    CASE WHEN title IN ('', 'No Title Data Available', 'No description available Story format', 'No description available', 'Untitled', 'User Info Error', 'N,o, ,T,a,g,s, ,A,v,a,i,l,a,b,l,e', 'Image src error.')
-      THEN NULL ELSE title END AS title,
-    CASE WHEN description IN ('', 'No Title Data Available', 'No description available Story format', 'No description available', 'Untitled', 'User Info Error', 'N,o, ,T,a,g,s, ,A,v,a,i,l,a,b,l,e', 'Image src error.')
-      THEN NULL ELSE description END AS description,
-    CASE WHEN poster_name IN ('', 'No Title Data Available', 'No description available Story format', 'No description available', 'Untitled', 'User Info Error', 'N,o, ,T,a,g,s, ,A,v,a,i,l,a,b,l,e', 'Image src error.')
-      THEN NULL ELSE poster_name END AS poster_name,
-    CASE WHEN follower_count IN ('', 'No Title Data Available', 'No description available Story format', 'No description available', 'Untitled', 'User Info Error', 'N,o, ,T,a,g,s, ,A,v,a,i,l,a,b,l,e', 'Image src error.')
-      THEN NULL ELSE follower_count END AS follower_count,
-    CASE WHEN tag_list IN ('', 'No Title Data Available', 'No description available Story format', 'No description available', 'Untitled', 'User Info Error', 'N,o, ,T,a,g,s, ,A,v,a,i,l,a,b,l,e', 'Image src error.')
-      THEN NULL ELSE tag_list END AS tag_list,
-    CASE WHEN is_image_or_video IN ('', 'No Title Data Available', 'No description available Story format', 'No description available', 'Untitled', 'User Info Error', 'N,o, ,T,a,g,s, ,A,v,a,i,l,a,b,l,e', 'Image src error.')
-      THEN NULL ELSE is_image_or_video END AS is_image_or_video,
-    CASE WHEN image_src IN ('', 'No Title Data Available', 'No description available Story format', 'No description available', 'Untitled', 'User Info Error', 'N,o, ,T,a,g,s, ,A,v,a,i,l,a,b,l,e', 'Image src error.')
-      THEN NULL ELSE image_src END AS image_src,
-    CASE WHEN save_location IN ('', 'No Title Data Available', 'No description available Story format', 'No description available', 'Untitled', 'User Info Error', 'N,o, ,T,a,g,s, ,A,v,a,i,l,a,b,l,e', 'Image src error.')
-      THEN NULL ELSE save_location END AS save_location,
-    CASE WHEN category IN ('', 'No Title Data Available', 'No description available Story format', 'No description available', 'Untitled', 'User Info Error', 'N,o, ,T,a,g,s, ,A,v,a,i,l,a,b,l,e', 'Image src error.')
-      THEN NULL ELSE category END AS category
-  FROM raw
+    CASE WHEN array_has(p.list, unique_id) THEN NULL ELSE unique_id END AS unique_id,
+    CASE WHEN array_has(p.list, title) THEN NULL ELSE title END AS title,
+    CASE WHEN array_has(p.list, description) THEN NULL ELSE description END AS description,
+    CASE WHEN array_has(p.list, poster_name) THEN NULL ELSE poster_name END AS poster_name,
+    CASE WHEN array_has(p.list, follower_count) THEN NULL ELSE follower_count END AS follower_count,
+    CASE WHEN array_has(p.list, tag_list) THEN NULL ELSE tag_list END AS tag_list,
+    CASE WHEN array_has(p.list, is_image_or_video) THEN NULL ELSE is_image_or_video END AS is_image_or_video,
+    CASE WHEN array_has(p.list, image_src) THEN NULL ELSE image_src END AS image_src,
+    CASE WHEN array_has(p.list, save_location) THEN NULL ELSE save_location END AS save_location,
+    CASE WHEN array_has(p.list, category) THEN NULL ELSE category END AS category
+  FROM raw CROSS JOIN placeholder p
 )
 SELECT
   "index" AS ind,

@@ -125,6 +125,9 @@ pub struct QueryArgs {
     /// Read a table as of a version or time: TABLE=VERSION or TABLE=TIMESTAMP (repeatable).
     #[arg(long = "as-of")]
     pub as_of: Vec<String>,
+    /// A folder of views to register (`NAME.sql` holds the view NAME's query), when it exists.
+    #[arg(long, default_value = "sql/analytics/views")]
+    pub views: PathBuf,
 }
 
 /// `kinesis-delta maintain`.

@@ -1,10 +1,8 @@
 -- Q1: the most popular category in each country (ties kept).
 -- Posts are counted once per id: the tables are an append-only log, and a re-sent id is the same post.
-WITH pins AS (SELECT DISTINCT ON (ind) ind, category FROM pin ORDER BY ind),
-geos AS (SELECT DISTINCT ON (ind) ind, country FROM geo ORDER BY ind),
-counts AS (
+WITH counts AS (
   SELECT g.country, p.category, COUNT(*) AS category_count
-  FROM pins p JOIN geos g ON p.ind = g.ind
+  FROM pin_posts p JOIN geo_posts g ON p.ind = g.ind
   WHERE g.country IS NOT NULL AND p.category IS NOT NULL
   GROUP BY g.country, p.category
 ),

@@ -1,10 +1,8 @@
 -- Q2: the most popular category each year, for posts from 2018 to 2022 (the year of the geo
 -- timestamp; ties kept). Posts are counted once per id.
-WITH pins AS (SELECT DISTINCT ON (ind) ind, category FROM pin ORDER BY ind),
-geos AS (SELECT DISTINCT ON (ind) ind, "timestamp" FROM geo ORDER BY ind),
-counts AS (
+WITH counts AS (
   SELECT CAST(date_part('year', g."timestamp") AS BIGINT) AS post_year, p.category, COUNT(*) AS category_count
-  FROM pins p JOIN geos g ON p.ind = g.ind
+  FROM pin_posts p JOIN geo_posts g ON p.ind = g.ind
   WHERE date_part('year', g."timestamp") BETWEEN 2018 AND 2022 AND p.category IS NOT NULL
   GROUP BY 1, 2
 ),

@@ -1,9 +1,7 @@
 -- Q3a: the user with the most followers in each country (ties kept; unknown counts left out).
-WITH pins AS (SELECT DISTINCT ON (ind) ind, poster_name, follower_count FROM pin ORDER BY ind),
-geos AS (SELECT DISTINCT ON (ind) ind, country FROM geo ORDER BY ind),
-posts AS (
+WITH posts AS (
   SELECT g.country, p.poster_name, p.follower_count
-  FROM pins p JOIN geos g ON p.ind = g.ind
+  FROM pin_posts p JOIN geo_posts g ON p.ind = g.ind
   WHERE p.follower_count IS NOT NULL AND g.country IS NOT NULL
 ),
 ranked AS (

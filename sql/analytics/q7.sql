@@ -1,10 +1,8 @@
 -- Q7: the median follower count of users by the year they joined, 2015 to 2020 (exact medians;
 -- one row per id in each table).
-WITH pins AS (SELECT DISTINCT ON (ind) ind, follower_count FROM pin ORDER BY ind),
-users AS (SELECT DISTINCT ON (ind) ind, date_joined FROM "user" ORDER BY ind)
 SELECT CAST(date_part('year', u.date_joined) AS BIGINT) AS post_year,
        median(CAST(p.follower_count AS DOUBLE)) AS median_follower_count
-FROM pins p JOIN users u ON p.ind = u.ind
+FROM pin_posts p JOIN user_posts u ON p.ind = u.ind
 WHERE date_part('year', u.date_joined) BETWEEN 2015 AND 2020 AND p.follower_count IS NOT NULL
 GROUP BY 1
 ORDER BY 1

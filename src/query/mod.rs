@@ -6,6 +6,7 @@ mod output;
 
 pub use output::{OutputFormat, render_table, write_output};
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
@@ -112,6 +113,9 @@ impl QueryResult {
     }
 }
 
+/// What an error says of a table with no data yet.
+const NO_DATA_YET: &str = "has no data yet";
+
 impl TableSet {
     /// Registers the pipeline's tables and dead-letter tables; `as_of` pins some to a version.
     pub async fn open(pipeline: &Pipeline, as_of: &[(String, AsOf)]) -> Result<Self, QueryError> {
@@ -146,6 +150,48 @@ impl TableSet {
         })
     }
 
+    /// Registers each `*.sql` file of `dir` as a view named after the file (`pin_posts.sql` →
+    /// `pin_posts`), in file-name order, so a view may build on those before it. A view over a
+    /// table with no data yet is left out, with a warning; any other failure is an error.
+    pub async fn register_views(&self, dir: &Path) -> Result<Vec<String>, QueryError> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| {
+                QueryError::Output(format!(
+                    "cannot read the views folder {}: {e}",
+                    dir.display()
+                ))
+            })?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|path| path.extension().is_some_and(|x| x == "sql"))
+            .collect();
+        files.sort();
+        let mut registered = Vec::with_capacity(files.len());
+        for file in files {
+            let name = file
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default()
+                .to_owned();
+            let body = std::fs::read_to_string(&file)
+                .map_err(|e| QueryError::Output(format!("cannot read {}: {e}", file.display())))?;
+            let create = format!(
+                "CREATE VIEW \"{name}\" AS {}",
+                body.trim().trim_end_matches(';')
+            );
+            match self.ctx.sql(&create).await {
+                Ok(_) => registered.push(name),
+                Err(e) => match self.explain(e) {
+                    // It reads a table with no data yet: the view comes with the table.
+                    QueryError::Sql(message) if message.contains(NO_DATA_YET) => {
+                        tracing::warn!(view = %name, error = %message, "view left out");
+                    }
+                    e => return Err(QueryError::Sql(format!("view {}: {e}", file.display()))),
+                },
+            }
+        }
+        Ok(registered)
+    }
+
     /// Runs one SQL statement.
     pub async fn sql(&self, sql: &str) -> Result<QueryResult, QueryError> {
         let started = Instant::now();
@@ -166,7 +212,7 @@ impl TableSet {
             let named = |prefix: &str| message.contains(&format!("{prefix}{}'", table.name));
             if named("'") || named(".") {
                 return QueryError::Sql(format!(
-                    "{message} (table {} has no data yet: no Delta table at {}; run the engine first)",
+                    "{message} (table {} {NO_DATA_YET}: no Delta table at {}; run the engine first)",
                     table.name, table.uri
                 ));
             }

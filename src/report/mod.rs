@@ -32,6 +32,9 @@ pub struct Report {
     pub tables: Vec<(TableInfo, usize)>,
 }
 
+/// The folder of shared views inside the analytics folder.
+pub const VIEWS: &str = "views";
+
 /// The analytics files of a folder, in question order.
 pub fn analytics_files(dir: &Path) -> Result<Vec<PathBuf>, QueryError> {
     let entries = std::fs::read_dir(dir).map_err(|e| {
@@ -57,8 +60,13 @@ pub fn analytics_files(dir: &Path) -> Result<Vec<PathBuf>, QueryError> {
     Ok(files)
 }
 
-/// Runs every analytics file over `tables`.
+/// Runs every analytics file over `tables`, after registering the views they build on (the
+/// `views` folder inside `analytics`, when there is one).
 pub async fn build(tables: &TableSet, analytics: &Path) -> Result<Report, QueryError> {
+    let views = analytics.join(VIEWS);
+    if views.is_dir() {
+        tables.register_views(&views).await?;
+    }
     let mut answers = Vec::new();
     for file in analytics_files(analytics)? {
         let sql = std::fs::read_to_string(&file)

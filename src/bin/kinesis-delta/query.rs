@@ -14,6 +14,9 @@ pub async fn query(args: QueryArgs) -> anyhow::Result<()> {
         .map(|a| AsOf::parse(a))
         .collect::<Result<Vec<_>, _>>()?;
     let tables = TableSet::open(&pipeline, &as_of).await?;
+    if args.views.is_dir() {
+        tables.register_views(&args.views).await?;
+    }
     let sql = match (&args.sql, &args.file) {
         (Some(sql), _) => Some(sql.clone()),
         (None, Some(file)) => Some(
