@@ -22,6 +22,12 @@ use crate::sequence::SequenceNumber;
 use crate::source::{KinesisRecord, ShardReader, StartPosition, connect_checked, list_shards};
 use crate::transform::Cleaning;
 
+/// GetRecords calls a second per shard: less than Kinesis' 5, which a running engine shares.
+const PREVIEW_CALLS_PER_SECOND: u32 = 2;
+
+/// The most records read from one shard for a sample.
+const MAX_READ_PER_SHARD: usize = 100_000;
+
 /// Where the sample comes from.
 #[derive(Debug, Clone)]
 pub enum Sample {
@@ -129,8 +135,9 @@ fn file_records(path: &Path) -> Result<Vec<KinesisRecord>, ConfigError> {
         .collect())
 }
 
-/// The newest `newest` records of the stream put within `since`, read shard by shard from that
-/// moment to each shard's tip, oldest first.
+/// The newest `newest` records of the stream put within `since` and before now, read shard by
+/// shard from that moment (at most [`MAX_READ_PER_SHARD`] each, at 2 calls a second), oldest
+/// first.
 async fn stream_records(
     pipeline: &Pipeline,
     spec: &StreamSpec,
@@ -144,6 +151,8 @@ async fn stream_records(
     let start = chrono::Utc::now()
         - chrono::Duration::from_std(since).unwrap_or_else(|_| chrono::Duration::hours(1));
     let cancel = CancellationToken::new();
+    // Records put from now on are not waited for: a busy shard's reading ends too.
+    let now_ms = chrono::Utc::now().timestamp_millis();
     let mut kept: Vec<KinesisRecord> = Vec::new();
     for shard in shards {
         let mut reader = ShardReader::new(
@@ -151,21 +160,27 @@ async fn stream_records(
             &shard.shard_id,
             StartPosition::AtTimestamp(start),
             None,
-            5,
+            PREVIEW_CALLS_PER_SECOND,
         );
         reader.set_closed(shard.closed);
+        reader.end_after(Some(now_ms));
         let mut last: VecDeque<KinesisRecord> = VecDeque::with_capacity(newest);
+        let mut read = 0;
         loop {
             let outcome = reader.fetch(&client, 10_000, &cancel).await?;
+            read += outcome.records.len();
             for record in outcome.records.iter().cloned() {
                 if last.len() == newest {
                     last.pop_front();
                 }
                 last.push_back(record);
             }
-            if outcome.caught_up() || outcome.relist {
+            if outcome.caught_up() || outcome.relist || read >= MAX_READ_PER_SHARD {
                 break;
             }
+        }
+        if read >= MAX_READ_PER_SHARD {
+            tracing::warn!(shard = %shard.shard_id, read, "stopped reading the shard for the sample: shorten --since for its newest records");
         }
         kept.extend(last);
     }

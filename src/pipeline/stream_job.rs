@@ -19,8 +19,8 @@ use chrono::Utc;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
-use lineage::Lineage;
 pub use lineage::sql_fingerprint;
+use lineage::{Lineage, PlanLineage, Table};
 
 use super::EngineError;
 use super::leases::ShardLeases;
@@ -405,20 +405,25 @@ impl StreamJob {
             }
         }
         let sql = t.elapsed();
-        let info = Lineage {
+        // Each plan's part, under its transaction id, with the rows it adds to each table.
+        let committed: Vec<PlanLineage> = planned
+            .parts
+            .iter()
+            .zip(&rows)
+            .map(|(part, cleaned)| PlanLineage {
+                app_id: cleaned.app_id.clone(),
+                part,
+                rows: cleaned.rows.iter().map(RecordBatch::num_rows).sum(),
+            })
+            .collect();
+        let lineage = Lineage {
             stream: self.source.stream(),
             worker: &self.worker,
             batch_id,
             sql: &self.sql_fingerprint,
             records_gone: planned.records_gone,
-        }
-        .commit_info(
-            &planned.parts,
-            &rows
-                .iter()
-                .map(|p| p.rows.iter().map(RecordBatch::num_rows).sum())
-                .collect::<Vec<_>>(),
-        );
+            plans: &committed,
+        };
 
         let mut write = Duration::ZERO;
         let mut commit = Duration::ZERO;
@@ -430,11 +435,11 @@ impl StreamJob {
             dead_rows.retain(|p| recorded.get(&p.app_id).is_none_or(|&r| r < p.version));
             let done = self
                 .dead_letters
-                .commit_plans(
+                .commit_plans_with(
                     &dead_letter_schema(),
                     &dead_rows,
                     Numbering::Gaps,
-                    info.clone(),
+                    &|kept| lineage.commit_info(kept, Table::DeadLetters),
                 )
                 .await?;
             write += done.write;
@@ -442,7 +447,12 @@ impl StreamJob {
         }
         let done = self
             .table
-            .commit_plans(&self.output_schema, &rows, Numbering::Consecutive, info)
+            .commit_plans_with(
+                &self.output_schema,
+                &rows,
+                Numbering::Consecutive,
+                &|kept| lineage.commit_info(kept, Table::Cleaned),
+            )
             .await?;
         write += done.write;
         commit += done.commit;

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
-use deltalake::kernel::transaction::TransactionError;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, FinalizedCommit};
+use deltalake::kernel::transaction::{CommitConflictError, TransactionError};
 use deltalake::kernel::{Action, MetadataExt, StructType, Transaction};
 use deltalake::logstore::ObjectStoreRef;
 use deltalake::protocol::{DeltaOperation, SaveMode};
@@ -234,12 +234,13 @@ impl DeltaSink {
     /// Checks that rows of `schema` can go into the table (when it exists): new columns are
     /// added as they come, dropped ones stay; a changed type cannot be stored (see `evolve`).
     pub fn check_schema(&self, schema: &SchemaRef) -> Result<(), SinkError> {
-        match &self.schema {
-            Some(existing) => target_schema(existing, &delta_compatible(schema))
-                .map(|_| ())
-                .map_err(|changed| self.type_changed(&changed)),
-            None => Ok(()),
-        }
+        let none = Arc::new(arrow::datatypes::Schema::empty());
+        target_schema(
+            self.schema.as_ref().unwrap_or(&none),
+            &delta_compatible(schema),
+        )
+        .map(|_| ())
+        .map_err(|changed| self.type_changed(&changed))
     }
 
     /// The schema rows of `schema` are written with now, from the table's schema in the loaded
@@ -293,25 +294,36 @@ impl DeltaSink {
             self.metrics.already_committed();
             return Ok(CommitOutcome::AlreadyCommitted);
         }
-        let (target, adds_columns) = self.write_schema(schema)?;
-        let started = Instant::now();
-        let adds = self.write_files(&target, adds_columns, rows.iter()).await?;
-        let write = started.elapsed();
-
+        let mut write = Duration::ZERO;
         let started = Instant::now();
         let mut contended = ContendedRounds::default();
-        let new_schema = adds_columns.then_some(&target);
         let result = loop {
+            // Written against the snapshot the commit is built on, every round: another writer
+            // may have added columns meanwhile.
+            let (target, adds_columns) = self.write_schema(schema)?;
+            let writing = Instant::now();
+            let adds = self.write_files(&target, adds_columns, rows.iter()).await?;
+            write += writing.elapsed();
             let txn = Transaction::new(&self.app_id, batch_id);
+            let new_schema = adds_columns.then_some(&target);
             match self.append(vec![txn], &adds, &info, new_schema).await {
                 // Other writers (other pipelines, engines sharing the table) kept committing first
-                // through delta-rs's 15 retries: pause, reload and go again. The batch's own
-                // `txn` is checked on the new snapshot, as before the first attempt.
+                // through delta-rs's 15 retries, or changed the schema: pause, reload and go
+                // again. The batch's own `txn` is checked on the new snapshot, as before the first
+                // attempt.
                 Err(DeltaTableError::Transaction {
                     source: TransactionError::MaxCommitAttempts(attempts),
                 }) if contended.pause(attempts).await => {
                     if self.reload_holds(batch_id).await? {
                         self.metrics.commit_retried(contended.retries);
+                        self.metrics.already_committed();
+                        return Ok(CommitOutcome::AlreadyCommitted);
+                    }
+                }
+                Err(DeltaTableError::Transaction {
+                    source: TransactionError::CommitConflict(CommitConflictError::MetadataChanged),
+                }) => {
+                    if self.reload_holds(batch_id).await? {
                         self.metrics.already_committed();
                         return Ok(CommitOutcome::AlreadyCommitted);
                     }
@@ -331,7 +343,7 @@ impl DeltaSink {
                 Ok(CommitOutcome::Committed {
                     version,
                     write,
-                    commit: started.elapsed(),
+                    commit: started.elapsed().saturating_sub(write),
                     retries,
                 })
             }
@@ -506,7 +518,9 @@ impl DeltaSink {
     }
 }
 
-fn table_arrow_schema(table: &DeltaTable) -> Result<SchemaRef, deltalake::DeltaTableError> {
+pub(super) fn table_arrow_schema(
+    table: &DeltaTable,
+) -> Result<SchemaRef, deltalake::DeltaTableError> {
     use deltalake::kernel::engine::arrow_conversion::TryIntoArrow;
     let schema = table.snapshot()?.schema();
     let arrow: arrow::datatypes::Schema = schema.as_ref().try_into_arrow()?;

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 /// One column whose type the SQL changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,15 +24,36 @@ pub struct TypeChange {
 
 /// The schema rows of `sql` (already Delta-storable) are written with into a table of `table`:
 /// the table's columns in its order, then the SQL's new ones. Fails with every column whose type
-/// changed.
+/// changed, whose name differs from the table's only by case, or that has no type (`NULL AS x`).
 pub fn target_schema(table: &SchemaRef, sql: &SchemaRef) -> Result<SchemaRef, Vec<TypeChange>> {
     let changed: Vec<TypeChange> = sql
         .fields()
         .iter()
         .filter_map(|wanted| {
-            let (_, existing) = table.column_with_name(wanted.name())?;
+            let name = wanted.name();
+            if wanted.data_type() == &DataType::Null {
+                // `NULL AS x`: Delta has no such type, and x could never get one later.
+                return Some(TypeChange {
+                    column: name.clone(),
+                    table: "(none yet)".into(),
+                    sql: "untyped NULL (write CAST(NULL AS VARCHAR), or the type it will hold)"
+                        .into(),
+                });
+            }
+            // Delta column names are case-insensitive: `Title` is `title`.
+            let existing = table
+                .fields()
+                .iter()
+                .find(|f| f.name().eq_ignore_ascii_case(name))?;
+            if existing.name() != name {
+                return Some(TypeChange {
+                    column: name.clone(),
+                    table: format!("named `{}`", existing.name()),
+                    sql: format!("named `{name}` (Delta names ignore case: use the table's)"),
+                });
+            }
             (!types_match(existing.data_type(), wanted.data_type())).then(|| TypeChange {
-                column: wanted.name().clone(),
+                column: name.clone(),
                 table: existing.data_type().to_string(),
                 sql: wanted.data_type().to_string(),
             })
@@ -70,8 +91,6 @@ fn types_match(a: &arrow::datatypes::DataType, b: &arrow::datatypes::DataType) -
 
 #[cfg(test)]
 mod tests {
-    use arrow::datatypes::DataType;
-
     use super::*;
 
     fn schema(columns: &[(&str, DataType)]) -> SchemaRef {
@@ -110,5 +129,13 @@ mod tests {
                 }
             ]
         );
+        // A name that differs only by case, and an untyped NULL, are refused too.
+        let sql = schema(&[("Title", DataType::Utf8), ("note", DataType::Null)]);
+        let refused: Vec<String> = target_schema(&table, &sql)
+            .unwrap_err()
+            .into_iter()
+            .map(|c| c.column)
+            .collect();
+        assert_eq!(refused, ["Title", "note"]);
     }
 }

@@ -35,35 +35,32 @@ pub struct TableVersion {
 
 impl DeltaSink {
     /// The newest `limit` versions of the table whose commit files are still in its log (the log
-    /// keeps them for `delta.logRetentionDuration`, 30 days by default), newest first.
+    /// keeps them for `delta.logRetentionDuration`, 30 days by default), newest first: the list
+    /// stops at the first version whose file is gone.
     pub async fn history(&self, limit: usize) -> Result<Vec<TableVersion>, SinkError> {
+        let Some(newest) = self.version() else {
+            return Ok(Vec::new());
+        };
         let store = self.object_store();
-        let dir = Path::from("_delta_log");
-        let listing = store
-            .list_with_delimiter(Some(&dir))
-            .await
-            .map_err(|source| SinkError::Store {
-                path: format!("{}/_delta_log", self.uri),
-                source,
-            })?;
-        let mut versions: Vec<(i64, Path)> = listing
-            .objects
-            .into_iter()
-            .filter_map(|o| {
-                let version = o.location.filename()?.strip_suffix(".json")?.parse().ok()?;
-                Some((version, o.location))
-            })
-            .collect();
-        versions.sort_by_key(|(v, _)| std::cmp::Reverse(*v));
-        versions.truncate(limit);
-        let mut history = Vec::with_capacity(versions.len());
-        for (version, path) in versions {
+        let mut history = Vec::with_capacity(limit.min(1024));
+        // Counting down from the loaded version: no listing of a log that may hold many files.
+        for version in (0..=newest).rev().take(limit) {
+            let path = Path::from(format!("_delta_log/{version:020}.json"));
             let bytes = match store.get(&path).await {
                 Ok(found) => found.bytes().await,
                 Err(e) => Err(e),
             };
-            // Removed by log cleanup meanwhile: the listing was a moment old.
-            let Ok(bytes) = bytes else { continue };
+            let bytes = match bytes {
+                Ok(bytes) => bytes,
+                // Older commit files were cleaned up after the log retention.
+                Err(object_store::Error::NotFound { .. }) => break,
+                Err(source) => {
+                    return Err(SinkError::Store {
+                        path: format!("{}/{path}", self.uri),
+                        source,
+                    });
+                }
+            };
             let info = String::from_utf8_lossy(&bytes)
                 .lines()
                 .filter_map(|line| serde_json::from_str::<Value>(line).ok())

@@ -23,7 +23,7 @@ use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
 use object_store::ObjectStoreExt;
 use serde::Serialize;
 
-use super::delta::parquet_properties;
+use super::delta::{parquet_properties, table_arrow_schema};
 use super::{DeltaSink, SinkError};
 
 /// The transaction id of compaction commits (see [`DeltaSink::compact`]).
@@ -115,11 +115,8 @@ impl DeltaSink {
         }
         small.sort_by_key(|f| f.modification_time());
         let version = i64::try_from(snapshot.version()).unwrap_or(i64::MAX);
-        let schema = self.schema.clone().ok_or_else(|| {
-            self.error(deltalake::DeltaTableError::Generic(
-                "the table has no schema".into(),
-            ))
-        })?;
+        // The loaded version's schema: a column added since the sink last wrote is in it.
+        let schema = table_arrow_schema(&self.table).map_err(|source| self.error(source))?;
         let store = self.table.log_store().object_store(None);
         let mut writer = RecordBatchWriter::for_table(&self.table)
             .map_err(|source| self.error(source))?

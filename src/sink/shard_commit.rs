@@ -31,6 +31,9 @@ pub struct PlanRows {
     pub rows: Vec<RecordBatch>,
 }
 
+/// What a commit records in its `commitInfo`, besides delta-rs' own fields.
+pub type CommitInfo = serde_json::Map<String, serde_json::Value>;
+
 /// How a table numbers the plans of one transaction id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Numbering {
@@ -67,7 +70,20 @@ impl DeltaSink {
         schema: &SchemaRef,
         plans: &[PlanRows],
         numbering: Numbering,
-        info: serde_json::Map<String, serde_json::Value>,
+        info: CommitInfo,
+    ) -> Result<PlansCommitted, SinkError> {
+        self.commit_plans_with(schema, plans, numbering, &|_| info.clone())
+            .await
+    }
+
+    /// [`Self::commit_plans`], with the commit's `commitInfo` made from the transaction ids of
+    /// the plans it holds (those the table did not record yet), once they are known.
+    pub async fn commit_plans_with(
+        &mut self,
+        schema: &SchemaRef,
+        plans: &[PlanRows],
+        numbering: Numbering,
+        info: &(dyn Fn(&[&str]) -> CommitInfo + Sync),
     ) -> Result<PlansCommitted, SinkError> {
         self.ensure_table(schema).await?;
         let mut dropped: Vec<String> = Vec::new();
@@ -124,7 +140,12 @@ impl DeltaSink {
                 .map(|p| Transaction::new(&p.app_id, p.version))
                 .collect();
             let result = self
-                .append(txns, &adds, &info, adds_columns.then_some(&target))
+                .append(
+                    txns,
+                    &adds,
+                    &info(&kept.iter().map(|p| p.app_id.as_str()).collect::<Vec<_>>()),
+                    adds_columns.then_some(&target),
+                )
                 .await;
             commit += started.elapsed();
             match result {

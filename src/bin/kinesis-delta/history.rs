@@ -53,5 +53,14 @@ pub async fn history(args: HistoryArgs) -> anyhow::Result<()> {
             v.worker.clone().unwrap_or_else(dash),
         );
     }
+    if let Some(oldest) = versions.last()
+        && oldest.version > 0
+        && versions.len() < args.limit
+    {
+        println!(
+            "(versions before {} are gone from the log: its commit files are kept for the log retention)",
+            oldest.version
+        );
+    }
     Ok(())
 }

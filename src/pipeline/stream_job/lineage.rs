@@ -7,6 +7,7 @@ use md5::{Digest, Md5};
 use serde_json::{Map, Value, json};
 
 use super::PlanPart;
+use crate::sink::CommitInfo;
 
 /// A short fingerprint of a stream's schema file and cleaning SQL, as written: any edit to either
 /// gives another (whitespace included).
@@ -19,6 +20,24 @@ pub fn sql_fingerprint(schema_sql: &str, sql: &str) -> String {
     digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
 }
 
+/// One plan of a batch, for the `commitInfo` of the commits that hold it.
+pub(super) struct PlanLineage<'a> {
+    /// Its transaction id.
+    pub app_id: String,
+    pub part: &'a PlanPart,
+    /// Its cleaned rows.
+    pub rows: usize,
+}
+
+/// Which of a stream's tables a commit goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Table {
+    /// The cleaned rows.
+    Cleaned,
+    /// The dead letters.
+    DeadLetters,
+}
+
 /// One batch's cleaning, for its `commitInfo`.
 pub(super) struct Lineage<'a> {
     pub stream: &'a str,
@@ -26,31 +45,44 @@ pub(super) struct Lineage<'a> {
     pub batch_id: i64,
     pub sql: &'a str,
     pub records_gone: bool,
+    pub plans: &'a [PlanLineage<'a>],
 }
 
 impl Lineage<'_> {
-    /// The `commitInfo` of a commit of `parts`, whose cleaned rows number `rows[i]` for part `i`.
-    pub fn commit_info(&self, parts: &[PlanPart], rows: &[usize]) -> Map<String, Value> {
-        let plans: Map<String, Value> = parts
+    /// The `commitInfo` of a commit to `table` holding the plans of the transaction ids `kept`
+    /// (the others were recorded already: their rows are not in it, nor in its counts).
+    pub fn commit_info(&self, kept: &[&str], table: Table) -> CommitInfo {
+        let committed: Vec<&PlanLineage<'_>> = self
+            .plans
             .iter()
-            .zip(rows)
-            .map(|(part, rows)| {
-                let range = part.plan.range.as_ref();
+            .filter(|p| kept.contains(&p.app_id.as_str()))
+            .collect();
+        let rows_of = |p: &PlanLineage<'_>| match table {
+            Table::Cleaned => p.rows,
+            Table::DeadLetters => p.part.decoded.dead_letters.len(),
+        };
+        let plans: Map<String, Value> = committed
+            .iter()
+            .map(|p| {
+                let range = p.part.plan.range.as_ref();
                 (
-                    part.plan.shard.clone(),
+                    p.part.plan.shard.clone(),
                     json!({
-                        "plan": part.plan.version,
+                        "plan": p.part.plan.version,
                         "first": range.map(|r| r.first.as_str()),
                         "last": range.map(|r| r.last.as_str()),
-                        "rows": rows,
-                        "deadLetters": part.decoded.dead_letters.len(),
+                        "rows": rows_of(p),
+                        "deadLetters": p.part.decoded.dead_letters.len(),
                     }),
                 )
             })
             .collect();
-        let total_rows: usize = rows.iter().sum();
-        let dead_letters: usize = parts.iter().map(|p| p.decoded.dead_letters.len()).sum();
-        let mut info = Map::new();
+        let rows: usize = committed.iter().map(|p| rows_of(p)).sum();
+        let dead_letters: usize = committed
+            .iter()
+            .map(|p| p.part.decoded.dead_letters.len())
+            .sum();
+        let mut info = CommitInfo::new();
         info.insert(
             "kinesisDelta".to_owned(),
             json!({
@@ -58,7 +90,7 @@ impl Lineage<'_> {
                 "worker": self.worker,
                 "batchId": self.batch_id,
                 "sql": self.sql,
-                "rows": total_rows,
+                "rows": rows,
                 "deadLetters": dead_letters,
                 "plans": Value::Object(plans),
                 "recordsGone": self.records_gone,
@@ -70,7 +102,72 @@ impl Lineage<'_> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::RecordBatch;
+    use arrow::datatypes::Schema;
+
     use super::*;
+    use crate::decode::DecodedBatch;
+    use crate::sink::ShardPlan;
+
+    fn part(shard: &str) -> PlanPart {
+        PlanPart {
+            plan: ShardPlan {
+                shard: shard.to_owned(),
+                version: 3,
+                range: None,
+                position: Default::default(),
+                stream_created_ms: None,
+                shard_start: None,
+                split: None,
+                planned_at: chrono::Utc::now(),
+                worker: "w".into(),
+            },
+            decoded: DecodedBatch {
+                rows: RecordBatch::new_empty(Arc::new(Schema::empty())),
+                dead_letters: Vec::new(),
+            },
+        }
+    }
+
+    /// A plan the table recorded already (another writer committed it) is left out of the
+    /// commit's counts and plans: `history` adds up to the table's rows.
+    #[test]
+    fn a_commit_counts_only_the_plans_it_holds() {
+        let (a, b) = (part("shardId-a"), part("shardId-b"));
+        let plans = [
+            PlanLineage {
+                app_id: "x/shardId-a".into(),
+                part: &a,
+                rows: 10,
+            },
+            PlanLineage {
+                app_id: "x/shardId-b".into(),
+                part: &b,
+                rows: 5,
+            },
+        ];
+        let lineage = Lineage {
+            stream: "s",
+            worker: "w",
+            batch_id: 1,
+            sql: "f",
+            records_gone: false,
+            plans: &plans,
+        };
+        let info = lineage.commit_info(&["x/shardId-b"], Table::Cleaned);
+        let engine = &info["kinesisDelta"];
+        assert_eq!(engine["rows"], 5);
+        assert_eq!(
+            engine["plans"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .collect::<Vec<_>>(),
+            ["shardId-b"]
+        );
+    }
 
     #[test]
     fn any_edit_of_the_schema_or_the_sql_changes_the_fingerprint() {
