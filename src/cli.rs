@@ -162,6 +162,9 @@ pub struct HistoryArgs {
     /// The dead-letter table's versions instead of the cleaned table's.
     #[arg(long)]
     pub dead_letters: bool,
+    /// The raw table's versions instead of the cleaned table's.
+    #[arg(long, conflicts_with = "dead_letters")]
+    pub raw: bool,
     /// How many versions, newest first.
     #[arg(long, default_value_t = 20)]
     pub limit: usize,

@@ -298,6 +298,8 @@ pub struct StreamConfig {
     pub table: String,
     /// The dead-letter table's folder name; default `<table>_dead_letters`.
     pub dead_letter_table: Option<String>,
+    /// A table of every record's bytes and Kinesis metadata, as read (none: not kept).
+    pub raw_table: Option<String>,
     /// What a record's data holds (gzip is recognised by itself).
     #[serde(default)]
     pub format: PayloadFormat,
@@ -357,17 +359,23 @@ pub struct StreamSpec {
     pub table_uri: String,
     /// The dead-letter table's URL.
     pub dead_letter_uri: String,
+    /// The raw table's URL, when the stream keeps one.
+    pub raw_uri: Option<String>,
     /// What its records hold.
     pub format: PayloadFormat,
 }
 
 impl Pipeline {
-    /// Every table of the pipeline and its dead-letter table, as `(name, url)`: the name is the
-    /// table's folder, as `query` and `maintain` know it.
+    /// Every table of the pipeline, its dead-letter table and its raw table (if any), as
+    /// `(name, url)`: the name is the table's folder, as `query` and `maintain` know it.
     pub fn tables(&self) -> Vec<(String, String)> {
         self.streams
             .iter()
-            .flat_map(|spec| [&spec.table_uri, &spec.dead_letter_uri])
+            .flat_map(|spec| {
+                [&spec.table_uri, &spec.dead_letter_uri]
+                    .into_iter()
+                    .chain(spec.raw_uri.as_ref())
+            })
             .map(|uri| (table_folder(uri).to_owned(), uri.clone()))
             .collect()
     }
@@ -493,7 +501,10 @@ impl PipelineConfig {
                     s.name
                 ));
             }
-            for table in std::iter::once(&s.table).chain(s.dead_letter_table.as_ref()) {
+            for table in std::iter::once(&s.table)
+                .chain(s.dead_letter_table.as_ref())
+                .chain(s.raw_table.as_ref())
+            {
                 if table.is_empty() || table.contains(['/', '\\']) || table.starts_with(['.', '_'])
                 {
                     return invalid(format!(
@@ -537,6 +548,10 @@ impl PipelineConfig {
             streams.push(StreamSpec {
                 table_uri: format!("{table_root}/{}", s.table),
                 dead_letter_uri: format!("{table_root}/{dead_letter}"),
+                raw_uri: s
+                    .raw_table
+                    .as_ref()
+                    .map(|raw| format!("{table_root}/{raw}")),
                 name: s.name,
                 stream,
                 schema_path,
@@ -566,10 +581,12 @@ fn check_tables_distinct(streams: &[StreamSpec]) -> Result<(), ConfigError> {
     // Compared without case: on a case-insensitive file system `pin` and `Pin` are one folder.
     let mut owners: BTreeMap<String, String> = BTreeMap::new();
     for s in streams {
-        for (uri, role) in [
+        let tables = [
             (&s.table_uri, "table"),
             (&s.dead_letter_uri, "dead_letter_table"),
-        ] {
+        ];
+        let raw = s.raw_uri.as_ref().map(|uri| (uri, "raw_table"));
+        for (uri, role) in tables.into_iter().chain(raw) {
             let owner = format!("the {role} of stream `{}`", s.name);
             if let Some(first) = owners.insert(uri.to_lowercase(), owner.clone()) {
                 let folder = table_folder(uri);

@@ -436,6 +436,27 @@ pub fn dead_letter_schema() -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
+/// The schema of a raw table: each Kinesis record as read (an aggregate whole, gzip as is), its
+/// bytes and metadata.
+pub fn raw_records_schema() -> SchemaRef {
+    let mut fields = metadata_fields();
+    fields.push(Field::new("data", DataType::Binary, false));
+    Arc::new(Schema::new(fields))
+}
+
+/// Turns Kinesis records into a batch of [`raw_records_schema`].
+pub fn raw_records_batch(
+    stream: &str,
+    records: &[KinesisRecord],
+) -> Result<RecordBatch, ArrowError> {
+    let records: Vec<&KinesisRecord> = records.iter().collect();
+    let mut columns = metadata_columns(stream, &records);
+    columns.push(Arc::new(BinaryArray::from_iter_values(
+        records.iter().map(|r| r.data.as_ref()),
+    )));
+    RecordBatch::try_new(raw_records_schema(), columns)
+}
+
 /// Turns dead letters into a batch of [`dead_letter_schema`].
 pub fn dead_letter_batch(stream: &str, dead: &[DeadLetter]) -> Result<RecordBatch, ArrowError> {
     let records: Vec<&KinesisRecord> = dead.iter().map(|d| &d.record).collect();

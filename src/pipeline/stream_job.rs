@@ -30,7 +30,7 @@ use super::split::SplitRule;
 use crate::config::{ConsumerMode, InitialPosition, LostStreamPolicy, Pipeline, StreamSpec};
 use crate::decode::{
     DecodedBatch, METADATA_COLUMNS, RecordDecoder, dead_letter_batch, dead_letter_schema,
-    raw_schema_from_sql,
+    raw_records_batch, raw_records_schema, raw_schema_from_sql,
 };
 use crate::lease::LeaseWorker;
 use crate::progress::BatchProgress;
@@ -70,7 +70,12 @@ pub struct StreamSummary {
 struct PlanPart {
     plan: ShardPlan,
     decoded: DecodedBatch,
+    /// Its Kinesis records as read, for the raw table (when the stream keeps one).
+    raw: Option<RecordBatch>,
 }
+
+/// Each shard's records decoded, and as raw rows when the stream keeps a raw table.
+type Decoded = BTreeMap<String, (DecodedBatch, Option<RecordBatch>)>;
 
 /// A batch ready to commit: one part per shard.
 struct PlannedBatch {
@@ -100,6 +105,8 @@ pub struct StreamJob {
     dead_letters: DeltaSink,
     table_maintenance: Maintainer,
     dead_letter_maintenance: Maintainer,
+    /// The raw table, when the stream keeps one, and its maintenance.
+    raw: Option<(DeltaSink, Maintainer)>,
     /// The shards' plans and tip markers.
     plans: ShardPlanLog,
     /// The stream-level files: the checkpoint of earlier versions, the fence, the LATEST pin.
@@ -172,6 +179,18 @@ impl StreamJob {
                 "delta.dataSkippingStatsColumns",
                 &METADATA_COLUMNS.join(","),
             );
+        let raw = match &spec.raw_uri {
+            Some(uri) => Some((
+                DeltaSink::open_with(uri, &app_id, &pipeline.storage)
+                    .await?
+                    .with_table_property(
+                        "delta.dataSkippingStatsColumns",
+                        &METADATA_COLUMNS.join(","),
+                    ),
+                Maintainer::new(&pipeline.maintenance),
+            )),
+            None => None,
+        };
         let manifests = ManifestLog::new(table.object_store(), &pipeline.name, &spec.stream);
         let plans = ShardPlanLog::new(table.object_store(), &pipeline.name, &spec.stream);
 
@@ -240,6 +259,7 @@ impl StreamJob {
             dead_letters,
             table_maintenance: Maintainer::new(&pipeline.maintenance),
             dead_letter_maintenance: Maintainer::new(&pipeline.maintenance),
+            raw,
             plans,
             manifests,
             limits: BatchLimits {
@@ -339,6 +359,9 @@ impl StreamJob {
         self.dead_letter_maintenance
             .at_stop(&mut self.dead_letters)
             .await;
+        if let Some((raw, maintenance)) = &mut self.raw {
+            maintenance.at_stop(raw).await;
+        }
         Ok(())
     }
 
@@ -348,9 +371,11 @@ impl StreamJob {
     async fn decode(
         &self,
         by_shard: BTreeMap<String, Vec<KinesisRecord>>,
-    ) -> Result<(BTreeMap<String, DecodedBatch>, Duration), EngineError> {
+    ) -> Result<(Decoded, Duration), EngineError> {
         let decoder = self.decoder.clone();
         let ranges = self.source.hash_ranges();
+        let keep_raw = self.raw.is_some();
+        let stream = self.source.stream().to_owned();
         let decoding = tokio::task::spawn_blocking(move || {
             let t = Instant::now();
             let mut decoded = BTreeMap::new();
@@ -358,7 +383,15 @@ impl StreamJob {
                 let batch = decoder
                     .decode_in_range(&records, ranges.get(&shard).copied())
                     .map_err(|e| format!("decoding records of {shard}: {e}"))?;
-                decoded.insert(shard, batch);
+                let raw = if keep_raw && !records.is_empty() {
+                    Some(
+                        raw_records_batch(&stream, &records)
+                            .map_err(|e| format!("raw rows of {shard}: {e}"))?,
+                    )
+                } else {
+                    None
+                };
+                decoded.insert(shard, (batch, raw));
             }
             Ok::<_, String>((decoded, t.elapsed()))
         });
@@ -445,6 +478,42 @@ impl StreamJob {
             write += done.write;
             commit += done.commit;
         }
+        let mut raw_rows = 0;
+        if let Some((raw, _)) = &mut self.raw {
+            // As for dead letters: only plans the table does not record yet, each once.
+            let mut raw_plans: Vec<PlanRows> = planned
+                .parts
+                .iter()
+                .zip(&rows)
+                .filter_map(|(part, cleaned)| {
+                    Some(PlanRows {
+                        app_id: cleaned.app_id.clone(),
+                        version: part.plan.version,
+                        rows: vec![part.raw.clone()?],
+                    })
+                })
+                .collect();
+            if !raw_plans.is_empty() {
+                let app_ids: Vec<String> = raw_plans.iter().map(|p| p.app_id.clone()).collect();
+                let recorded = self.table.recorded(&app_ids).await?;
+                raw_plans.retain(|p| recorded.get(&p.app_id).is_none_or(|&r| r < p.version));
+                let done = raw
+                    .commit_plans_with(
+                        &raw_records_schema(),
+                        &raw_plans,
+                        Numbering::Gaps,
+                        &|kept| lineage.commit_info(kept, Table::Raw),
+                    )
+                    .await?;
+                raw_rows = raw_plans
+                    .iter()
+                    .filter(|p| done.committed.contains(&p.app_id))
+                    .map(|p| p.rows.iter().map(RecordBatch::num_rows).sum::<usize>())
+                    .sum::<usize>();
+                write += done.write;
+                commit += done.commit;
+            }
+        }
         let done = self
             .table
             .commit_plans_with(
@@ -495,6 +564,11 @@ impl StreamJob {
             self.dead_letter_maintenance
                 .after_commit(&mut self.dead_letters, 1)
                 .await;
+        }
+        if let Some((raw, maintenance)) = &mut self.raw
+            && raw_rows > 0
+        {
+            maintenance.after_commit(raw, 1).await;
         }
 
         self.summary.batches += 1;

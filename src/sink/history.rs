@@ -80,23 +80,18 @@ fn describe(version: i64, info: Option<&Value>) -> TableVersion {
     let Some(info) = info else {
         return described;
     };
+    let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_owned);
     described.timestamp = info
         .get("timestamp")
         .and_then(Value::as_i64)
         .and_then(DateTime::from_timestamp_millis);
-    described.operation = info
-        .get("operation")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
+    described.operation = text(info, "operation");
     if let Some(engine) = info.get("kinesisDelta") {
         described.batch_id = engine.get("batchId").and_then(Value::as_i64);
         described.rows = engine.get("rows").and_then(Value::as_u64);
         described.dead_letters = engine.get("deadLetters").and_then(Value::as_u64);
-        described.sql = engine.get("sql").and_then(Value::as_str).map(str::to_owned);
-        described.worker = engine
-            .get("worker")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
+        described.sql = text(engine, "sql");
+        described.worker = text(engine, "worker");
         described.shards = engine
             .get("plans")
             .and_then(Value::as_object)

@@ -21,6 +21,7 @@ mod lost_records;
 mod maintenance;
 mod operating;
 mod payloads;
+mod raw_table;
 mod reshard;
 mod s3;
 mod scale_out;

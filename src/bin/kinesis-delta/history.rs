@@ -19,6 +19,13 @@ pub async fn history(args: HistoryArgs) -> anyhow::Result<()> {
     };
     let uri = if args.dead_letters {
         &spec.dead_letter_uri
+    } else if args.raw {
+        spec.raw_uri.as_ref().with_context(|| {
+            format!(
+                "stream `{}` keeps no raw table: add `raw_table = \"{}_raw\"` to its [[streams]] entry",
+                spec.name, spec.name
+            )
+        })?
     } else {
         &spec.table_uri
     };

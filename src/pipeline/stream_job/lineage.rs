@@ -6,6 +6,8 @@
 use md5::{Digest, Md5};
 use serde_json::{Map, Value, json};
 
+use arrow::array::RecordBatch;
+
 use super::PlanPart;
 use crate::sink::CommitInfo;
 
@@ -36,6 +38,8 @@ pub(super) enum Table {
     Cleaned,
     /// The dead letters.
     DeadLetters,
+    /// The records as read.
+    Raw,
 }
 
 /// One batch's cleaning, for its `commitInfo`.
@@ -60,6 +64,7 @@ impl Lineage<'_> {
         let rows_of = |p: &PlanLineage<'_>| match table {
             Table::Cleaned => p.rows,
             Table::DeadLetters => p.part.decoded.dead_letters.len(),
+            Table::Raw => p.part.raw.as_ref().map_or(0, RecordBatch::num_rows),
         };
         let plans: Map<String, Value> = committed
             .iter()
@@ -128,6 +133,7 @@ mod tests {
                 rows: RecordBatch::new_empty(Arc::new(Schema::empty())),
                 dead_letters: Vec::new(),
             },
+            raw: None,
         }
     }
 

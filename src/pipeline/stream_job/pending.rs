@@ -106,18 +106,19 @@ impl StreamJob {
         let (mut decoded, decode) = self.decode(by_shard).await?;
         let mut parts = Vec::with_capacity(readable.len() + abandoned.len());
         for plan in readable {
-            let decoded = decoded
+            let (decoded, raw) = decoded
                 .remove(&plan.shard)
-                .unwrap_or_else(|| self.nothing());
+                .unwrap_or_else(|| (self.nothing(), None));
             self.check_split(&plan, &decoded, records_gone.then_some(&present))
                 .map_err(EngineError::SplitChanged)?;
-            parts.push(PlanPart { plan, decoded });
+            parts.push(PlanPart { plan, decoded, raw });
         }
         for plan in abandoned {
             // Its shard goes on from where resuming put it.
             parts.push(PlanPart {
                 plan,
                 decoded: self.nothing(),
+                raw: None,
             });
         }
         Ok(Some(PlannedBatch {

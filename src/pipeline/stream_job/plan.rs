@@ -61,7 +61,7 @@ impl StreamJob {
         let starts = self.source.shard_starts();
         let mut parts = Vec::with_capacity(decoded.len());
         let mut theirs = Vec::new();
-        for (shard, decoded) in decoded {
+        for (shard, (decoded, raw)) in decoded {
             let plan = ShardPlan {
                 version: self.committed.get(&shard).copied().unwrap_or(0) + 1,
                 range: collected.ranges.get(&shard).cloned(),
@@ -75,7 +75,7 @@ impl StreamJob {
             };
             let existing = match self.plans.create(&plan).await? {
                 PlanOutcome::Created => {
-                    parts.push(PlanPart { plan, decoded });
+                    parts.push(PlanPart { plan, decoded, raw });
                     continue;
                 }
                 PlanOutcome::Existing(existing) => existing,
@@ -100,6 +100,7 @@ impl StreamJob {
                     parts.push(PlanPart {
                         plan: *existing,
                         decoded,
+                        raw,
                     });
                 }
                 // Another worker planned this shard's next part first: read its plan instead, and

@@ -150,7 +150,8 @@ impl StreamJob {
         let (mut decoded, _) = self
             .decode(BTreeMap::from([(String::new(), records)]))
             .await?;
-        let decoded = decoded.remove("").unwrap_or_else(|| self.nothing());
+        // The batch of an earlier version is finished without raw rows (it had no raw table).
+        let (decoded, _) = decoded.remove("").unwrap_or_else(|| (self.nothing(), None));
         self.split_rule
             .check(
                 manifest.split.as_ref(),

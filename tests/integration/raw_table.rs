@@ -1,0 +1,77 @@
+//! A stream's raw table (`raw_table = "pin_raw"`): every Kinesis record as read, its bytes and
+//! metadata, committed under the same shard plans as the cleaned rows, so each record is there
+//! once however often the engine is killed, malformed records included.
+
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+
+use crate::end_to_end::assert_exactly_once;
+use crate::support::data::{Triple, records, triples};
+use crate::support::engine::engine_command;
+use crate::support::servers::{Kind, TestKinesis};
+use crate::support::{
+    create_streams, edit_config, load_pipeline, put_records, query_counts, write_config,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_raw_table_holds_every_record_once_through_sigkills() {
+    let seed: u64 = rand::rng().random();
+    eprintln!("raw table test seed: {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let server = TestKinesis::start(Kind::Embedded).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), server.endpoint(), "raw", 50);
+    edit_config(
+        &config,
+        "table = \"pin\"\n",
+        "table = \"pin\"\nraw_table = \"pin_raw\"\n",
+    );
+    let pipeline = load_pipeline(&config);
+    let raw_uri = pipeline.streams[0].raw_uri.clone().expect("a raw table");
+    let client = server.client().await;
+    create_streams(&client, &pipeline, 2).await;
+    let picks: [fn(&Triple) -> &serde_json::Value; 3] = [|t| &t.pin, |t| &t.geo, |t| &t.user];
+    let (rounds, per_round) = (5_i64, 300_i64);
+    for round in 0..rounds {
+        let batch = triples(round * per_round, per_round);
+        for (spec, pick) in pipeline.streams.iter().zip(picks) {
+            let mut puts = records(&batch, pick);
+            if spec.name == "pin" {
+                puts.push((
+                    format!("bad-{round}"),
+                    format!("not json {round}").into_bytes(),
+                ));
+            }
+            put_records(&client, &spec.stream, &puts).await;
+        }
+        let mut child = engine_command(&config, false).spawn().unwrap();
+        tokio::time::sleep(Duration::from_millis(rng.random_range(300..2000))).await;
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("round {round}: the engine exited by itself with {status}");
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    let status = engine_command(&config, true).status().unwrap();
+    assert!(status.success(), "the final --available-now run failed");
+    let total = rounds * per_round;
+    assert_exactly_once(&pipeline, total).await;
+    let counts = query_counts(
+        &[("pin_raw", &raw_uri)],
+        "SELECT count(*), count(DISTINCT _shard_id || '/' || _sequence_number), \
+                count(*) FILTER (WHERE starts_with(CAST(data AS VARCHAR), 'not json')) FROM pin_raw",
+    )
+    .await;
+    assert_eq!(
+        counts,
+        [total + rounds, total + rounds, rounds],
+        "every Kinesis record once, the malformed ones too"
+    );
+    let dead = query_counts(
+        &[("dead", &pipeline.streams[0].dead_letter_uri)],
+        "SELECT count(*) FROM dead",
+    )
+    .await;
+    assert_eq!(dead, [rounds]);
+}
