@@ -296,6 +296,7 @@ impl StreamJob {
             sql_fingerprint: sql_fingerprint(&spec.schema_sql, &spec.sql),
         };
         job.upgraded_from = job.fence_stream_level(cancel).await?;
+        job.check_side_tables().await?;
         if job.leases.is_some() {
             // Nothing is read before a lease is held; each shard resumes when it is taken.
             job.source.set_owned(Some(BTreeSet::new()));

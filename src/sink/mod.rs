@@ -54,7 +54,7 @@ pub enum SinkError {
     /// The cleaning SQL changed the type of columns the table has: Delta cannot store that in
     /// place (new and dropped columns are fine: see `evolve`).
     #[error(
-        "Delta table {table}: the cleaning SQL changed column types ({columns}), which a Delta table cannot store in place; nothing was written. Either keep the table's type (CAST the column back to it in the SQL), or write to a new table (`table = \"…_v2\"` in the config, and a new `dead_letter_table` if you set one: the new tables start from the oldest records Kinesis still holds, and the old ones stay as they are)"
+        "Delta table {table}: the cleaning SQL changed column types ({columns}), which a Delta table cannot store in place; nothing was written. Either keep the table's type (CAST the column back to it in the SQL), or write to a new table (`table = \"…_v2\"` in the config, with a new `dead_letter_table` and `raw_table` if you set them: the new tables start from the oldest records Kinesis still holds, and the old ones stay as they are)"
     )]
     SchemaTypeChanged {
         /// The table's URL.

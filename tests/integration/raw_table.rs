@@ -11,7 +11,8 @@ use crate::support::data::{Triple, records, triples};
 use crate::support::engine::engine_command;
 use crate::support::servers::{Kind, TestKinesis};
 use crate::support::{
-    create_streams, edit_config, load_pipeline, put_records, query_counts, write_config,
+    create_streams, edit_config, load_pipeline, put_records, query_counts, run_available_now,
+    run_expecting_error, write_config,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,4 +75,39 @@ async fn the_raw_table_holds_every_record_once_through_sigkills() {
     )
     .await;
     assert_eq!(dead, [rounds]);
+}
+
+/// The raw and dead-letter tables' checkpoints are the table's: a config that points `table` at
+/// a new folder and keeps the raw table (as a user might, to write to a new table after a type
+/// change) is refused at start-up, before the new table's plan numbers would drop its records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raw_table_kept_for_a_new_table_is_refused_at_start() {
+    let server = TestKinesis::start(Kind::Embedded).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), server.endpoint(), "rawmoved", 10);
+    edit_config(
+        &config,
+        "table = \"pin\"\n",
+        "table = \"pin\"\nraw_table = \"pin_raw\"\n",
+    );
+    let pipeline = load_pipeline(&config);
+    let client = server.client().await;
+    create_streams(&client, &pipeline, 1).await;
+    let batch = triples(0, 50);
+    let picks: [fn(&Triple) -> &serde_json::Value; 3] = [|t| &t.pin, |t| &t.geo, |t| &t.user];
+    for (spec, pick) in pipeline.streams.iter().zip(picks) {
+        put_records(&client, &spec.stream, &records(&batch, pick)).await;
+    }
+    run_available_now(&pipeline).await;
+    edit_config(&config, "table = \"pin\"\n", "table = \"pin_v2\"\n");
+    let moved = load_pipeline(&config);
+    let error = run_expecting_error(&moved).await.to_string();
+    assert!(
+        error.contains("the raw_table") && error.contains("belonged to another table"),
+        "{error}"
+    );
+    assert!(
+        !dir.path().join("tables/pin_v2/_delta_log").exists(),
+        "nothing was committed to the new table"
+    );
 }
