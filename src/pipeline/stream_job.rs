@@ -7,6 +7,7 @@ mod lineage;
 mod ownership;
 mod pending;
 mod plan;
+mod side_tables;
 mod upgrade;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use lineage::sql_fingerprint;
 use lineage::{Lineage, PlanLineage, Table};
+use side_tables::{SideCommitted, commit_side};
 
 use super::EngineError;
 use super::leases::ShardLeases;
@@ -459,62 +461,44 @@ impl StreamJob {
             plans: &committed,
         };
 
-        let mut write = Duration::ZERO;
-        let mut commit = Duration::ZERO;
-        if !dead_rows.is_empty() {
-            // Dead letters of a plan the table already holds were committed with it (or belong to
-            // a stale plan of a lagging worker): never commit them again.
-            let app_ids: Vec<String> = dead_rows.iter().map(|p| p.app_id.clone()).collect();
-            let recorded = self.table.recorded(&app_ids).await?;
-            dead_rows.retain(|p| recorded.get(&p.app_id).is_none_or(|&r| r < p.version));
-            let done = self
-                .dead_letters
-                .commit_plans_with(
-                    &dead_letter_schema(),
-                    &dead_rows,
-                    Numbering::Gaps,
-                    &|kept| lineage.commit_info(kept, Table::DeadLetters),
-                )
-                .await?;
-            write += done.write;
-            commit += done.commit;
-        }
-        let mut raw_rows = 0;
-        if let Some((raw, _)) = &mut self.raw {
-            // As for dead letters: only plans the table does not record yet, each once.
-            let mut raw_plans: Vec<PlanRows> = planned
-                .parts
-                .iter()
-                .zip(&rows)
-                .filter_map(|(part, cleaned)| {
-                    Some(PlanRows {
-                        app_id: cleaned.app_id.clone(),
-                        version: part.plan.version,
-                        rows: vec![part.raw.clone()?],
-                    })
+        // The side tables first: a plan the table holds is never committed to them again.
+        let raw_plans: Vec<PlanRows> = planned
+            .parts
+            .iter()
+            .zip(&rows)
+            .filter_map(|(part, cleaned)| {
+                Some(PlanRows {
+                    app_id: cleaned.app_id.clone(),
+                    version: part.plan.version,
+                    rows: vec![part.raw.clone()?],
                 })
-                .collect();
-            if !raw_plans.is_empty() {
-                let app_ids: Vec<String> = raw_plans.iter().map(|p| p.app_id.clone()).collect();
-                let recorded = self.table.recorded(&app_ids).await?;
-                raw_plans.retain(|p| recorded.get(&p.app_id).is_none_or(|&r| r < p.version));
-                let done = raw
-                    .commit_plans_with(
-                        &raw_records_schema(),
-                        &raw_plans,
-                        Numbering::Gaps,
-                        &|kept| lineage.commit_info(kept, Table::Raw),
-                    )
-                    .await?;
-                raw_rows = raw_plans
-                    .iter()
-                    .filter(|p| done.committed.contains(&p.app_id))
-                    .map(|p| p.rows.iter().map(RecordBatch::num_rows).sum::<usize>())
-                    .sum::<usize>();
-                write += done.write;
-                commit += done.commit;
+            })
+            .collect();
+        let recorded = if dead_rows.is_empty() && raw_plans.is_empty() {
+            BTreeMap::new()
+        } else {
+            let app_ids: Vec<String> = rows.iter().map(|p| p.app_id.clone()).collect();
+            self.table.recorded(&app_ids).await?
+        };
+        let dead_done = commit_side(
+            &mut self.dead_letters,
+            &dead_letter_schema(),
+            dead_rows,
+            &recorded,
+            &|kept| lineage.commit_info(kept, Table::DeadLetters),
+        )
+        .await?;
+        let raw_done = match &mut self.raw {
+            Some((raw, _)) => {
+                commit_side(raw, &raw_records_schema(), raw_plans, &recorded, &|kept| {
+                    lineage.commit_info(kept, Table::Raw)
+                })
+                .await?
             }
-        }
+            None => SideCommitted::default(),
+        };
+        let mut write = dead_done.write + raw_done.write;
+        let mut commit = dead_done.commit + raw_done.commit;
         let done = self
             .table
             .commit_plans_with(
@@ -567,7 +551,7 @@ impl StreamJob {
                 .await;
         }
         if let Some((raw, maintenance)) = &mut self.raw
-            && raw_rows > 0
+            && raw_done.rows > 0
         {
             maintenance.after_commit(raw, 1).await;
         }

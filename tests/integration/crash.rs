@@ -2,13 +2,11 @@
 //! arriving, restarted each time; at the end every record is in its table exactly once. Also two
 //! engines on the same tables at once.
 
-use std::time::Duration;
-
 use rand::{Rng, SeedableRng};
 
 use crate::end_to_end::{assert_exactly_once, put_triples};
 use crate::support::data::triples;
-use crate::support::engine::engine_command;
+use crate::support::engine::{engine_command, run_then_sigkill};
 use crate::support::servers::{Kind, TestKinesis};
 use crate::support::{
     create_streams, load_pipeline, put_records, query_counts, run_available_now, write_config,
@@ -46,14 +44,7 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
             put_records(&client, &pipeline.streams[0].stream, &bad).await;
             dead += 3;
         }
-        let mut child = engine_command(&config, false).spawn().unwrap();
-        let lifetime = Duration::from_millis(rng.random_range(300..4000));
-        tokio::time::sleep(lifetime).await;
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("round {round}: the engine exited by itself with {status}");
-        }
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        run_then_sigkill(&config, &mut rng, 4000, round).await;
     }
     assert_eq!(put, total);
     let status = engine_command(&config, true).status().unwrap();

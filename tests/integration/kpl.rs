@@ -2,15 +2,13 @@
 //! record, `kinesis_delta::decode::kpl`), mixed with plain records: each user record is one row,
 //! through crashes too, and an aggregate that cannot be read is one dead letter with the reason.
 
-use std::time::Duration;
-
 use kinesis_delta::config::Pipeline;
 use kinesis_delta::decode::kpl;
 use rand::{Rng, SeedableRng};
 
 use crate::end_to_end::assert_exactly_once;
 use crate::support::data::{Triple, records, triples};
-use crate::support::engine::engine_command;
+use crate::support::engine::{engine_command, run_then_sigkill};
 use crate::support::servers::{Kind, TestKinesis};
 use crate::support::{
     create_streams, load_pipeline, put_each, put_records, query_counts, run_available_now,
@@ -109,13 +107,7 @@ async fn sigkill_in_aggregate_heavy_batches_loses_and_duplicates_nothing() {
     let (total, chunk) = (2400, 400);
     for round in 0..6_i64 {
         put_aggregated(&server, &pipeline, &triples(round * chunk, chunk), 360).await;
-        let mut child = engine_command(&config, false).spawn().unwrap();
-        tokio::time::sleep(Duration::from_millis(rng.random_range(300..2500))).await;
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("round {round}: the engine exited by itself with {status}");
-        }
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        run_then_sigkill(&config, &mut rng, 2500, round).await;
     }
     let status = engine_command(&config, true).status().unwrap();
     assert!(status.success(), "the final --available-now run failed");

@@ -2,13 +2,11 @@
 //! metadata, committed under the same shard plans as the cleaned rows, so each record is there
 //! once however often the engine is killed, malformed records included.
 
-use std::time::Duration;
-
 use rand::{Rng, SeedableRng};
 
 use crate::end_to_end::assert_exactly_once;
 use crate::support::data::{Triple, records, triples};
-use crate::support::engine::engine_command;
+use crate::support::engine::{engine_command, run_then_sigkill};
 use crate::support::servers::{Kind, TestKinesis};
 use crate::support::{
     create_streams, edit_config, load_pipeline, put_records, query_counts, run_available_now,
@@ -46,13 +44,7 @@ async fn the_raw_table_holds_every_record_once_through_sigkills() {
             }
             put_records(&client, &spec.stream, &puts).await;
         }
-        let mut child = engine_command(&config, false).spawn().unwrap();
-        tokio::time::sleep(Duration::from_millis(rng.random_range(300..2000))).await;
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("round {round}: the engine exited by itself with {status}");
-        }
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        run_then_sigkill(&config, &mut rng, 2000, round).await;
     }
     let status = engine_command(&config, true).status().unwrap();
     assert!(status.success(), "the final --available-now run failed");

@@ -27,49 +27,6 @@ impl StreamJob {
         Ok(shards)
     }
 
-    /// The dead-letter and raw tables record each shard's plans under the same ids as the table,
-    /// and are committed before it: neither may be ahead of it but by the plan still pending
-    /// (a batch stopped between its commits). One that is belonged to another table (the config named a new table and kept them): its plan numbers
-    /// would drop this table's dead letters or raw records, and then repeat older ones.
-    pub(super) async fn check_side_tables(&mut self) -> Result<(), EngineError> {
-        let shards = self.known_shards().await?;
-        let app_ids: Vec<String> = shards.iter().map(|s| self.shard_app_id(s)).collect();
-        let table = self.table.recorded(&app_ids).await?;
-        let mut sides = vec![(&mut self.dead_letters, "dead_letter_table")];
-        if let Some((raw, _)) = &mut self.raw {
-            sides.push((raw, "raw_table"));
-        }
-        for (side, key) in sides {
-            let recorded = side.recorded(&app_ids).await?;
-            let mut ahead = None;
-            for (shard, id) in shards.iter().zip(&app_ids) {
-                let (side_plan, table_plan) = (
-                    recorded.get(id).copied().unwrap_or(0),
-                    table.get(id).copied().unwrap_or(0),
-                );
-                // One ahead is a batch stopped between its commits: its plan is still pending.
-                let pending = side_plan == table_plan + 1
-                    && self.plans.get(shard, side_plan).await?.is_some();
-                if side_plan > table_plan && !pending {
-                    ahead = Some(id);
-                    break;
-                }
-            }
-            if let Some(id) = ahead {
-                return Err(EngineError::Config(crate::config::ConfigError::Invalid(
-                    format!(
-                        "the {key} {} records plan {} of `{id}`, but the table {} only plan {}: it belonged to another table. Give this table its own {key} (a new folder name), or point `table` back at the table it belonged to",
-                        side.uri(),
-                        recorded.get(id).copied().unwrap_or(0),
-                        self.table.uri(),
-                        table.get(id).copied().unwrap_or(0),
-                    ),
-                )));
-            }
-        }
-        Ok(())
-    }
-
     /// Reads the committed plan of each of `shards`, puts them back where they stand (see
     /// [`resume`]), and notes the plans made after them as pending.
     pub(super) async fn resume_shards(

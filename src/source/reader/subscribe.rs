@@ -179,9 +179,10 @@ impl ShardReader {
             ..
         } = event;
         // The last event of a closed shard names its children and continues nowhere (some
-        // servers keep naming the children, and end with an event holding no records).
+        // servers keep naming the children, and end with an event holding no records at
+        // `MillisBehindLatest` 0: one behind the tip still has records to send).
         let ends = child_shards.is_some_and(|c| !c.is_empty())
-            && (continuation.is_empty() || records.is_empty());
+            && (continuation.is_empty() || (records.is_empty() && millis_behind_latest == 0));
         let after = self.last_read.clone();
         let new = records
             .into_iter()
@@ -382,6 +383,13 @@ mod tests {
         let last_records = reader.accept_event(event(&["2", "3"], "4", true)).unwrap();
         assert_eq!(sequences(&last_records), ["2", "3"]);
         assert!(!last_records.finished, "records and a continuation follow");
+        let mut behind = event(&[], "4", true);
+        behind.millis_behind_latest = 500;
+        let not_yet = reader.accept_event(behind).unwrap();
+        assert!(
+            !not_yet.finished,
+            "behind the tip: records are still to come"
+        );
         let end = reader.accept_event(event(&[], "4", true)).unwrap();
         assert!(end.finished && reader.is_finished());
 

@@ -22,6 +22,18 @@ pub fn engine_command(config: &Path, available_now: bool) -> Command {
     command
 }
 
+/// Runs the engine (continuous) for a random 300 ms up to `up_to_ms`, then SIGKILLs it; panics if
+/// it exited by itself before (round `round`, for the message).
+pub async fn run_then_sigkill(config: &Path, rng: &mut impl rand::Rng, up_to_ms: u64, round: i64) {
+    let mut child = engine_command(config, false).spawn().unwrap();
+    tokio::time::sleep(Duration::from_millis(rng.random_range(300..up_to_ms))).await;
+    if let Some(status) = child.try_wait().unwrap() {
+        panic!("round {round}: the engine exited by itself with {status}");
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+}
+
 /// Waits for a child to exit within `timeout`; kills it and panics when it does not.
 pub fn wait_with_deadline(mut child: Child, timeout: Duration, what: &str) -> std::process::Output {
     let deadline = Instant::now() + timeout;

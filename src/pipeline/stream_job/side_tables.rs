@@ -1,0 +1,106 @@
+//! The side tables of a stream: its dead letters and, when kept, its raw records. Each is
+//! committed per plan under the shard's transaction id, before the table, and holds only plans the
+//! table does not record yet; at start-up both are checked to belong to the table.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+
+use super::StreamJob;
+use crate::config::ConfigError;
+use crate::pipeline::EngineError;
+use crate::sink::{CommitInfo, DeltaSink, Numbering, PlanRows};
+
+/// What one side-table commit did.
+#[derive(Debug, Default)]
+pub(super) struct SideCommitted {
+    pub write: Duration,
+    pub commit: Duration,
+    /// The rows it committed.
+    pub rows: usize,
+}
+
+/// Commits the `plans` of a side table that the table does not hold yet (`recorded`: the table's
+/// plan of each transaction id). A plan the table holds had its side rows committed with it, or is
+/// a lagging worker's stale plan: never committed again. The side table's numbers have gaps
+/// (plans with no side rows are not in it).
+pub(super) async fn commit_side(
+    side: &mut DeltaSink,
+    schema: &SchemaRef,
+    mut plans: Vec<PlanRows>,
+    recorded: &BTreeMap<String, i64>,
+    info: &(dyn Fn(&[&str]) -> CommitInfo + Sync),
+) -> Result<SideCommitted, EngineError> {
+    plans.retain(|p| recorded.get(&p.app_id).is_none_or(|&r| r < p.version));
+    if plans.is_empty() {
+        return Ok(SideCommitted::default());
+    }
+    let done = side
+        .commit_plans_with(schema, &plans, Numbering::Gaps, info)
+        .await?;
+    let rows = plans
+        .iter()
+        .filter(|p| done.committed.contains(&p.app_id))
+        .flat_map(|p| p.rows.iter().map(RecordBatch::num_rows))
+        .sum();
+    Ok(SideCommitted {
+        write: done.write,
+        commit: done.commit,
+        rows,
+    })
+}
+
+impl StreamJob {
+    /// The side tables record each shard's plans under the same ids as the table and are
+    /// committed before it: neither may be ahead of it but by the plan still pending (a batch
+    /// stopped between its commits). One that is belonged to another table (the config named a
+    /// new table and kept it): its plan numbers would drop this table's dead letters or raw
+    /// records, and then repeat older ones.
+    pub(super) async fn check_side_tables(&mut self) -> Result<(), EngineError> {
+        let shards = self.known_shards().await?;
+        let app_ids: Vec<String> = shards.iter().map(|s| self.shard_app_id(s)).collect();
+        // The side tables are read before the table, which is committed after them: another
+        // engine committing meanwhile can only put the table further ahead, never a side table.
+        let mut sides = vec![(
+            self.dead_letters.recorded(&app_ids).await?,
+            self.dead_letters.uri().to_owned(),
+            "dead_letter_table",
+        )];
+        if let Some((raw, _)) = &mut self.raw {
+            sides.push((
+                raw.recorded(&app_ids).await?,
+                raw.uri().to_owned(),
+                "raw_table",
+            ));
+        }
+        let table = self.table.recorded(&app_ids).await?;
+        for (recorded, side_uri, key) in sides {
+            let mut ahead = None;
+            for (shard, id) in shards.iter().zip(&app_ids) {
+                let (side_plan, table_plan) = (
+                    recorded.get(id).copied().unwrap_or(0),
+                    table.get(id).copied().unwrap_or(0),
+                );
+                // One ahead is a batch stopped between its commits: its plan is still pending.
+                let pending = side_plan == table_plan + 1
+                    && self.plans.get(shard, side_plan).await?.is_some();
+                if side_plan > table_plan && !pending {
+                    ahead = Some(id);
+                    break;
+                }
+            }
+            if let Some(id) = ahead {
+                return Err(EngineError::Config(ConfigError::Invalid(format!(
+                    "the {key} {} records plan {} of `{id}`, but the table {} only plan {}: it belonged to another table. Give this table its own {key} (a new folder name), or point `table` back at the table it belonged to",
+                    side_uri,
+                    recorded.get(id).copied().unwrap_or(0),
+                    self.table.uri(),
+                    table.get(id).copied().unwrap_or(0),
+                ))));
+            }
+        }
+        Ok(())
+    }
+}
