@@ -94,6 +94,8 @@ pub struct DeltaSink {
     pub(super) table: DeltaTable,
     pub(super) schema: Option<SchemaRef>,
     properties: Vec<(String, String)>,
+    /// The object-store options it was opened with.
+    pub(super) storage: std::collections::HashMap<String, String>,
     metrics: TableMetrics,
 }
 
@@ -127,14 +129,14 @@ impl DeltaSink {
                 e.to_string(),
             ))
         })?;
-        let options = storage
+        let options: std::collections::HashMap<String, String> = storage
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let metrics = TableMetrics::new(table_folder(uri));
         let mut table = DeltaTableBuilder::from_url(url)
             .map_err(err)?
-            .with_storage_options(options)
+            .with_storage_options(options.clone())
             .build()
             .map_err(err)?;
         let schema = if table.verify_deltatable_existence().await.map_err(err)? {
@@ -156,6 +158,7 @@ impl DeltaSink {
             table,
             schema,
             properties: Vec::new(),
+            storage: options,
             metrics,
         })
     }
@@ -163,8 +166,26 @@ impl DeltaSink {
     /// Sets a Delta table property (`delta.…`) used when this sink creates the table.
     #[must_use]
     pub fn with_table_property(mut self, key: &str, value: &str) -> Self {
-        self.properties.push((key.to_owned(), value.to_owned()));
+        self.set_table_property(key, value);
         self
+    }
+
+    /// Sets a table property (`delta.…`, or the engine's own) used when this sink creates the
+    /// table.
+    pub fn set_table_property(&mut self, key: &str, value: &str) {
+        self.properties.retain(|(k, _)| k != key);
+        self.properties.push((key.to_owned(), value.to_owned()));
+    }
+
+    /// Whether the table existed when last loaded.
+    pub fn exists(&self) -> bool {
+        self.schema.is_some()
+    }
+
+    /// A property of the loaded table (`None`: not set, or no table yet).
+    pub fn table_property(&self, key: &str) -> Option<String> {
+        let snapshot = self.table.snapshot().ok()?;
+        snapshot.metadata().configuration().get(key).cloned()
     }
 
     /// The table's URL.
@@ -207,6 +228,20 @@ impl DeltaSink {
             self.schema = Some(schema);
         }
         Ok(true)
+    }
+
+    /// Loads the table's newest version: which it is, `None` when there is no table yet.
+    pub async fn load_newest(&mut self) -> Result<Option<i64>, SinkError> {
+        Ok(if self.refresh().await? {
+            self.version()
+        } else {
+            None
+        })
+    }
+
+    /// Creates the table from `schema` when there is none yet.
+    pub async fn ensure_exists(&mut self, schema: &SchemaRef) -> Result<(), SinkError> {
+        self.ensure_table(schema).await.map(|_| ())
     }
 
     /// A delta-rs failure on this table.
@@ -320,8 +355,15 @@ impl DeltaSink {
                         return Ok(CommitOutcome::AlreadyCommitted);
                     }
                 }
+                // Another writer changed the schema, or a rebuild replaced every file: checked
+                // and written again against the new version.
                 Err(DeltaTableError::Transaction {
-                    source: TransactionError::CommitConflict(CommitConflictError::MetadataChanged),
+                    source:
+                        TransactionError::CommitConflict(
+                            CommitConflictError::MetadataChanged
+                            | CommitConflictError::ConcurrentDeleteRead
+                            | CommitConflictError::ConcurrentDeleteDelete,
+                        ),
                 }) => {
                     if self.reload_holds(batch_id).await? {
                         self.metrics.already_committed();
@@ -495,6 +537,8 @@ impl DeltaSink {
                     .iter()
                     .map(|(k, v)| (k.clone(), Some(v.clone()))),
             )
+            // The engine's own properties (`kinesisDelta.…`) are not Delta's.
+            .with_raise_if_key_not_exists(false)
             .with_save_mode(SaveMode::Ignore)
             // Version 0 only: a retry after losing the race to create it would append a second
             // protocol and metadata to the other engine's table.

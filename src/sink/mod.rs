@@ -9,6 +9,7 @@ mod evolve;
 mod history;
 mod maintenance;
 mod manifest;
+mod replace;
 mod schema;
 mod shard_commit;
 mod shard_plans;
@@ -17,6 +18,7 @@ pub use delta::{CommitOutcome, DeltaSink};
 pub use history::TableVersion;
 pub use maintenance::{Compaction, TableFiles};
 pub use manifest::{BatchManifest, BatchSplit, Fence, ManifestLog, TipMarker};
+pub use replace::Replacement;
 pub use schema::delta_compatible;
 pub use shard_commit::{CommitInfo, Numbering, PlanRows, PlansCommitted};
 pub use shard_plans::{PlanOutcome, ShardPlan, ShardPlanLog, ShardTip};
@@ -54,7 +56,7 @@ pub enum SinkError {
     /// The cleaning SQL changed the type of columns the table has: Delta cannot store that in
     /// place (new and dropped columns are fine: see `evolve`).
     #[error(
-        "Delta table {table}: the cleaning SQL changed column types ({columns}), which a Delta table cannot store in place; nothing was written. Either keep the table's type (CAST the column back to it in the SQL), or write to a new table (`table = \"…_v2\"` in the config, with a new `dead_letter_table` and `raw_table` if you set them: the new tables start from the oldest records Kinesis still holds, and the old ones stay as they are)"
+        "Delta table {table}: the cleaning SQL changed column types ({columns}), which a Delta table cannot store in place; nothing was written. Either keep the table's type (CAST the column back to it in the SQL); or, when the stream has kept a `raw_table` since its first batch, run `kinesis-delta rebuild <stream>` to derive the table again from it with the new SQL (one new table version; the engine goes on where it was); or write to a new table (`table = \"…_v2\"` in the config, with a new `dead_letter_table` and `raw_table` if you set them: the new tables start from the oldest records Kinesis still holds, and the old ones stay as they are)"
     )]
     SchemaTypeChanged {
         /// The table's URL.

@@ -170,10 +170,16 @@ impl DeltaSink {
                     source:
                         TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction),
                 }) => self.metrics().already_committed(),
-                // Another writer changed the schema (added columns) after the snapshot: the rows
-                // are written again against the new one.
+                // Another writer changed the schema (added columns), or a rebuild replaced every
+                // file (delta-rs counts them as read by this commit) after the snapshot: the rows
+                // are written again against the new version, their plans checked on it.
                 Err(DeltaTableError::Transaction {
-                    source: TransactionError::CommitConflict(CommitConflictError::MetadataChanged),
+                    source:
+                        TransactionError::CommitConflict(
+                            CommitConflictError::MetadataChanged
+                            | CommitConflictError::ConcurrentDeleteRead
+                            | CommitConflictError::ConcurrentDeleteDelete,
+                        ),
                 }) => {}
                 Err(DeltaTableError::Transaction {
                     source: TransactionError::MaxCommitAttempts(attempts),
@@ -188,10 +194,19 @@ impl DeltaSink {
         &mut self,
         app_ids: &[String],
     ) -> Result<BTreeMap<String, i64>, SinkError> {
-        let exists = self.refresh().await?;
+        self.refresh().await?;
+        self.loaded_recorded(app_ids).await
+    }
+
+    /// The plan each of `app_ids` has committed in the version loaded last (0: none), without
+    /// loading a newer one.
+    pub async fn loaded_recorded(
+        &self,
+        app_ids: &[String],
+    ) -> Result<BTreeMap<String, i64>, SinkError> {
         let mut recorded = BTreeMap::new();
         for app_id in app_ids {
-            let version = if exists {
+            let version = if self.exists() {
                 self.snapshot_txn(app_id).await?.unwrap_or(0)
             } else {
                 0

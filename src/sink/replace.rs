@@ -1,0 +1,256 @@
+//! Replacing every row of a table in one commit (`kinesis-delta rebuild`): new files are written
+//! beside the old ones, then one commit removes every file of the version they were built from
+//! and adds the new ones, with the new schema if it changed. Readers see the old rows or the new
+//! ones, never a mix. The commit is made only as the very next version: any commit in between
+//! (an engine's batch, a compaction) and it is not made, so the caller reads the table again.
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
+use deltalake::kernel::{Action, Add, MetadataExt, StructType};
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
+use deltalake::{DeltaTableError, ObjectStoreError};
+
+use super::delta::{parquet_properties, table_arrow_schema};
+use super::schema::{conform, delta_compatible};
+use super::{CommitInfo, DeltaSink, SinkError};
+
+/// Parquet files written for a replacement of a table's rows, not committed yet.
+pub struct Replacement {
+    writer: RecordBatchWriter,
+    schema: SchemaRef,
+    adds: Vec<Add>,
+    rows: u64,
+}
+
+impl std::fmt::Debug for Replacement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replacement")
+            .field("files", &self.adds.len())
+            .field("rows", &self.rows)
+            .finish()
+    }
+}
+
+impl Replacement {
+    /// Writes `batch`, its columns converted to the replacement's schema.
+    pub async fn write(&mut self, batch: &RecordBatch) -> Result<(), DeltaTableError> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let batch = conform(batch, &self.schema)?;
+        self.rows += batch.num_rows() as u64;
+        self.writer.write_with_mode(batch, WriteMode::Default).await
+    }
+
+    /// Finishes the files written so far.
+    pub async fn flush(&mut self) -> Result<(), DeltaTableError> {
+        self.adds.extend(self.writer.flush().await?);
+        Ok(())
+    }
+
+    /// Rows written.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+}
+
+impl DeltaSink {
+    /// A replacement of the table's rows by rows of `schema` (the table's schema becomes it),
+    /// written with the table's properties (which columns get statistics).
+    pub async fn replacement(&self, schema: &SchemaRef) -> Result<Replacement, SinkError> {
+        let schema = delta_compatible(schema);
+        let writer = RecordBatchWriter::try_new_checked(
+            &self.uri,
+            schema.clone(),
+            None,
+            Some(self.storage.clone()),
+        )
+        .await
+        .map_err(|source| self.error(source))?
+        .with_writer_properties(parquet_properties());
+        Ok(Replacement {
+            writer,
+            schema,
+            adds: Vec::new(),
+            rows: 0,
+        })
+    }
+
+    /// Commits `replacement` as the version after the loaded one: every file of the loaded
+    /// version removed, the replacement's added, the schema changed to the replacement's if it
+    /// differs. `None` when another commit took that version first (nothing was committed; the
+    /// replacement's files stay for a next attempt).
+    pub async fn replace(
+        &mut self,
+        replacement: &mut Replacement,
+        info: CommitInfo,
+    ) -> Result<Option<i64>, SinkError> {
+        replacement
+            .flush()
+            .await
+            .map_err(|source| self.error(source))?;
+        let snapshot = self.table.snapshot().map_err(|source| self.error(source))?;
+        let mut actions: Vec<Action> = Vec::new();
+        let current = table_arrow_schema(&self.table).map_err(|source| self.error(source))?;
+        if current.fields() != replacement.schema.fields() {
+            let kernel: StructType = replacement
+                .schema
+                .as_ref()
+                .try_into_kernel()
+                .map_err(|e| self.error(e.into()))?;
+            let metadata = snapshot
+                .metadata()
+                .clone()
+                .with_schema(&kernel)
+                .map_err(|e| self.error(e.into()))?;
+            actions.push(Action::Metadata(metadata));
+        }
+        actions.extend(
+            snapshot
+                .log_data()
+                .iter()
+                .map(|f| Action::Remove(f.remove_action(true))),
+        );
+        actions.extend(replacement.adds.iter().cloned().map(Action::Add));
+        let properties = CommitProperties::default()
+            .with_max_retries(0)
+            .with_metadata(info);
+        let operation = DeltaOperation::Write {
+            mode: SaveMode::Overwrite,
+            partition_by: None,
+            predicate: None,
+        };
+        let committed = CommitBuilder::from(properties)
+            .with_actions(actions)
+            .build(Some(snapshot), self.table.log_store(), operation)
+            .await;
+        match committed {
+            Ok(done) => {
+                let version = i64::try_from(done.version()).unwrap_or(i64::MAX);
+                self.table
+                    .update_state()
+                    .await
+                    .map_err(|source| self.error(source))?;
+                self.schema = Some(table_arrow_schema(&self.table).map_err(|s| self.error(s))?);
+                Ok(Some(version))
+            }
+            Err(DeltaTableError::Transaction {
+                source: TransactionError::MaxCommitAttempts(_) | TransactionError::CommitConflict(_),
+            }) => Ok(None),
+            Err(DeltaTableError::ObjectStore {
+                source: ObjectStoreError::AlreadyExists { .. },
+            }) => Ok(None),
+            Err(source) => Err(self.error(source)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, RecordBatch};
+    use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+
+    use crate::sink::{DeltaSink, Numbering, PlanRows};
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![Field::new("ind", DataType::Int64, false)]))
+    }
+
+    fn rows(values: &[i64]) -> RecordBatch {
+        RecordBatch::try_new(schema(), vec![Arc::new(Int64Array::from(values.to_vec()))]).unwrap()
+    }
+
+    /// An engine's commit built on the version before a replacement (a rebuild) removed every
+    /// file: delta-rs finds it read the removed files, and the sink commits it again on the
+    /// replacement, with its rows once, instead of stopping the engine.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn plans_committed_while_replacements_commit_are_all_committed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let uri = url::Url::from_directory_path(dir.path().join("t"))
+            .unwrap()
+            .to_string()
+            .trim_end_matches('/')
+            .to_owned();
+        const PLANS: i64 = 60;
+        let mut engine = DeltaSink::open(&uri, "unused").await.unwrap();
+        engine
+            .commit_plans(
+                &schema(),
+                &[PlanRows {
+                    app_id: "kinesis-delta/p/s/a".into(),
+                    version: 1,
+                    rows: vec![rows(&[0])],
+                }],
+                Numbering::Consecutive,
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        let committing = tokio::spawn(async move {
+            for version in 2..=PLANS {
+                let plan = PlanRows {
+                    app_id: "kinesis-delta/p/s/a".into(),
+                    version,
+                    rows: vec![rows(&[version])],
+                };
+                engine
+                    .commit_plans(
+                        &schema(),
+                        &[plan],
+                        Numbering::Consecutive,
+                        Default::default(),
+                    )
+                    .await
+                    .unwrap_or_else(|e| panic!("plan {version}: {e}"));
+                // Room for the replacements to win now and then.
+                tokio::time::sleep(std::time::Duration::from_millis(
+                    version.unsigned_abs() % 4 * 10,
+                ))
+                .await;
+            }
+        });
+        let mut rebuild = DeltaSink::open(&uri, "unused").await.unwrap();
+        let mut replaced = 0;
+        while !committing.is_finished() {
+            rebuild.load_newest().await.unwrap();
+            let mut replacement = rebuild.replacement(&schema()).await.unwrap();
+            replacement.write(&rows(&[-1])).await.unwrap();
+            if rebuild
+                .replace(&mut replacement, Default::default())
+                .await
+                .unwrap()
+                .is_some()
+            {
+                replaced += 1;
+            }
+        }
+        committing.await.unwrap();
+        assert!(replaced > 0, "a replacement was committed among the plans");
+        // Every plan committed (none stopped on a replacement), each row once.
+        let id = "kinesis-delta/p/s/a".to_owned();
+        let recorded = rebuild.recorded(std::slice::from_ref(&id)).await.unwrap();
+        assert_eq!(recorded[&id], PLANS);
+        let tables = crate::query::TableSet::open_tables(
+            &[("t".to_owned(), uri.clone())],
+            &[],
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+        let result = tables
+            .sql("SELECT count(*) = count(DISTINCT ind) FROM t")
+            .await
+            .unwrap();
+        let batch = &result.batches[0];
+        let distinct = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::BooleanArray>();
+        assert!(distinct.unwrap().value(0), "no row twice");
+    }
+}
