@@ -64,6 +64,9 @@ pub enum Command {
     /// Run a stream's schema and cleaning SQL over a sample and print the rows, their schema and
     /// the would-be dead letters; nothing is written.
     Preview(PreviewArgs),
+    /// Derive a stream's table (and dead letters) again from its raw table with the current
+    /// schema and SQL, as one new table version; the checkpoints stay where they are.
+    Rebuild(RebuildArgs),
     /// Answer the analysts' questions (sql/analytics) in an HTML report, and CSVs on request.
     Report(ReportArgs),
     /// The whole pipeline on this machine: embedded Kinesis, streams, API, emulator, engine, report.
@@ -184,15 +187,28 @@ pub struct PreviewArgs {
     /// A JSON-lines file to use as the sample (each line one record) instead of the stream.
     #[arg(long)]
     pub file: Option<PathBuf>,
-    /// Without --file: the newest this many records of the stream.
+    /// The newest records of the stream's raw table instead of the stream.
+    #[arg(long, conflicts_with = "file")]
+    pub raw: bool,
+    /// Without --file: the newest this many records (of the stream, or with --raw its raw table).
     #[arg(long, default_value_t = 20)]
     pub newest: usize,
-    /// Without --file: how far back to look for them (e.g. "1h", "30m").
+    /// From the stream: how far back to look for them (e.g. "1h", "30m").
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     pub since: std::time::Duration,
     /// At most this many rows printed.
     #[arg(long, default_value_t = 20)]
     pub max_rows: usize,
+}
+
+/// `kinesis-delta rebuild`.
+#[derive(Debug, Args)]
+pub struct RebuildArgs {
+    /// Pipeline settings (the stream's tables, schema and SQL).
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// The stream's name in the config (`pin`, `geo`, `user`).
+    pub stream: String,
 }
 
 /// `kinesis-delta report`.

@@ -17,6 +17,8 @@
 //! * [`local`]: the embedded Kinesis-compatible server of local mode.
 //! * [`telemetry`]: metrics and health checks for operators.
 //! * [`lease`]: shard leases in DynamoDB, for engines that share a pipeline's shards.
+//! * [`preview`] and [`rebuild`]: a stream's current SQL over a sample, and its table derived
+//!   again from its raw table.
 
 /// jemalloc instead of the system allocator, for every binary built on this library (the engine,
 /// the benches, the tests): a backlog drained about 20% faster, and with the settings in
@@ -37,6 +39,7 @@ pub mod pipeline;
 pub mod preview;
 pub mod progress;
 pub mod query;
+pub mod rebuild;
 pub mod report;
 pub mod sequence;
 pub mod sink;

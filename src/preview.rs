@@ -2,8 +2,8 @@
 //! with nothing written anywhere. The edit → see → run loop: the rows the SQL makes, its output
 //! schema, and the records that would become dead letters, with their reasons.
 //!
-//! The sample is a JSON-lines file (each line one record's bytes), or the newest records of the
-//! stream itself (read from a moment back, nothing checkpointed).
+//! The sample is a JSON-lines file (each line one record's bytes), the newest records of the
+//! stream itself (read from a moment back, nothing checkpointed), or the newest of its raw table.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{ConfigError, Pipeline, StreamSpec};
 use crate::decode::{RecordDecoder, raw_schema_from_sql};
 use crate::pipeline::EngineError;
+use crate::rebuild::RecordTable;
 use crate::sequence::SequenceNumber;
 use crate::source::{KinesisRecord, ShardReader, StartPosition, connect_checked, list_shards};
 use crate::transform::Cleaning;
@@ -33,6 +34,11 @@ const MAX_READ_PER_SHARD: usize = 100_000;
 pub enum Sample {
     /// A JSON-lines file: each non-empty line is one record's bytes.
     File(PathBuf),
+    /// The newest `newest` records of the stream's raw table.
+    Raw {
+        /// How many records at most.
+        newest: usize,
+    },
     /// The newest `newest` records of the stream, put within `since`.
     Stream {
         /// How many records at most.
@@ -62,23 +68,20 @@ pub async fn preview(
     stream: &str,
     sample: &Sample,
 ) -> Result<Preview, EngineError> {
-    let spec = pipeline
-        .streams
-        .iter()
-        .find(|s| s.name == stream)
-        .ok_or_else(|| {
-            let names: Vec<&str> = pipeline.streams.iter().map(|s| s.name.as_str()).collect();
-            EngineError::Config(ConfigError::Invalid(format!(
-                "no stream `{stream}` in the config: name one of {}",
-                names.join(", ")
-            )))
-        })?;
+    let spec = pipeline.stream(stream)?;
     let raw_schema = raw_schema_from_sql(&spec.schema_sql, &spec.schema_path).await?;
     let decoder = RecordDecoder::new(&spec.stream, raw_schema).with_format(spec.format);
     let cleaning = Cleaning::new(&spec.sql, &spec.sql_path, decoder.row_schema()).await?;
     let records = match sample {
         Sample::File(path) => file_records(path)?,
         Sample::Stream { newest, since } => stream_records(pipeline, spec, *newest, *since).await?,
+        Sample::Raw { newest } => {
+            let uri = Pipeline::raw_table(spec, "preview --raw")?;
+            RecordTable::open(uri, None, &pipeline.storage)
+                .await?
+                .newest(*newest)
+                .await?
+        }
     };
     let decoded = decoder
         .decode(&records)

@@ -379,6 +379,28 @@ impl Pipeline {
             .map(|uri| (table_folder(uri).to_owned(), uri.clone()))
             .collect()
     }
+
+    /// The stream the config names `name`; the error lists the names there are.
+    pub fn stream(&self, name: &str) -> Result<&StreamSpec, ConfigError> {
+        self.streams.iter().find(|s| s.name == name).ok_or_else(|| {
+            let names: Vec<&str> = self.streams.iter().map(|s| s.name.as_str()).collect();
+            ConfigError::Invalid(format!(
+                "no stream `{name}` in the config: name one of {}",
+                names.join(", ")
+            ))
+        })
+    }
+
+    /// The raw table of `spec`, or an error that says how to keep one (`needed_for`: what
+    /// the caller wanted it for).
+    pub fn raw_table<'a>(spec: &'a StreamSpec, needed_for: &str) -> Result<&'a str, ConfigError> {
+        spec.raw_uri.as_deref().ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "stream `{}` keeps no raw table, which {needed_for} reads: add `raw_table = \"{}_raw\"` to its [[streams]] entry (it holds the records read from then on)",
+                spec.name, spec.name
+            ))
+        })
+    }
 }
 
 /// A table's name: the last folder of its URL (`pin`, `pin_dead_letters`).

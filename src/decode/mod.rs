@@ -428,37 +428,92 @@ fn metadata_fields() -> Vec<Field> {
     ]
 }
 
-/// The dead-letter table's schema: the record's metadata, its raw bytes and the reason.
+/// The dead-letter table's schema: the record's metadata, its raw bytes, the reason, and the
+/// plan that committed it (none for a batch of an earlier version's stream-level protocol).
 pub fn dead_letter_schema() -> SchemaRef {
     let mut fields = metadata_fields();
     fields.push(Field::new("data", DataType::Binary, false));
     fields.push(Field::new("error", DataType::Utf8, false));
+    fields.push(plan_field());
+    Arc::new(Schema::new(fields))
+}
+
+/// The columns a raw table adds after the metadata and bytes: the shard's hash key range (what
+/// tells, after a reshard, which user records of an aggregate are rows of that shard) and the
+/// plan that committed the record (what `rebuild` selects by).
+pub const RAW_TABLE_COLUMNS: [&str; 3] = ["_starting_hash_key", "_ending_hash_key", "_plan"];
+
+/// The number of the shard's plan that committed a row: `rebuild` takes a raw row when the table
+/// records its plan, and keeps a dead letter of a plan it does not record yet.
+fn plan_field() -> Field {
+    Field::new("_plan", DataType::Int64, true)
+}
+
+/// The schema of Kinesis records as read, before their plan is known: metadata, bytes, and the
+/// shard's hash key range (decimal, NULL when the listing did not give it).
+pub fn records_read_schema() -> SchemaRef {
+    let mut fields = metadata_fields();
+    fields.push(Field::new("data", DataType::Binary, false));
+    fields.push(Field::new("_starting_hash_key", DataType::Utf8, true));
+    fields.push(Field::new("_ending_hash_key", DataType::Utf8, true));
     Arc::new(Schema::new(fields))
 }
 
 /// The schema of a raw table: each Kinesis record as read (an aggregate whole, gzip as is), its
-/// bytes and metadata.
+/// bytes and metadata, its shard's hash key range, and its plan.
 pub fn raw_records_schema() -> SchemaRef {
-    let mut fields = metadata_fields();
-    fields.push(Field::new("data", DataType::Binary, false));
+    let mut fields: Vec<Field> = records_read_schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(plan_field());
     Arc::new(Schema::new(fields))
 }
 
-/// Turns Kinesis records into a batch of [`raw_records_schema`].
-pub fn raw_records_batch(
+/// Turns Kinesis records of one shard, whose hash key range is `range`, into a batch of
+/// [`records_read_schema`].
+pub fn records_read_batch(
     stream: &str,
     records: &[KinesisRecord],
+    range: Option<(u128, u128)>,
 ) -> Result<RecordBatch, ArrowError> {
     let records: Vec<&KinesisRecord> = records.iter().collect();
+    let n = records.len();
     let mut columns = metadata_columns(stream, &records);
     columns.push(Arc::new(BinaryArray::from_iter_values(
         records.iter().map(|r| r.data.as_ref()),
     )));
+    let key = |k: Option<u128>| -> ArrayRef {
+        Arc::new(StringArray::from_iter(std::iter::repeat_n(
+            k.map(|k| k.to_string()),
+            n,
+        )))
+    };
+    columns.push(key(range.map(|r| r.0)));
+    columns.push(key(range.map(|r| r.1)));
+    RecordBatch::try_new(records_read_schema(), columns)
+}
+
+/// The raw table's rows of plan `plan`: the records it took as read ([`records_read_batch`])
+/// with the plan's number.
+pub fn raw_records_batch(read: &RecordBatch, plan: i64) -> Result<RecordBatch, ArrowError> {
+    let mut columns = read.columns().to_vec();
+    columns.push(plan_column(Some(plan), read.num_rows()));
     RecordBatch::try_new(raw_records_schema(), columns)
 }
 
-/// Turns dead letters into a batch of [`dead_letter_schema`].
-pub fn dead_letter_batch(stream: &str, dead: &[DeadLetter]) -> Result<RecordBatch, ArrowError> {
+fn plan_column(plan: Option<i64>, rows: usize) -> ArrayRef {
+    Arc::new(Int64Array::from(vec![plan; rows]))
+}
+
+/// Turns the dead letters of plan `plan` (none for a stream-level batch) into a batch of
+/// [`dead_letter_schema`].
+pub fn dead_letter_batch(
+    stream: &str,
+    dead: &[DeadLetter],
+    plan: Option<i64>,
+) -> Result<RecordBatch, ArrowError> {
     let records: Vec<&KinesisRecord> = dead.iter().map(|d| &d.record).collect();
     let mut columns = metadata_columns(stream, &records);
     columns.push(Arc::new(BinaryArray::from_iter_values(
@@ -467,6 +522,7 @@ pub fn dead_letter_batch(stream: &str, dead: &[DeadLetter]) -> Result<RecordBatc
     columns.push(Arc::new(StringArray::from_iter_values(
         dead.iter().map(|d| d.error.as_str()),
     )));
+    columns.push(plan_column(plan, dead.len()));
     RecordBatch::try_new(dead_letter_schema(), columns)
 }
 
@@ -593,8 +649,14 @@ mod tests {
         dead.sort();
         assert_eq!(dead, ["2", "3", "4", "5", "6", "7"]);
         assert!(decoded.dead_letters.iter().all(|d| !d.error.is_empty()));
-        let batch = dead_letter_batch("s", &decoded.dead_letters).unwrap();
+        let batch = dead_letter_batch("s", &decoded.dead_letters, Some(3)).unwrap();
         assert_eq!(batch.num_rows(), 6);
+        let plans = batch.column_by_name("_plan").unwrap();
+        let plans = plans.as_any().downcast_ref::<Int64Array>().unwrap();
+        assert!(
+            plans.iter().all(|p| p == Some(3)),
+            "each row names its plan"
+        );
     }
 
     #[tokio::test]

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use lineage::sql_fingerprint;
 use lineage::{Lineage, PlanLineage, Table};
+pub use side_tables::RAW_STARTS_AFTER;
 use side_tables::{SideCommitted, commit_side};
 
 use super::EngineError;
@@ -29,10 +30,13 @@ use super::leases::ShardLeases;
 use super::maintenance::Maintainer;
 use super::resume::{StreamNow, stream_facts};
 use super::split::SplitRule;
-use crate::config::{ConsumerMode, InitialPosition, LostStreamPolicy, Pipeline, StreamSpec};
+use crate::config::{
+    ConfigError, ConsumerMode, InitialPosition, LostStreamPolicy, Pipeline, StreamSpec,
+};
 use crate::decode::{
-    DecodedBatch, METADATA_COLUMNS, RecordDecoder, dead_letter_batch, dead_letter_schema,
-    raw_records_batch, raw_records_schema, raw_schema_from_sql,
+    DecodedBatch, METADATA_COLUMNS, RAW_TABLE_COLUMNS, RecordDecoder, dead_letter_batch,
+    dead_letter_schema, raw_records_batch, raw_records_schema, raw_schema_from_sql,
+    records_read_batch,
 };
 use crate::lease::LeaseWorker;
 use crate::progress::BatchProgress;
@@ -174,26 +178,34 @@ impl StreamJob {
         let app_id = spec.app_id(&pipeline.name);
         let table = DeltaSink::open_with(&spec.table_uri, &app_id, &pipeline.storage).await?;
         table.check_schema(&output_schema)?;
-        // No min/max statistics for the raw bytes: they serve no query and bloat the log.
+        // No min/max statistics for the raw bytes: they serve no query and bloat the log. Those
+        // of `_plan` let `rebuild` skip the files of plans it does not take.
+        let stats = |extra: &[&str]| {
+            let columns: Vec<&str> = METADATA_COLUMNS.iter().chain(extra).copied().collect();
+            columns.join(",")
+        };
         let dead_letters = DeltaSink::open_with(&spec.dead_letter_uri, &app_id, &pipeline.storage)
             .await?
-            .with_table_property(
-                "delta.dataSkippingStatsColumns",
-                &METADATA_COLUMNS.join(","),
-            );
+            .with_table_property("delta.dataSkippingStatsColumns", &stats(&["_plan"]));
         let raw = match &spec.raw_uri {
             Some(uri) => Some((
                 DeltaSink::open_with(uri, &app_id, &pipeline.storage)
                     .await?
                     .with_table_property(
                         "delta.dataSkippingStatsColumns",
-                        &METADATA_COLUMNS.join(","),
+                        &stats(&RAW_TABLE_COLUMNS),
                     ),
                 Maintainer::new(&pipeline.maintenance),
             )),
             None => None,
         };
         let manifests = ManifestLog::new(table.object_store(), &pipeline.name, &spec.stream);
+        if let Some(mark) = manifests.rebuild_mark().await? {
+            return Err(EngineError::Config(ConfigError::Invalid(format!(
+                "a rebuild of stream `{}` began at {} and has not finished: it is still running, or it stopped between its table commit and its dead-letter commit (records it moved between the two tables may then be in both or in neither). Wait for it to end, or run `kinesis-delta rebuild {}` again to finish it; then start the engine",
+                spec.name, mark.started_at, spec.name
+            ))));
+        }
         let plans = ShardPlanLog::new(table.object_store(), &pipeline.name, &spec.stream);
 
         let started_at = Utc::now();
@@ -388,7 +400,7 @@ impl StreamJob {
                     .map_err(|e| format!("decoding records of {shard}: {e}"))?;
                 let raw = if keep_raw && !records.is_empty() {
                     Some(
-                        raw_records_batch(&stream, &records)
+                        records_read_batch(&stream, &records, ranges.get(&shard).copied())
                             .map_err(|e| format!("raw rows of {shard}: {e}"))?,
                     )
                 } else {
@@ -431,8 +443,12 @@ impl StreamJob {
                 rows: cleaned,
             });
             if !part.decoded.dead_letters.is_empty() {
-                let batch = dead_letter_batch(self.source.stream(), &part.decoded.dead_letters)
-                    .map_err(|e| EngineError::Internal(format!("dead letters of {app_id}: {e}")))?;
+                let batch = dead_letter_batch(
+                    self.source.stream(),
+                    &part.decoded.dead_letters,
+                    Some(part.plan.version),
+                )
+                .map_err(|e| EngineError::Internal(format!("dead letters of {app_id}: {e}")))?;
                 dead_rows.push(PlanRows {
                     app_id,
                     version: part.plan.version,
@@ -462,18 +478,19 @@ impl StreamJob {
         };
 
         // The side tables first: a plan the table holds is never committed to them again.
-        let raw_plans: Vec<PlanRows> = planned
-            .parts
-            .iter()
-            .zip(&rows)
-            .filter_map(|(part, cleaned)| {
-                Some(PlanRows {
+        let mut raw_plans = Vec::new();
+        for (part, cleaned) in planned.parts.iter().zip(&rows) {
+            if let Some(read) = &part.raw {
+                let batch = raw_records_batch(read, part.plan.version).map_err(|e| {
+                    EngineError::Internal(format!("raw rows of {}: {e}", cleaned.app_id))
+                })?;
+                raw_plans.push(PlanRows {
                     app_id: cleaned.app_id.clone(),
                     version: part.plan.version,
-                    rows: vec![part.raw.clone()?],
-                })
-            })
-            .collect();
+                    rows: vec![batch],
+                });
+            }
+        }
         let recorded = if dead_rows.is_empty() && raw_plans.is_empty() {
             BTreeMap::new()
         } else {

@@ -92,6 +92,9 @@ fn describe(version: i64, info: Option<&Value>) -> TableVersion {
         described.dead_letters = engine.get("deadLetters").and_then(Value::as_u64);
         described.sql = text(engine, "sql");
         described.worker = text(engine, "worker");
+        if engine.get("rebuild").is_some() {
+            described.operation = Some("REBUILD".to_owned());
+        }
         described.shards = engine
             .get("plans")
             .and_then(Value::as_object)

@@ -222,6 +222,52 @@ impl ManifestLog {
             other => other,
         }
     }
+
+    fn rebuild_path(&self) -> Path {
+        self.base.clone().join("rebuild.json")
+    }
+
+    /// Says a rebuild is between its table commit and its dead-letter commit.
+    pub async fn mark_rebuild(&self, mark: &RebuildMark) -> Result<(), SinkError> {
+        self.put_json(&self.rebuild_path(), mark, false).await?;
+        Ok(())
+    }
+
+    /// The mark of a rebuild that stopped between its two commits, if one did.
+    pub async fn rebuild_mark(&self) -> Result<Option<RebuildMark>, SinkError> {
+        self.read_json(&self.rebuild_path()).await
+    }
+
+    /// Removes the rebuild mark of `owner` (another rebuild's mark stays).
+    pub async fn clear_rebuild_mark(&self, owner: &str) -> Result<(), SinkError> {
+        if self
+            .rebuild_mark()
+            .await?
+            .is_none_or(|mark| mark.owner != owner)
+        {
+            return Ok(());
+        }
+        let path = self.rebuild_path();
+        match self.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(source) => Err(SinkError::Store {
+                path: path.to_string(),
+                source,
+            }),
+        }
+    }
+}
+
+/// A rebuild that moves records between the table and its dead-letter table commits the two
+/// tables one after the other: this mark is there from before the first commit to after the
+/// second, so that one stopped in between is finished (by running it again) before the engine
+/// starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RebuildMark {
+    /// When the rebuild began.
+    pub started_at: DateTime<Utc>,
+    /// The process that runs it: only it removes the mark.
+    pub owner: String,
 }
 
 /// Writes `value` as JSON at `path`; with `if_absent`, only when nothing is there yet (then

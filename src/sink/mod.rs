@@ -17,7 +17,7 @@ mod shard_plans;
 pub use delta::{CommitOutcome, DeltaSink};
 pub use history::TableVersion;
 pub use maintenance::{Compaction, TableFiles};
-pub use manifest::{BatchManifest, BatchSplit, Fence, ManifestLog, TipMarker};
+pub use manifest::{BatchManifest, BatchSplit, Fence, ManifestLog, RebuildMark, TipMarker};
 pub use replace::Replacement;
 pub use schema::delta_compatible;
 pub use shard_commit::{CommitInfo, Numbering, PlanRows, PlansCommitted};

@@ -16,25 +16,36 @@ use crate::support::{
 };
 
 /// The pipeline's pin SQL as a copy the test edits.
-fn own_pin_sql(dir: &Path, config: &Path) -> PathBuf {
-    let sql = dir.join("pin.sql");
-    std::fs::copy(repo().join("sql/pin.sql"), &sql).unwrap();
+pub(crate) fn own_pin_sql(dir: &Path, config: &Path) -> PathBuf {
+    own_copy(dir, config, "pin.sql")
+}
+
+/// The pipeline's `sql/<file>` as a copy the test edits, named in the config instead.
+pub(crate) fn own_copy(dir: &Path, config: &Path, file: &str) -> PathBuf {
+    let copy = dir.join(file);
+    let shipped = repo().join("sql").join(file);
+    std::fs::copy(&shipped, &copy).unwrap();
     edit_config(
         config,
-        &repo().join("sql/pin.sql").display().to_string(),
-        &sql.display().to_string(),
+        &format!("{}\"", shipped.display()),
+        &format!("{}\"", copy.display()),
     );
-    sql
+    copy
 }
 
 /// Replaces `from` with `to` in the SQL file (which must hold it).
-fn edit_sql(sql: &Path, from: &str, to: &str) {
+pub(crate) fn edit_sql(sql: &Path, from: &str, to: &str) {
     let text = std::fs::read_to_string(sql).unwrap();
     assert!(text.contains(from), "the SQL holds {from:?}");
     std::fs::write(sql, text.replacen(from, to, 1)).unwrap();
 }
 
-async fn put(server: &TestKinesis, pipeline: &kinesis_delta::config::Pipeline, batch: &[Triple]) {
+/// Puts each triple's record on its stream.
+pub(crate) async fn put(
+    server: &TestKinesis,
+    pipeline: &kinesis_delta::config::Pipeline,
+    batch: &[Triple],
+) {
     let client = server.client().await;
     let picks: [fn(&Triple) -> &serde_json::Value; 3] = [|t| &t.pin, |t| &t.geo, |t| &t.user];
     for (spec, pick) in pipeline.streams.iter().zip(picks) {
@@ -165,7 +176,7 @@ async fn columns_added_and_dropped_by_the_sql_evolve_the_table_and_a_type_change
 }
 
 /// `kinesis-delta history pin --json`, every version.
-fn kinesis_delta_history(config: &Path) -> Vec<serde_json::Value> {
+pub(crate) fn kinesis_delta_history(config: &Path) -> Vec<serde_json::Value> {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_kinesis-delta"))
         .args(["history", "pin", "--json", "--limit", "1000", "--config"])
         .arg(config)
@@ -229,7 +240,7 @@ async fn preview_shows_rows_and_would_be_dead_letters_and_writes_nothing() {
 }
 
 /// `kinesis-delta preview pin <args>`'s output.
-fn kinesis_delta_preview(config: &Path, args: &[&str]) -> String {
+pub(crate) fn kinesis_delta_preview(config: &Path, args: &[&str]) -> String {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_kinesis-delta"))
         .args(["preview", "pin", "--config"])
         .arg(config)

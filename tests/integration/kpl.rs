@@ -11,8 +11,8 @@ use crate::support::data::{Triple, records, triples};
 use crate::support::engine::{engine_command, run_then_sigkill};
 use crate::support::servers::{Kind, TestKinesis};
 use crate::support::{
-    create_streams, load_pipeline, put_each, put_records, query_counts, run_available_now,
-    write_config,
+    create_streams, edit_config, load_pipeline, put_each, put_records, query_counts,
+    run_available_now, write_config,
 };
 
 /// Puts each stream's records of `batch`: the first `aggregated` of them in aggregates of 40
@@ -118,12 +118,17 @@ async fn sigkill_in_aggregate_heavy_batches_loses_and_duplicates_nothing() {
 /// of its user records' hash keys, and puts those user records again on their own shard. Here an
 /// aggregate of 40 goes to the first shard, half of its user records with explicit hash keys of
 /// the second, which gets those 20 again as plain records: each row lands once, and the 20 spare
-/// copies are dead letters that say why.
+/// copies are dead letters that say why. A rebuild from the raw table splits them the same way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_records_of_another_shards_hash_range_are_not_rows_twice() {
     let server = TestKinesis::start(Kind::Embedded).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), server.endpoint(), "kplrange", 100_000);
+    edit_config(
+        &config,
+        "table = \"pin\"\n",
+        "table = \"pin\"\nraw_table = \"pin_raw\"\n",
+    );
     let pipeline = load_pipeline(&config);
     let client = server.client().await;
     create_streams(&client, &pipeline, 2).await;
@@ -156,4 +161,14 @@ async fn user_records_of_another_shards_hash_range_are_not_rows_twice() {
         .await;
         assert_eq!(dead, [20, 20], "{}", spec.name);
     }
+    // Rebuilt from the raw table, which keeps each record's shard hash key range: the same split.
+    let done = kinesis_delta::rebuild::rebuild(&pipeline, "pin", &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        (done.rows, done.dead_letters, done.dead_letter_version),
+        (40, 20, None),
+        "{done:?}"
+    );
+    assert_exactly_once(&pipeline, 40).await;
 }

@@ -22,6 +22,7 @@ mod maintenance;
 mod operating;
 mod payloads;
 mod raw_table;
+mod rebuild;
 mod reshard;
 mod s3;
 mod scale_out;

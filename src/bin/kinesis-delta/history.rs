@@ -3,31 +3,20 @@
 
 use anyhow::Context;
 use kinesis_delta::cli::HistoryArgs;
+use kinesis_delta::config::Pipeline;
 use kinesis_delta::pipeline::sql_fingerprint;
 use kinesis_delta::sink::DeltaSink;
 
 #[allow(clippy::print_stdout)]
 pub async fn history(args: HistoryArgs) -> anyhow::Result<()> {
     let pipeline = args.pipeline.pipeline()?;
-    let Some(spec) = pipeline.streams.iter().find(|s| s.name == args.stream) else {
-        let names: Vec<&str> = pipeline.streams.iter().map(|s| s.name.as_str()).collect();
-        anyhow::bail!(
-            "no stream `{}` in the config: name one of {}",
-            args.stream,
-            names.join(", ")
-        );
-    };
+    let spec = pipeline.stream(&args.stream)?;
     let uri = if args.dead_letters {
-        &spec.dead_letter_uri
+        spec.dead_letter_uri.as_str()
     } else if args.raw {
-        spec.raw_uri.as_ref().with_context(|| {
-            format!(
-                "stream `{}` keeps no raw table: add `raw_table = \"{}_raw\"` to its [[streams]] entry",
-                spec.name, spec.name
-            )
-        })?
+        Pipeline::raw_table(spec, "history --raw")?
     } else {
-        &spec.table_uri
+        spec.table_uri.as_str()
     };
     let table = DeltaSink::open_with(uri, &spec.app_id(&pipeline.name), &pipeline.storage)
         .await

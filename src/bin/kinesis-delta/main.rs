@@ -8,6 +8,7 @@ mod leases;
 mod maintain;
 mod preview;
 mod query;
+mod rebuild;
 mod servers;
 mod streams;
 
@@ -44,6 +45,7 @@ fn main() -> ExitCode {
             Command::Leases(args) => leases::leases(args).await,
             Command::History(args) => history::history(args).await,
             Command::Preview(args) => preview::preview(args).await,
+            Command::Rebuild(args) => rebuild::rebuild(args).await,
             Command::Report(args) => query::report(args).await,
             Command::Demo(args) => engine::demo(args).await,
         }

@@ -10,6 +10,9 @@ pub async fn preview(args: PreviewArgs) -> anyhow::Result<()> {
     let pipeline = args.pipeline.pipeline()?;
     let sample = match args.file {
         Some(path) => Sample::File(path),
+        None if args.raw => Sample::Raw {
+            newest: args.newest.max(1),
+        },
         None => Sample::Stream {
             newest: args.newest.max(1),
             since: args.since,

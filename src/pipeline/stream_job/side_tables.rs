@@ -13,6 +13,10 @@ use crate::config::ConfigError;
 use crate::pipeline::EngineError;
 use crate::sink::{CommitInfo, DeltaSink, Numbering, PlanRows};
 
+/// The raw table's property that says after which plan of each shard (and which stream-level
+/// batch of an earlier version) of the table it starts: `{}` when it holds every plan.
+pub const RAW_STARTS_AFTER: &str = "kinesisDelta.rawStartsAfter";
+
 /// What one side-table commit did.
 #[derive(Debug, Default)]
 pub(super) struct SideCommitted {
@@ -76,6 +80,24 @@ impl StreamJob {
             ));
         }
         let table = self.table.recorded(&app_ids).await?;
+        let stream_level = self.table.committed_batch().await?;
+        if let Some((raw, _)) = &mut self.raw
+            && !raw.exists()
+        {
+            // Where the raw table will start, should this process create it: `rebuild` needs it
+            // from the table's first plan.
+            let mut starts_after: BTreeMap<&str, i64> = table
+                .iter()
+                .filter(|(_, plan)| **plan > 0)
+                .map(|(id, plan)| (id.as_str(), *plan))
+                .collect();
+            if let Some(batch) = stream_level {
+                starts_after.insert(&self.app_id, batch);
+            }
+            let value = serde_json::to_string(&starts_after)
+                .map_err(|e| EngineError::Internal(format!("raw table start: {e}")))?;
+            raw.set_table_property(RAW_STARTS_AFTER, &value);
+        }
         for (recorded, side_uri, key) in sides {
             let mut ahead = None;
             for (shard, id) in shards.iter().zip(&app_ids) {

@@ -174,8 +174,8 @@ impl StreamJob {
             return Ok(());
         }
         if !decoded.dead_letters.is_empty() {
-            let batch =
-                dead_letter_batch(self.source.stream(), &decoded.dead_letters).map_err(|e| {
+            let batch = dead_letter_batch(self.source.stream(), &decoded.dead_letters, None)
+                .map_err(|e| {
                     EngineError::Internal(format!("dead letters of batch {batch_id}: {e}"))
                 })?;
             self.dead_letters

@@ -1,0 +1,474 @@
+//! `kinesis-delta rebuild`: a stream's table derived again from its raw table with the current
+//! schema and SQL, as one table version, the checkpoints untouched. After a type change the
+//! engine refuses and rebuild makes the table exact against the raw table; a schema edit that
+//! turns dead letters into rows moves them; an engine committing meanwhile loses and repeats
+//! nothing; a raw table that does not hold the table's first batches is refused.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+
+use crate::changing_sql::{edit_sql, kinesis_delta_history, kinesis_delta_preview, own_copy, put};
+use crate::end_to_end::assert_exactly_once;
+use crate::support::data::{Triple, records, triples};
+use crate::support::engine::{
+    engine_command, read_log, run_then_sigkill, signal, undo_last_table_commit, wait_with_deadline,
+};
+use crate::support::servers::{Kind, TestKinesis};
+use crate::support::{
+    create_streams, edit_config, load_pipeline, put_records, query, query_counts,
+    run_available_now, run_expecting_error, set_trigger_interval, write_config,
+};
+use kinesis_delta::config::Pipeline;
+use kinesis_delta::query::{AsOf, TableSet};
+use kinesis_delta::rebuild::{RebuildProgress, Rebuilt, rebuild};
+use kinesis_delta::sink::{DeltaSink, ManifestLog, RebuildMark};
+
+/// A config whose pin stream keeps `pin_raw`, with its own copies of the pin schema and SQL.
+fn raw_config(
+    dir: &Path,
+    endpoint: &str,
+    user: &str,
+    max_batch: usize,
+) -> (PathBuf, PathBuf, PathBuf) {
+    let config = write_config(dir, endpoint, user, max_batch);
+    edit_config(
+        &config,
+        "table = \"pin\"\n",
+        "table = \"pin\"\nraw_table = \"pin_raw\"\n",
+    );
+    let sql = own_copy(dir, &config, "pin.sql");
+    let schema = own_copy(dir, &config, "pin.schema.sql");
+    (config, sql, schema)
+}
+
+/// `rebuild pin`, its progress reports kept.
+async fn rebuild_pin(pipeline: &Pipeline) -> (Rebuilt, Vec<RebuildProgress>) {
+    let mut reports = Vec::new();
+    let done = rebuild(pipeline, "pin", &mut |p| reports.push(p))
+        .await
+        .expect("rebuild");
+    (done, reports)
+}
+
+/// The plan each shard of the pin table records.
+async fn shard_plans(pipeline: &Pipeline) -> BTreeMap<String, i64> {
+    let spec = &pipeline.streams[0];
+    let table_dir = PathBuf::from(spec.table_uri.trim_start_matches("file://"));
+    let mut plans = BTreeMap::new();
+    for entry in read_log(&table_dir) {
+        for (id, version) in entry.txns {
+            if id.contains("/shardId-") {
+                plans.insert(id, version);
+            }
+        }
+    }
+    plans
+}
+
+/// How many rows of the pin table at `version` have a row in the newest version equal in every
+/// column (those of the test's SQL), `follower_count` compared as a DOUBLE.
+async fn rows_alike(pin: &str, version: u64) -> i64 {
+    let tables = TableSet::open_tables(
+        &[
+            ("old".to_owned(), pin.to_owned()),
+            ("new".to_owned(), pin.to_owned()),
+        ],
+        &[("old".to_owned(), AsOf::Version(version))],
+        &BTreeMap::new(),
+    )
+    .await
+    .unwrap();
+    let columns = [
+        "_sequence_number",
+        "_approximate_arrival",
+        "n_in_plan",
+        "unique_id",
+        "title",
+        "description",
+        "poster_name",
+        "tag_list",
+        "is_image_or_video",
+        "image_src",
+        "save_location",
+        "category",
+    ];
+    let same: Vec<String> = columns
+        .iter()
+        .map(|c| format!("(old.{c} IS NOT DISTINCT FROM new.{c})"))
+        .collect();
+    let sql = format!(
+        "SELECT count(*) FROM old JOIN new ON old.ind = new.ind AND {} \
+         AND (CAST(old.follower_count AS DOUBLE) IS NOT DISTINCT FROM new.follower_count)",
+        same.join(" AND ")
+    );
+    let result = tables.sql(&sql).await.unwrap();
+    let column = arrow::compute::cast(
+        result.batches[0].column(0),
+        &arrow::datatypes::DataType::Int64,
+    )
+    .unwrap();
+    column
+        .as_any()
+        .downcast_ref::<arrow::array::Int64Array>()
+        .unwrap()
+        .value(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_type_change_is_refused_then_rebuild_derives_the_table_exactly_from_the_raw_table() {
+    let seed: u64 = rand::rng().random();
+    eprintln!("rebuild test seed: {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let server = TestKinesis::start(Kind::Embedded).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (config, sql, schema) = raw_config(dir.path(), server.endpoint(), "rebuild", 40);
+    // The rows carry metadata and a number within their plan's rows: a rebuild that decoded,
+    // ordered or grouped the records otherwise than the engine would not give the same rows.
+    edit_sql(
+        &sql,
+        "  SELECT\n    \"index\",\n",
+        "  SELECT\n    \"index\",\n    _sequence_number,\n    _approximate_arrival,\n",
+    );
+    edit_sql(
+        &sql,
+        "  \"index\" AS ind,\n",
+        "  \"index\" AS ind,\n  _sequence_number,\n  _approximate_arrival,\n  row_number() OVER (ORDER BY length(_sequence_number), _sequence_number) AS n_in_plan,\n",
+    );
+    let pipeline = load_pipeline(&config);
+    let client = server.client().await;
+    create_streams(&client, &pipeline, 2).await;
+    let spec = pipeline.streams[0].clone();
+    let pin_dir = PathBuf::from(spec.table_uri.trim_start_matches("file://"));
+
+    // Two rounds of puts, each cut short by a SIGKILL, then a drain: 302 records on each stream.
+    // On pin, 300 and 301 are dead letters (`downloaded` is not a number), and so are two records
+    // that are not JSON.
+    let picks: [fn(&Triple) -> &serde_json::Value; 3] = [|t| &t.pin, |t| &t.geo, |t| &t.user];
+    for round in 0..2_i64 {
+        put(&server, &pipeline, &triples(round * 150, 150)).await;
+        let odd_one = triples(300 + round, 1);
+        let mut pin = odd_one[0].pin.clone();
+        pin["downloaded"] = serde_json::json!("yes");
+        let odd = vec![
+            (
+                format!("bad-{round}"),
+                format!("not json {round}").into_bytes(),
+            ),
+            ("odd".to_owned(), serde_json::to_vec(&pin).unwrap()),
+        ];
+        put_records(&client, &spec.stream, &odd).await;
+        for (other, pick) in pipeline.streams.iter().zip(picks).skip(1) {
+            put_records(&client, &other.stream, &records(&odd_one, pick)).await;
+        }
+        run_then_sigkill(&config, &mut rng, 1500, round).await;
+    }
+    run_available_now(&pipeline).await;
+    let pin = spec.table_uri.as_str();
+    let dead = spec.dead_letter_uri.as_str();
+    assert_eq!(
+        query_counts(
+            &[("pin", pin)],
+            "SELECT count(*), count(DISTINCT ind) FROM pin"
+        )
+        .await,
+        [300, 300]
+    );
+    assert_eq!(
+        query_counts(&[("d", dead)], "SELECT count(*) FROM d").await,
+        [4]
+    );
+    let plans_before = shard_plans(&pipeline).await;
+    assert!(!plans_before.is_empty());
+
+    // The raw table as a sample: the rows and would-be dead letters of the SQL as it is.
+    let preview = kinesis_delta_preview(&config, &["--raw", "--newest", "1000"]);
+    assert!(
+        preview.contains("pin: 304 records → 300 rows, 4 dead letters (nothing written)")
+            && preview.contains("record is not a JSON object")
+            && preview.contains("column `downloaded`"),
+        "{preview}"
+    );
+
+    // A type change: the engine refuses and names rebuild.
+    edit_sql(
+        &sql,
+        "  CASE\n    WHEN follower_count ~",
+        "  CAST(CASE\n    WHEN follower_count ~",
+    );
+    edit_sql(
+        &sql,
+        "  END AS follower_count,",
+        "  END AS DOUBLE) AS follower_count,",
+    );
+    let pipeline = load_pipeline(&config);
+    let error = run_expecting_error(&pipeline).await.to_string();
+    assert!(
+        error.contains("`follower_count` is Int64 in the table, Float64 in the SQL")
+            && error.contains("kinesis-delta rebuild"),
+        "{error}"
+    );
+    let before = read_log(&pin_dir).last().unwrap().version;
+
+    let (done, reports) = rebuild_pin(&pipeline).await;
+    assert_eq!(
+        (
+            done.records,
+            done.rows,
+            done.dead_letters,
+            done.dead_letter_version
+        ),
+        (304, 300, 4, None),
+        "every raw record derived; the split did not change: {done:?}"
+    );
+    assert_eq!(
+        reports.last().map(|p| (p.records, p.total)),
+        Some((304, 304))
+    );
+    assert_eq!(
+        done.table_version,
+        i64::try_from(before).unwrap() + 1,
+        "one new version"
+    );
+    // One commit: every old file removed, the new schema, no checkpoint moved.
+    let log = read_log(&pin_dir);
+    let rebuilt = log.last().unwrap();
+    assert!(
+        rebuilt.metadata && rebuilt.adds > 0 && rebuilt.txns.is_empty(),
+        "{rebuilt:?}"
+    );
+    assert_eq!(
+        shard_plans(&pipeline).await,
+        plans_before,
+        "the checkpoints stay where they were"
+    );
+    assert_eq!(
+        rows_alike(pin, before).await,
+        300,
+        "each row as the engine cleaned it, follower_count now a DOUBLE"
+    );
+    let types = query(&[("pin", pin)], "SELECT follower_count FROM pin LIMIT 1").await;
+    assert_eq!(
+        types[0].schema().field(0).data_type(),
+        &arrow::datatypes::DataType::Float64
+    );
+
+    // A schema edit that makes `downloaded` text: the two records it refused become rows, and
+    // the dead-letter table is replaced.
+    edit_sql(&schema, "  downloaded BIGINT,", "  downloaded VARCHAR,");
+    let pipeline = load_pipeline(&config);
+    let (done, _) = rebuild_pin(&pipeline).await;
+    assert_eq!(
+        (done.rows, done.dead_letters),
+        (302, 2),
+        "the records with `downloaded: yes` moved to the table: {done:?}"
+    );
+    assert!(done.dead_letter_version.is_some());
+    assert_eq!(
+        query_counts(
+            &[("pin", pin)],
+            "SELECT count(*), count(DISTINCT ind), max(ind) FROM pin"
+        )
+        .await,
+        [302, 302, 301]
+    );
+    assert_eq!(
+        query_counts(
+            &[("d", dead)],
+            "SELECT count(*), count(*) FILTER (WHERE starts_with(CAST(data AS VARCHAR), 'not json')) FROM d"
+        )
+        .await,
+        [2, 2]
+    );
+
+    // A rebuild stopped between its two commits: the engine does not start until it is run again.
+    let table = DeltaSink::open(&spec.table_uri, "t").await.unwrap();
+    let manifests = ManifestLog::new(table.object_store(), &pipeline.name, &spec.stream);
+    manifests
+        .mark_rebuild(&RebuildMark {
+            started_at: chrono::Utc::now(),
+            owner: "a rebuild that was killed".to_owned(),
+        })
+        .await
+        .unwrap();
+    let error = run_expecting_error(&pipeline).await.to_string();
+    assert!(
+        error.contains("run `kinesis-delta rebuild pin` again"),
+        "{error}"
+    );
+    let (done, _) = rebuild_pin(&pipeline).await;
+    assert_eq!((done.rows, done.dead_letters), (302, 2));
+    assert!(manifests.rebuild_mark().await.unwrap().is_none());
+
+    // The engine goes on from the same checkpoints with the new SQL: no gap, no repeat.
+    put(&server, &pipeline, &triples(302, 48)).await;
+    run_available_now(&pipeline).await;
+    assert_exactly_once(&pipeline, 350).await;
+
+    let history = kinesis_delta_history(&config);
+    let rebuilds = history
+        .iter()
+        .filter(|v| v["operation"] == "REBUILD")
+        .count();
+    assert_eq!(rebuilds, 3, "each rebuild is a version history names");
+}
+
+/// An engine commits batches all through a rebuild (which keeps the SQL): the rebuild's commit
+/// comes after theirs or takes their plans along, and every record is in the table once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuild_while_an_engine_commits_loses_and_repeats_nothing() {
+    let server = TestKinesis::start(Kind::Embedded).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _, _) = raw_config(dir.path(), server.endpoint(), "rebuildlive", 20);
+    set_trigger_interval(&config, "50ms");
+    let pipeline = load_pipeline(&config);
+    create_streams(&server.client().await, &pipeline, 2).await;
+    put(&server, &pipeline, &triples(0, 400)).await;
+    run_available_now(&pipeline).await;
+
+    let engine = engine_command(&config, false).spawn().unwrap();
+    let (rounds, per_round) = (20_i64, 30_i64);
+    let putting = {
+        let (endpoint, pipeline) = (server.endpoint().to_owned(), pipeline.clone());
+        tokio::spawn(async move {
+            let client = crate::support::client(&endpoint).await;
+            for round in 0..rounds {
+                let batch = triples(400 + round * per_round, per_round);
+                let picks: [fn(&Triple) -> &serde_json::Value; 3] =
+                    [|t| &t.pin, |t| &t.geo, |t| &t.user];
+                for (spec, pick) in pipeline.streams.iter().zip(picks) {
+                    put_records(&client, &spec.stream, &records(&batch, pick)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let mut attempts = Vec::new();
+    for _ in 0..3 {
+        let (done, _) = rebuild_pin(&pipeline).await;
+        attempts.push(done.attempts);
+    }
+    eprintln!("rebuild attempts while the engine committed: {attempts:?}");
+    assert!(
+        attempts.iter().any(|a| *a > 1),
+        "the engine committed while a rebuild was committing (else this test shows nothing)"
+    );
+    putting.await.unwrap();
+    signal(&engine, "TERM");
+    let output = wait_with_deadline(engine, Duration::from_secs(60), "the engine");
+    assert!(
+        output.status.success(),
+        "the engine kept running through the rebuilds: {output:?}"
+    );
+    run_available_now(&pipeline).await;
+    let total = 400 + rounds * per_round;
+    assert_exactly_once(&pipeline, total).await;
+    // And a last rebuild gives the same table.
+    let (done, _) = rebuild_pin(&pipeline).await;
+    assert_eq!((done.records, done.rows), (total as u64, total as u64));
+    assert_exactly_once(&pipeline, total).await;
+}
+
+/// A raw table turned on after the table held batches lacks their records: rebuild refuses
+/// rather than drop their rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raw_table_turned_on_late_is_refused() {
+    let server = TestKinesis::start(Kind::Embedded).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), server.endpoint(), "rebuildlate", 100);
+    let pipeline = load_pipeline(&config);
+    create_streams(&server.client().await, &pipeline, 1).await;
+    put(&server, &pipeline, &triples(0, 20)).await;
+    run_available_now(&pipeline).await;
+    edit_config(
+        &config,
+        "table = \"pin\"\n",
+        "table = \"pin\"\nraw_table = \"pin_raw\"\n",
+    );
+    let pipeline = load_pipeline(&config);
+    put(&server, &pipeline, &triples(20, 20)).await;
+    run_available_now(&pipeline).await;
+    let error = rebuild(&pipeline, "pin", &mut |_| {})
+        .await
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        error.contains("was turned on after the table held batches") && error.contains("at plan"),
+        "{error}"
+    );
+    assert_exactly_once(&pipeline, 40).await;
+}
+
+/// A batch stopped between its commits (its dead letters and raw rows committed, not its rows):
+/// rebuild leaves its plan to the engine, and will not move records between the tables while it
+/// is pending (its dead letters were split by the schema it was planned with).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_committed_plan_is_left_to_the_engine() {
+    let server = TestKinesis::start(Kind::Embedded).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _, schema) = raw_config(dir.path(), server.endpoint(), "rebuildpending", 100_000);
+    let pipeline = load_pipeline(&config);
+    let client = server.client().await;
+    create_streams(&client, &pipeline, 1).await;
+    let spec = pipeline.streams[0].clone();
+    let pin_dir = PathBuf::from(spec.table_uri.trim_start_matches("file://"));
+    let pins = |from, n| records(&triples(from, n), |t: &Triple| &t.pin);
+    let mut first = pins(0, 100);
+    let mut odd = triples(100, 1)[0].pin.clone();
+    odd["downloaded"] = serde_json::json!("yes");
+    first.push(("odd".to_owned(), serde_json::to_vec(&odd).unwrap()));
+    put_records(&client, &spec.stream, &first).await;
+    run_available_now(&pipeline).await;
+    let mut second = pins(101, 50);
+    second.push(("bad".to_owned(), b"not json".to_vec()));
+    put_records(&client, &spec.stream, &second).await;
+    run_available_now(&pipeline).await;
+    undo_last_table_commit(&pin_dir);
+    let pin = spec.table_uri.as_str();
+    let counts = || async {
+        query_counts(
+            &[("pin", pin)],
+            "SELECT count(*), count(DISTINCT ind) FROM pin",
+        )
+        .await
+    };
+
+    let (done, _) = rebuild_pin(&pipeline).await;
+    assert_eq!(
+        (
+            done.records,
+            done.rows,
+            done.dead_letters,
+            done.dead_letter_version
+        ),
+        (101, 100, 1, None),
+        "the pending plan's records are left out: {done:?}"
+    );
+    assert_eq!(counts().await, [100, 100]);
+
+    edit_sql(&schema, "  downloaded BIGINT,", "  downloaded VARCHAR,");
+    let pipeline = load_pipeline(&config);
+    let error = rebuild(&pipeline, "pin", &mut |_| {})
+        .await
+        .expect_err("refused while a plan is half committed")
+        .to_string();
+    assert!(
+        error.contains("plan 2 of") && error.contains("half committed"),
+        "{error}"
+    );
+    assert_eq!(counts().await, [100, 100], "nothing was committed");
+
+    // Finished with the schema it was planned with, the batch lands once; then the rebuild moves
+    // the record the edited schema accepts.
+    edit_sql(&schema, "  downloaded VARCHAR,", "  downloaded BIGINT,");
+    run_available_now(&load_pipeline(&config)).await;
+    assert_eq!(counts().await, [150, 150]);
+    edit_sql(&schema, "  downloaded BIGINT,", "  downloaded VARCHAR,");
+    let pipeline = load_pipeline(&config);
+    let (done, _) = rebuild_pin(&pipeline).await;
+    assert_eq!((done.rows, done.dead_letters), (151, 1), "{done:?}");
+    assert!(done.dead_letter_version.is_some());
+    assert_eq!(counts().await, [151, 151]);
+}
