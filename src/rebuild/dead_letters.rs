@@ -230,13 +230,7 @@ mod tests {
     #[tokio::test]
     async fn only_the_dead_letters_derived_again_are_replaced() {
         let dir = tempfile::tempdir().unwrap();
-        let uri = |name: &str| {
-            url::Url::from_directory_path(dir.path().join(name))
-                .unwrap()
-                .to_string()
-                .trim_end_matches('/')
-                .to_owned()
-        };
+        let uri = |name| crate::sink::local_table_uri(dir.path(), name);
         let (raw_uri, dead_uri) = (uri("raw"), uri("dead"));
         let mut raw = DeltaSink::open(&raw_uri, "unused").await.unwrap();
         for (version, seqs) in [(1, vec![1, 2]), (2, vec![4])] {

@@ -115,9 +115,13 @@ pub async fn rebuild(
     let committed = match run.commit_table(interrupted, progress).await {
         Ok(committed) => committed,
         Err(e) => {
-            // Nothing was committed: a mark of this run would stop the engine for nothing (one
-            // it took over from a rebuild that stopped between its commits stays).
-            if run.marked && !interrupted {
+            // With nothing committed, a mark of this run would stop the engine for nothing (one
+            // it took over from a rebuild that stopped between its commits stays, and so does
+            // this run's if the table holds its files, or that cannot be told).
+            if run.marked
+                && !interrupted
+                && matches!(run.table.holds(&run.derivation.rows).await, Ok(false))
+            {
                 run.manifests.clear_rebuild_mark(&run.owner).await?;
             }
             return Err(e);
@@ -176,7 +180,7 @@ async fn check_raw_covers_the_table(
         })?;
     if let Some((id, plan)) = started_after.iter().next() {
         return Err(refused(format!(
-            "the raw table {raw_uri} was turned on after the table held batches (`{id}` was at plan {plan}; {} in all): their records are not in it, so a rebuild would lose their rows. A rebuild needs a raw table kept from the table's first batch: to get one, write to a new table with a new raw table (they start from the oldest records Kinesis still holds)",
+            "the raw table {raw_uri} lacks records of batches the table holds (of `{id}` up to plan {plan}; {} in all): it was turned on after the table held batches, or was off for a while, so a rebuild would lose their rows. A rebuild needs a raw table kept from the table's first batch: to get one, write to a new table with a new raw table (they start from the oldest records Kinesis still holds)",
             started_after.len()
         )));
     }
@@ -264,7 +268,11 @@ impl Rebuild<'_> {
                         started_at: Utc::now(),
                         owner: self.owner.clone(),
                     };
-                    self.manifests.mark_rebuild(&mark).await?;
+                    if !self.manifests.mark_rebuild(&mark, interrupted).await? {
+                        return Err(refused(
+                            "another rebuild of this stream began meanwhile: run one at a time (the engine will not start until it has ended)".to_owned(),
+                        ));
+                    }
                     self.marked = true;
                 }
             }

@@ -603,10 +603,7 @@ mod tests {
     #[tokio::test]
     async fn a_batch_id_is_committed_once() {
         let dir = tempfile::tempdir().unwrap();
-        let uri = url::Url::from_directory_path(dir.path().join("t"))
-            .unwrap()
-            .to_string();
-        let uri = uri.trim_end_matches('/');
+        let uri = &crate::sink::local_table_uri(dir.path(), "t");
         let mut sink = DeltaSink::open(uri, "app").await.unwrap();
         assert_eq!(sink.committed_batch().await.unwrap(), None);
         let (schema, batch) = rows(&[1, 2, 3]);
@@ -635,10 +632,7 @@ mod tests {
         let (schema, batch) = rows(&[1, 2, 3]);
         for round in 0..30 {
             let dir = tempfile::tempdir().unwrap();
-            let uri = url::Url::from_directory_path(dir.path().join("t"))
-                .unwrap()
-                .to_string();
-            let uri = uri.trim_end_matches('/');
+            let uri = &crate::sink::local_table_uri(dir.path(), "t");
             let mut a = DeltaSink::open(uri, "app").await.unwrap();
             let mut b = DeltaSink::open(uri, "app").await.unwrap();
             let (ra, rb) = tokio::join!(
@@ -672,10 +666,7 @@ mod tests {
         const WRITERS: i64 = 8;
         const BATCHES: i64 = 15;
         let dir = tempfile::tempdir().unwrap();
-        let uri = url::Url::from_directory_path(dir.path().join("t"))
-            .unwrap()
-            .to_string();
-        let uri = uri.trim_end_matches('/').to_owned();
+        let uri = crate::sink::local_table_uri(dir.path(), "t");
         let (schema, first) = rows(&[-1]);
         DeltaSink::open(&uri, "setup")
             .await

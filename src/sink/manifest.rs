@@ -227,10 +227,15 @@ impl ManifestLog {
         self.base.clone().join("rebuild.json")
     }
 
-    /// Says a rebuild is between its table commit and its dead-letter commit.
-    pub async fn mark_rebuild(&self, mark: &RebuildMark) -> Result<(), SinkError> {
-        self.put_json(&self.rebuild_path(), mark, false).await?;
-        Ok(())
+    /// Says a rebuild is about to commit the table, then the dead letters: `false` when a mark
+    /// is there already (another rebuild's). With `take_over`, the mark of a rebuild that did
+    /// not end is replaced by this one's.
+    pub async fn mark_rebuild(
+        &self,
+        mark: &RebuildMark,
+        take_over: bool,
+    ) -> Result<bool, SinkError> {
+        self.put_json(&self.rebuild_path(), mark, !take_over).await
     }
 
     /// The mark of a rebuild that stopped between its two commits, if one did.

@@ -89,3 +89,13 @@ pub enum SinkError {
         previous: i64,
     },
 }
+
+/// The URL of the local table folder `name` under `dir`, without a trailing slash (unit tests).
+#[cfg(test)]
+pub(crate) fn local_table_uri(dir: &std::path::Path, name: &str) -> String {
+    url::Url::from_directory_path(dir.join(name))
+        .unwrap()
+        .to_string()
+        .trim_end_matches('/')
+        .to_owned()
+}

@@ -4,6 +4,8 @@
 //! ones, never a mix. The commit is made only as the very next version: any commit in between
 //! (an engine's batch, a compaction) and it is not made, so the caller reads the table again.
 
+use std::sync::Arc;
+
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
@@ -92,6 +94,11 @@ impl DeltaSink {
             .flush()
             .await
             .map_err(|source| self.error(source))?;
+        // Committed already, by an attempt told otherwise: never again (its files would be
+        // removed and added in one commit, which leaves them removed).
+        if self.loaded_holds(replacement)? {
+            return Ok(self.version());
+        }
         let snapshot = self.table.snapshot().map_err(|source| self.error(source))?;
         let mut actions: Vec<Action> = Vec::new();
         let current = table_arrow_schema(&self.table).map_err(|source| self.error(source))?;
@@ -129,13 +136,19 @@ impl DeltaSink {
             .await;
         match committed {
             Ok(done) => {
-                let version = i64::try_from(done.version()).unwrap_or(i64::MAX);
-                self.table
-                    .update_state()
-                    .await
-                    .map_err(|source| self.error(source))?;
-                self.schema = Some(table_arrow_schema(&self.table).map_err(|s| self.error(s))?);
-                Ok(Some(version))
+                self.schema = Some(Arc::clone(&replacement.schema));
+                // Loaded again before the next use; a failure to load it now is no failure of
+                // the commit.
+                if let Err(e) = self.table.update_state().await {
+                    tracing::warn!(table = %self.uri, error = %e, "could not load the table after the replacement");
+                }
+                Ok(Some(i64::try_from(done.version()).unwrap_or(i64::MAX)))
+            }
+            // The commit may have landed whatever the error says (an answer lost on its way
+            // back, a checkpoint after it that failed): then the newest version holds its files.
+            Err(e) if self.holds(replacement).await? => {
+                tracing::warn!(table = %self.uri, error = %e, "the replacement was committed despite the error");
+                Ok(self.version())
             }
             Err(DeltaTableError::Transaction {
                 source: TransactionError::MaxCommitAttempts(_) | TransactionError::CommitConflict(_),
@@ -145,6 +158,48 @@ impl DeltaSink {
             }) => Ok(None),
             Err(source) => Err(self.error(source)),
         }
+    }
+
+    /// Whether the table's newest version holds files of `replacement` (it was committed).
+    pub async fn holds(&mut self, replacement: &Replacement) -> Result<bool, SinkError> {
+        self.table
+            .update_state()
+            .await
+            .map_err(|source| self.error(source))?;
+        self.loaded_holds(replacement)
+    }
+
+    /// Whether the loaded version holds files of `replacement`.
+    fn loaded_holds(&self, replacement: &Replacement) -> Result<bool, SinkError> {
+        let Some(first) = replacement.adds.first() else {
+            return Ok(false);
+        };
+        let snapshot = self.table.snapshot().map_err(|source| self.error(source))?;
+        let path = first.path.as_str();
+        Ok(snapshot.log_data().iter().any(|f| f.path() == path))
+    }
+
+    /// Sets a property of the existing table, in a commit of its own.
+    pub async fn commit_table_property(&mut self, key: &str, value: &str) -> Result<(), SinkError> {
+        self.refresh().await?;
+        let snapshot = self.table.snapshot().map_err(|source| self.error(source))?;
+        let metadata = snapshot
+            .metadata()
+            .clone()
+            .add_config_key(key.to_owned(), value.to_owned())
+            .map_err(|e| self.error(e.into()))?;
+        let operation = DeltaOperation::SetTableProperties {
+            properties: [(key.to_owned(), value.to_owned())].into_iter().collect(),
+        };
+        CommitBuilder::default()
+            .with_actions(vec![Action::Metadata(metadata)])
+            .build(Some(snapshot), self.table.log_store(), operation)
+            .await
+            .map_err(|source| self.error(source))?;
+        self.table
+            .update_state()
+            .await
+            .map_err(|source| self.error(source))
     }
 }
 
@@ -165,58 +220,96 @@ mod tests {
         RecordBatch::try_new(schema(), vec![Arc::new(Int64Array::from(values.to_vec()))]).unwrap()
     }
 
+    /// A replacement committed already (its answer lost, say) is seen in the table and not
+    /// committed again, which would leave its rows removed.
+    #[tokio::test]
+    async fn a_replacement_is_committed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let uri = crate::sink::local_table_uri(dir.path(), "t");
+        let mut sink = DeltaSink::open(&uri, "unused").await.unwrap();
+        sink.ensure_exists(&schema()).await.unwrap();
+        sink.load_newest().await.unwrap();
+        let mut replacement = sink.replacement(&schema()).await.unwrap();
+        replacement.write(&rows(&[1, 2, 3])).await.unwrap();
+        let first = sink
+            .replace(&mut replacement, Default::default())
+            .await
+            .unwrap();
+        sink.load_newest().await.unwrap();
+        let again = sink
+            .replace(&mut replacement, Default::default())
+            .await
+            .unwrap();
+        assert_eq!((first, again), (Some(1), Some(1)));
+        assert_eq!(
+            sink.load_newest().await.unwrap(),
+            Some(1),
+            "no second commit"
+        );
+        assert!(sink.holds(&replacement).await.unwrap());
+    }
+
     /// An engine's commit built on the version before a replacement (a rebuild) removed every
     /// file: delta-rs finds it read the removed files, and the sink commits it again on the
     /// replacement, with its rows once, instead of stopping the engine.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn plans_committed_while_replacements_commit_are_all_committed_once() {
         let dir = tempfile::tempdir().unwrap();
-        let uri = url::Url::from_directory_path(dir.path().join("t"))
-            .unwrap()
-            .to_string()
-            .trim_end_matches('/')
-            .to_owned();
-        const PLANS: i64 = 60;
+        let uri = crate::sink::local_table_uri(dir.path(), "t");
+        const REPLACEMENTS: u32 = 3;
         let mut engine = DeltaSink::open(&uri, "unused").await.unwrap();
+        let first = PlanRows {
+            app_id: "kinesis-delta/p/s/a".into(),
+            version: 1,
+            rows: vec![rows(&[1])],
+        };
         engine
             .commit_plans(
                 &schema(),
-                &[PlanRows {
-                    app_id: "kinesis-delta/p/s/a".into(),
-                    version: 1,
-                    rows: vec![rows(&[0])],
-                }],
+                &[first],
                 Numbering::Consecutive,
                 Default::default(),
             )
             .await
             .unwrap();
-        let committing = tokio::spawn(async move {
-            for version in 2..=PLANS {
-                let plan = PlanRows {
-                    app_id: "kinesis-delta/p/s/a".into(),
-                    version,
-                    rows: vec![rows(&[version])],
-                };
-                engine
-                    .commit_plans(
-                        &schema(),
-                        &[plan],
-                        Numbering::Consecutive,
-                        Default::default(),
-                    )
-                    .await
-                    .unwrap_or_else(|e| panic!("plan {version}: {e}"));
-                // Room for the replacements to win now and then.
-                tokio::time::sleep(std::time::Duration::from_millis(
-                    version.unsigned_abs() % 4 * 10,
-                ))
-                .await;
-            }
-        });
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let committing = {
+            let stop = std::sync::Arc::clone(&stop);
+            tokio::spawn(async move {
+                let mut version = 1;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    version += 1;
+                    let plan = PlanRows {
+                        app_id: "kinesis-delta/p/s/a".into(),
+                        version,
+                        rows: vec![rows(&[version])],
+                    };
+                    engine
+                        .commit_plans(
+                            &schema(),
+                            &[plan],
+                            Numbering::Consecutive,
+                            Default::default(),
+                        )
+                        .await
+                        .unwrap_or_else(|e| panic!("plan {version}: {e}"));
+                    // Room for the replacements to win now and then.
+                    tokio::time::sleep(std::time::Duration::from_millis(
+                        version.unsigned_abs() % 4 * 20,
+                    ))
+                    .await;
+                }
+                version
+            })
+        };
         let mut rebuild = DeltaSink::open(&uri, "unused").await.unwrap();
         let mut replaced = 0;
-        while !committing.is_finished() {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while replaced < REPLACEMENTS && !committing.is_finished() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{replaced} replacements won"
+            );
             rebuild.load_newest().await.unwrap();
             let mut replacement = rebuild.replacement(&schema()).await.unwrap();
             replacement.write(&rows(&[-1])).await.unwrap();
@@ -229,12 +322,12 @@ mod tests {
                 replaced += 1;
             }
         }
-        committing.await.unwrap();
-        assert!(replaced > 0, "a replacement was committed among the plans");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let plans = committing.await.unwrap();
         // Every plan committed (none stopped on a replacement), each row once.
         let id = "kinesis-delta/p/s/a".to_owned();
         let recorded = rebuild.recorded(std::slice::from_ref(&id)).await.unwrap();
-        assert_eq!(recorded[&id], PLANS);
+        assert_eq!(recorded[&id], plans);
         let tables = crate::query::TableSet::open_tables(
             &[("t".to_owned(), uri.clone())],
             &[],

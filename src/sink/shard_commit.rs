@@ -243,11 +243,7 @@ mod tests {
     }
 
     fn table_uri(dir: &tempfile::TempDir) -> String {
-        url::Url::from_directory_path(dir.path().join("t"))
-            .unwrap()
-            .to_string()
-            .trim_end_matches('/')
-            .to_owned()
+        crate::sink::local_table_uri(dir.path(), "t")
     }
 
     /// Every value in the table, sorted.

@@ -286,13 +286,11 @@ async fn a_type_change_is_refused_then_rebuild_derives_the_table_exactly_from_th
     // A rebuild stopped between its two commits: the engine does not start until it is run again.
     let table = DeltaSink::open(&spec.table_uri, "t").await.unwrap();
     let manifests = ManifestLog::new(table.object_store(), &pipeline.name, &spec.stream);
-    manifests
-        .mark_rebuild(&RebuildMark {
-            started_at: chrono::Utc::now(),
-            owner: "a rebuild that was killed".to_owned(),
-        })
-        .await
-        .unwrap();
+    let killed = RebuildMark {
+        started_at: chrono::Utc::now(),
+        owner: "a rebuild that was killed".to_owned(),
+    };
+    assert!(manifests.mark_rebuild(&killed, false).await.unwrap());
     let error = run_expecting_error(&pipeline).await.to_string();
     assert!(
         error.contains("run `kinesis-delta rebuild pin` again"),
@@ -395,10 +393,38 @@ async fn a_raw_table_turned_on_late_is_refused() {
         .expect_err("refused")
         .to_string();
     assert!(
-        error.contains("was turned on after the table held batches") && error.contains("at plan"),
+        error.contains("was turned on after the table held batches")
+            && error.contains("up to plan"),
         "{error}"
     );
     assert_exactly_once(&pipeline, 40).await;
+}
+
+/// A raw table turned off for a while, then on again, lacks the records read meanwhile: the next
+/// engine start notes it, and rebuild refuses rather than drop their rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raw_table_turned_off_for_a_while_is_refused() {
+    let server = TestKinesis::start(Kind::Embedded).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _, _) = raw_config(dir.path(), server.endpoint(), "rebuildgap", 100);
+    let pipeline = load_pipeline(&config);
+    create_streams(&server.client().await, &pipeline, 1).await;
+    put(&server, &pipeline, &triples(0, 20)).await;
+    run_available_now(&pipeline).await;
+    let with_raw = "table = \"pin\"\nraw_table = \"pin_raw\"\n";
+    edit_config(&config, with_raw, "table = \"pin\"\n");
+    put(&server, &pipeline, &triples(20, 20)).await;
+    run_available_now(&load_pipeline(&config)).await;
+    edit_config(&config, "table = \"pin\"\n", with_raw);
+    let pipeline = load_pipeline(&config);
+    put(&server, &pipeline, &triples(40, 20)).await;
+    run_available_now(&pipeline).await;
+    let error = rebuild(&pipeline, "pin", &mut |_| {})
+        .await
+        .expect_err("refused")
+        .to_string();
+    assert!(error.contains("or was off for a while"), "{error}");
+    assert_exactly_once(&pipeline, 60).await;
 }
 
 /// A batch stopped between its commits (its dead letters and raw rows committed, not its rows):

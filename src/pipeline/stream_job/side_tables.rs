@@ -2,7 +2,7 @@
 //! committed per plan under the shard's transaction id, before the table, and holds only plans the
 //! table does not record yet; at start-up both are checked to belong to the table.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
@@ -81,23 +81,8 @@ impl StreamJob {
         }
         let table = self.table.recorded(&app_ids).await?;
         let stream_level = self.table.committed_batch().await?;
-        if let Some((raw, _)) = &mut self.raw
-            && !raw.exists()
-        {
-            // Where the raw table will start, should this process create it: `rebuild` needs it
-            // from the table's first plan.
-            let mut starts_after: BTreeMap<&str, i64> = table
-                .iter()
-                .filter(|(_, plan)| **plan > 0)
-                .map(|(id, plan)| (id.as_str(), *plan))
-                .collect();
-            if let Some(batch) = stream_level {
-                starts_after.insert(&self.app_id, batch);
-            }
-            let value = serde_json::to_string(&starts_after)
-                .map_err(|e| EngineError::Internal(format!("raw table start: {e}")))?;
-            raw.set_table_property(RAW_STARTS_AFTER, &value);
-        }
+        self.record_raw_start(&shards, &app_ids, &table, stream_level)
+            .await?;
         for (recorded, side_uri, key) in sides {
             let mut ahead = None;
             for (shard, id) in shards.iter().zip(&app_ids) {
@@ -122,6 +107,77 @@ impl StreamJob {
                     table.get(id).copied().unwrap_or(0),
                 ))));
             }
+        }
+        Ok(())
+    }
+
+    /// Where the raw table starts, for `rebuild`, which needs it from the table's first plan.
+    /// For a raw table this process may create: after the plan each shard of the table (`table`,
+    /// read just before) is at, and any batch of an earlier version. For one that exists: after
+    /// a plan with records that the table records and the raw table lacks (it was off for a
+    /// while), recorded in its property with a commit of its own.
+    async fn record_raw_start(
+        &mut self,
+        shards: &BTreeSet<String>,
+        app_ids: &[String],
+        table: &BTreeMap<String, i64>,
+        stream_level: Option<i64>,
+    ) -> Result<(), EngineError> {
+        let Some((raw, _)) = &mut self.raw else {
+            return Ok(());
+        };
+        // A map of strings to numbers always serializes.
+        let to_json = |map: &BTreeMap<String, i64>| serde_json::to_string(map).unwrap_or_default();
+        if !raw.exists() {
+            let mut starts_after: BTreeMap<String, i64> = table
+                .iter()
+                .filter(|(_, plan)| **plan > 0)
+                .map(|(id, plan)| (id.clone(), *plan))
+                .collect();
+            if let Some(batch) = stream_level {
+                starts_after.insert(self.app_id.clone(), batch);
+            }
+            raw.set_table_property(RAW_STARTS_AFTER, &to_json(&starts_after));
+            return Ok(());
+        }
+        // Read after the table, which is committed after it: it holds every plan with records
+        // the table holds, unless a process without it committed the plan.
+        let in_raw = raw.recorded(app_ids).await?;
+        let Some(mut starts_after) = raw
+            .table_property(RAW_STARTS_AFTER)
+            .and_then(|text| serde_json::from_str::<BTreeMap<String, i64>>(&text).ok())
+        else {
+            return Ok(()); // made by an earlier version: rebuild refuses it anyway
+        };
+        let mut gaps = Vec::new();
+        for (shard, id) in shards.iter().zip(app_ids) {
+            let (raw_plan, table_plan) = (in_raw[id], table[id]);
+            if starts_after.get(id).is_some_and(|&p| p >= table_plan) {
+                continue;
+            }
+            for plan in raw_plan + 1..=table_plan {
+                // A plan with no range took no record; a pruned one cannot tell.
+                if self
+                    .plans
+                    .get(shard, plan)
+                    .await?
+                    .is_none_or(|p| p.range.is_some())
+                {
+                    gaps.push((id.clone(), table_plan));
+                    break;
+                }
+            }
+        }
+        if gaps.is_empty() {
+            return Ok(());
+        }
+        for (id, plan) in &gaps {
+            tracing::warn!(shard = %id, plan, "the raw table lacks records of plans the table holds (it was off for a while, or a process without it committed them): rebuild will refuse it");
+            starts_after.insert(id.clone(), *plan);
+        }
+        if let Some((raw, _)) = &mut self.raw {
+            raw.commit_table_property(RAW_STARTS_AFTER, &to_json(&starts_after))
+                .await?;
         }
         Ok(())
     }
