@@ -83,10 +83,16 @@ async fn tables_on_s3_are_committed_resumed_and_read_back() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), kinesis.endpoint(), "s3", 100);
     let text = std::fs::read_to_string(&config).unwrap();
-    let text = text.replace(
-        &format!("table_root = \"{}\"", dir.path().join("tables").display()),
-        &format!("table_root = \"s3://{bucket}/pinterest\""),
-    );
+    let text = text
+        .replace(
+            &format!("table_root = \"{}\"", dir.path().join("tables").display()),
+            &format!("table_root = \"s3://{bucket}/pinterest\""),
+        )
+        .replacen(
+            "table = \"pin\"\n",
+            "table = \"pin\"\nraw_table = \"pin_raw\"\n",
+            1,
+        );
     let storage = format!(
         "\n[storage]\nAWS_ENDPOINT_URL = \"{}\"\nAWS_ALLOW_HTTP = \"true\"\nAWS_REGION = \"us-east-1\"\nAWS_ACCESS_KEY_ID = \"test\"\nAWS_SECRET_ACCESS_KEY = \"test\"\n",
         s3.endpoint
@@ -115,16 +121,7 @@ async fn tables_on_s3_are_committed_resumed_and_read_back() {
     );
 
     // Read back through the query layer (the same storage options).
-    let tables = kinesis_delta::query::TableSet::open(&pipeline, &[])
-        .await
-        .unwrap();
-    let result = tables
-        .sql("SELECT count(*) AS n, count(DISTINCT ind) AS ids FROM pin")
-        .await
-        .unwrap();
-    let text = arrow::util::pretty::pretty_format_batches(&result.batches)
-        .unwrap()
-        .to_string();
+    let text = pin_counts(&pipeline).await;
     assert!(text.contains("| 400 | 400 |"), "{text}");
     let listing = reqwest::get(format!(
         "{}/{bucket}?list-type=2&prefix=pinterest/pin/_kinesis_delta",
@@ -139,4 +136,26 @@ async fn tables_on_s3_are_committed_resumed_and_read_back() {
         listing.contains("batches/"),
         "the manifests live on S3: {listing}"
     );
+
+    // The pin table rebuilt from its raw table on S3: the same rows, in one new version.
+    let done = kinesis_delta::rebuild::rebuild(&pipeline, "pin", &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!((done.records, done.rows), (400, 400), "{done:?}");
+    let text = pin_counts(&pipeline).await;
+    assert!(text.contains("| 400 | 400 |"), "{text}");
+}
+
+/// The pin table's rows and distinct ids, read through the query layer, as a printed table.
+async fn pin_counts(pipeline: &kinesis_delta::config::Pipeline) -> String {
+    let tables = kinesis_delta::query::TableSet::open(pipeline, &[])
+        .await
+        .unwrap();
+    let result = tables
+        .sql("SELECT count(*) AS n, count(DISTINCT ind) AS ids FROM pin")
+        .await
+        .unwrap();
+    arrow::util::pretty::pretty_format_batches(&result.batches)
+        .unwrap()
+        .to_string()
 }
