@@ -16,7 +16,7 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, Pipeline, StreamSpec};
-use crate::decode::{RecordDecoder, raw_schema_from_sql};
+use crate::decode::{DecodedBatch, RecordDecoder, raw_schema_from_sql};
 use crate::pipeline::EngineError;
 use crate::rebuild::RecordTable;
 use crate::sequence::SequenceNumber;
@@ -72,9 +72,12 @@ pub async fn preview(
     let raw_schema = raw_schema_from_sql(&spec.schema_sql, &spec.schema_path).await?;
     let decoder = RecordDecoder::new(&spec.stream, raw_schema).with_format(spec.format);
     let cleaning = Cleaning::new(&spec.sql, &spec.sql_path, decoder.row_schema()).await?;
-    let records = match sample {
-        Sample::File(path) => file_records(path)?,
-        Sample::Stream { newest, since } => stream_records(pipeline, spec, *newest, *since).await?,
+    // Each record with its shard's hash key range, when known (a raw table keeps it).
+    let records: Vec<(KinesisRecord, Option<(u128, u128)>)> = match sample {
+        Sample::File(path) => without_ranges(file_records(path)?),
+        Sample::Stream { newest, since } => {
+            without_ranges(stream_records(pipeline, spec, *newest, *since).await?)
+        }
         Sample::Raw { newest } => {
             let uri = Pipeline::raw_table(spec, "preview --raw")?;
             RecordTable::open(uri, None, &pipeline.storage)
@@ -83,8 +86,7 @@ pub async fn preview(
                 .await?
         }
     };
-    let decoded = decoder
-        .decode(&records)
+    let decoded = decode_sample(&decoder, &records)
         .map_err(|e| EngineError::Internal(format!("decoding the sample: {e}")))?;
     let rows = if decoded.rows.num_rows() > 0 {
         cleaning.apply(decoded.rows).await?
@@ -111,6 +113,30 @@ pub async fn preview(
         records: records.len(),
         schema: cleaning.output_schema(),
         rows,
+        dead_letters,
+    })
+}
+
+fn without_ranges(records: Vec<KinesisRecord>) -> Vec<(KinesisRecord, Option<(u128, u128)>)> {
+    records.into_iter().map(|r| (r, None)).collect()
+}
+
+/// Decodes the sample as the engine decodes a plan: each run of records of one shard with that
+/// shard's hash key range (a KPL user record of another shard's range is a dead letter).
+fn decode_sample(
+    decoder: &RecordDecoder,
+    records: &[(KinesisRecord, Option<(u128, u128)>)],
+) -> Result<DecodedBatch, arrow::error::ArrowError> {
+    let mut rows = Vec::new();
+    let mut dead_letters = Vec::new();
+    for run in records.chunk_by(|a, b| a.0.shard_id == b.0.shard_id && a.1 == b.1) {
+        let plain: Vec<KinesisRecord> = run.iter().map(|(r, _)| r.clone()).collect();
+        let decoded = decoder.decode_in_range(&plain, run[0].1)?;
+        rows.push(decoded.rows);
+        dead_letters.extend(decoded.dead_letters);
+    }
+    Ok(DecodedBatch {
+        rows: arrow::compute::concat_batches(&decoder.row_schema(), &rows)?,
         dead_letters,
     })
 }

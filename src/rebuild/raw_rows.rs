@@ -136,8 +136,11 @@ impl RecordTable {
         Ok(plans)
     }
 
-    /// The `newest` records by arrival, oldest first.
-    pub async fn newest(&self, newest: usize) -> Result<Vec<KinesisRecord>, EngineError> {
+    /// The `newest` records by arrival, oldest first, each with its shard's hash key range.
+    pub async fn newest(
+        &self,
+        newest: usize,
+    ) -> Result<Vec<(KinesisRecord, Option<(u128, u128)>)>, EngineError> {
         let batches = self
             .query(&format!(
                 "SELECT * FROM (SELECT {COLUMNS} FROM t \
@@ -148,7 +151,7 @@ impl RecordTable {
         let mut records = Vec::new();
         for batch in batches {
             let read = records_of(&batch).map_err(EngineError::Internal)?;
-            records.extend(read.into_iter().map(|(_, record, _)| record));
+            records.extend(read.into_iter().map(|(_, record, range)| (record, range)));
         }
         Ok(records)
     }

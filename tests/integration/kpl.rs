@@ -171,4 +171,11 @@ async fn user_records_of_another_shards_hash_range_are_not_rows_twice() {
         "{done:?}"
     );
     assert_exactly_once(&pipeline, 40).await;
+    // And so does a preview of the raw table.
+    let preview =
+        crate::changing_sql::kinesis_delta_preview(&config, &["--raw", "--newest", "100"]);
+    assert!(
+        preview.contains("pin: 21 records → 40 rows, 20 dead letters"),
+        "{preview}"
+    );
 }
