@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 pub use lineage::sql_fingerprint;
 use lineage::{Lineage, PlanLineage, Table};
 pub use side_tables::RAW_STARTS_AFTER;
-use side_tables::{SideCommitted, commit_side};
+use side_tables::{SideCommitted, SideTable};
 
 use super::EngineError;
 use super::leases::ShardLeases;
@@ -108,11 +108,10 @@ pub struct StreamJob {
     cleaning: Cleaning,
     output_schema: SchemaRef,
     table: DeltaSink,
-    dead_letters: DeltaSink,
     table_maintenance: Maintainer,
-    dead_letter_maintenance: Maintainer,
-    /// The raw table, when the stream keeps one, and its maintenance.
-    raw: Option<(DeltaSink, Maintainer)>,
+    dead_letters: SideTable,
+    /// The raw table, when the stream keeps one.
+    raw: Option<SideTable>,
     /// The shards' plans and tip markers.
     plans: ShardPlanLog,
     /// The stream-level files: the checkpoint of earlier versions, the fence, the LATEST pin.
@@ -184,18 +183,21 @@ impl StreamJob {
             let columns: Vec<&str> = METADATA_COLUMNS.iter().chain(extra).copied().collect();
             columns.join(",")
         };
-        let dead_letters = DeltaSink::open_with(&spec.dead_letter_uri, &app_id, &pipeline.storage)
-            .await?
-            .with_table_property("delta.dataSkippingStatsColumns", &stats(&["_plan"]));
+        let dead_letters = SideTable::new(
+            DeltaSink::open_with(&spec.dead_letter_uri, &app_id, &pipeline.storage)
+                .await?
+                .with_table_property("delta.dataSkippingStatsColumns", &stats(&["_plan"])),
+            &pipeline.maintenance,
+        );
         let raw = match &spec.raw_uri {
-            Some(uri) => Some((
+            Some(uri) => Some(SideTable::new(
                 DeltaSink::open_with(uri, &app_id, &pipeline.storage)
                     .await?
                     .with_table_property(
                         "delta.dataSkippingStatsColumns",
                         &stats(&RAW_TABLE_COLUMNS),
                     ),
-                Maintainer::new(&pipeline.maintenance),
+                &pipeline.maintenance,
             )),
             None => None,
         };
@@ -270,9 +272,8 @@ impl StreamJob {
             cleaning,
             output_schema,
             table,
-            dead_letters,
             table_maintenance: Maintainer::new(&pipeline.maintenance),
-            dead_letter_maintenance: Maintainer::new(&pipeline.maintenance),
+            dead_letters,
             raw,
             plans,
             manifests,
@@ -371,11 +372,9 @@ impl StreamJob {
             self.process(planned, started).await?;
         }
         self.table_maintenance.at_stop(&mut self.table).await;
-        self.dead_letter_maintenance
-            .at_stop(&mut self.dead_letters)
-            .await;
-        if let Some((raw, maintenance)) = &mut self.raw {
-            maintenance.at_stop(raw).await;
+        self.dead_letters.at_stop().await;
+        if let Some(raw) = &mut self.raw {
+            raw.at_stop().await;
         }
         Ok(())
     }
@@ -497,17 +496,15 @@ impl StreamJob {
             let app_ids: Vec<String> = rows.iter().map(|p| p.app_id.clone()).collect();
             self.table.recorded(&app_ids).await?
         };
-        let dead_done = commit_side(
-            &mut self.dead_letters,
-            &dead_letter_schema(),
-            dead_rows,
-            &recorded,
-            &|kept| lineage.commit_info(kept, Table::DeadLetters),
-        )
-        .await?;
+        let dead_done = self
+            .dead_letters
+            .commit(&dead_letter_schema(), dead_rows, &recorded, &|kept| {
+                lineage.commit_info(kept, Table::DeadLetters)
+            })
+            .await?;
         let raw_done = match &mut self.raw {
-            Some((raw, _)) => {
-                commit_side(raw, &raw_records_schema(), raw_plans, &recorded, &|kept| {
+            Some(raw) => {
+                raw.commit(&raw_records_schema(), raw_plans, &recorded, &|kept| {
                     lineage.commit_info(kept, Table::Raw)
                 })
                 .await?
@@ -563,14 +560,12 @@ impl StreamJob {
             .after_commit(&mut self.table, usize::from(rows_out > 0))
             .await;
         if dead > 0 {
-            self.dead_letter_maintenance
-                .after_commit(&mut self.dead_letters, 1)
-                .await;
+            self.dead_letters.after_commit().await;
         }
-        if let Some((raw, maintenance)) = &mut self.raw
+        if let Some(raw) = &mut self.raw
             && raw_done.rows > 0
         {
-            maintenance.after_commit(raw, 1).await;
+            raw.after_commit().await;
         }
 
         self.summary.batches += 1;

@@ -1,6 +1,7 @@
 //! The side tables of a stream: its dead letters and, when kept, its raw records. Each is
 //! committed per plan under the shard's transaction id, before the table, and holds only plans the
-//! table does not record yet; at start-up both are checked to belong to the table.
+//! table does not record yet; at start-up both are checked to belong to the table, and where the
+//! raw table starts (the plans it lacks) is recorded in it for `rebuild`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -9,8 +10,9 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 
 use super::StreamJob;
-use crate::config::ConfigError;
+use crate::config::{ConfigError, MaintenanceSettings};
 use crate::pipeline::EngineError;
+use crate::pipeline::maintenance::Maintainer;
 use crate::sink::{CommitInfo, DeltaSink, Numbering, PlanRows};
 
 /// The raw table's property that says after which plan of each shard (and which stream-level
@@ -26,34 +28,61 @@ pub(super) struct SideCommitted {
     pub rows: usize,
 }
 
-/// Commits the `plans` of a side table that the table does not hold yet (`recorded`: the table's
-/// plan of each transaction id). A plan the table holds had its side rows committed with it, or is
-/// a lagging worker's stale plan: never committed again. The side table's numbers have gaps
-/// (plans with no side rows are not in it).
-pub(super) async fn commit_side(
-    side: &mut DeltaSink,
-    schema: &SchemaRef,
-    mut plans: Vec<PlanRows>,
-    recorded: &BTreeMap<String, i64>,
-    info: &(dyn Fn(&[&str]) -> CommitInfo + Sync),
-) -> Result<SideCommitted, EngineError> {
-    plans.retain(|p| recorded.get(&p.app_id).is_none_or(|&r| r < p.version));
-    if plans.is_empty() {
-        return Ok(SideCommitted::default());
+/// One side table of the stream and its maintenance.
+#[derive(Debug)]
+pub(super) struct SideTable {
+    pub sink: DeltaSink,
+    maintenance: Maintainer,
+}
+
+impl SideTable {
+    pub fn new(sink: DeltaSink, settings: &MaintenanceSettings) -> Self {
+        Self {
+            sink,
+            maintenance: Maintainer::new(settings),
+        }
     }
-    let done = side
-        .commit_plans_with(schema, &plans, Numbering::Gaps, info)
-        .await?;
-    let rows = plans
-        .iter()
-        .filter(|p| done.committed.contains(&p.app_id))
-        .flat_map(|p| p.rows.iter().map(RecordBatch::num_rows))
-        .sum();
-    Ok(SideCommitted {
-        write: done.write,
-        commit: done.commit,
-        rows,
-    })
+
+    /// Commits the `plans` the table does not hold yet (`recorded`: the table's plan of each
+    /// transaction id). A plan the table holds had its side rows committed with it, or is a
+    /// lagging worker's stale plan: never committed again. The side table's numbers have gaps
+    /// (plans with no side rows are not in it).
+    pub async fn commit(
+        &mut self,
+        schema: &SchemaRef,
+        mut plans: Vec<PlanRows>,
+        recorded: &BTreeMap<String, i64>,
+        info: &(dyn Fn(&[&str]) -> CommitInfo + Sync),
+    ) -> Result<SideCommitted, EngineError> {
+        plans.retain(|p| recorded.get(&p.app_id).is_none_or(|&r| r < p.version));
+        if plans.is_empty() {
+            return Ok(SideCommitted::default());
+        }
+        let done = self
+            .sink
+            .commit_plans_with(schema, &plans, Numbering::Gaps, info)
+            .await?;
+        let rows = plans
+            .iter()
+            .filter(|p| done.committed.contains(&p.app_id))
+            .flat_map(|p| p.rows.iter().map(RecordBatch::num_rows))
+            .sum();
+        Ok(SideCommitted {
+            write: done.write,
+            commit: done.commit,
+            rows,
+        })
+    }
+
+    /// Maintenance between the stream's commits, after one that added rows here.
+    pub async fn after_commit(&mut self) {
+        self.maintenance.after_commit(&mut self.sink, 1).await;
+    }
+
+    /// Maintenance when the stream stops.
+    pub async fn at_stop(&mut self) {
+        self.maintenance.at_stop(&mut self.sink).await;
+    }
 }
 
 impl StreamJob {
@@ -68,14 +97,14 @@ impl StreamJob {
         // The side tables are read before the table, which is committed after them: another
         // engine committing meanwhile can only put the table further ahead, never a side table.
         let mut sides = vec![(
-            self.dead_letters.recorded(&app_ids).await?,
-            self.dead_letters.uri().to_owned(),
+            self.dead_letters.sink.recorded(&app_ids).await?,
+            self.dead_letters.sink.uri().to_owned(),
             "dead_letter_table",
         )];
-        if let Some((raw, _)) = &mut self.raw {
+        if let Some(raw) = &mut self.raw {
             sides.push((
-                raw.recorded(&app_ids).await?,
-                raw.uri().to_owned(),
+                raw.sink.recorded(&app_ids).await?,
+                raw.sink.uri().to_owned(),
                 "raw_table",
             ));
         }
@@ -123,7 +152,7 @@ impl StreamJob {
         table: &BTreeMap<String, i64>,
         stream_level: Option<i64>,
     ) -> Result<(), EngineError> {
-        let Some((raw, _)) = &mut self.raw else {
+        let Some(SideTable { sink: raw, .. }) = &mut self.raw else {
             return Ok(());
         };
         // A map of strings to numbers always serializes.
@@ -175,8 +204,9 @@ impl StreamJob {
             tracing::warn!(shard = %id, plan, "the raw table lacks records of plans the table holds (it was off for a while, or a process without it committed them): rebuild will refuse it");
             starts_after.insert(id.clone(), *plan);
         }
-        if let Some((raw, _)) = &mut self.raw {
-            raw.commit_table_property(RAW_STARTS_AFTER, &to_json(&starts_after))
+        if let Some(raw) = &mut self.raw {
+            raw.sink
+                .commit_table_property(RAW_STARTS_AFTER, &to_json(&starts_after))
                 .await?;
         }
         Ok(())

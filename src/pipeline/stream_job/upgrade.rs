@@ -179,6 +179,7 @@ impl StreamJob {
                     EngineError::Internal(format!("dead letters of batch {batch_id}: {e}"))
                 })?;
             self.dead_letters
+                .sink
                 .commit(batch_id, &dead_letter_schema(), &[batch], info.clone())
                 .await?;
         }
