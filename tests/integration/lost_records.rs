@@ -16,6 +16,39 @@ use crate::support::{
     run_expecting_error, set_trigger_interval, write_config,
 };
 
+/// kinesis-mock behind the retention proxy; a config (`user`, batches of at most `max_batch`
+/// records, and with `whole_runs` a 1-minute trigger, so that a batch is cut by the limit or when
+/// the shards are caught up, never by the clock) reading through it; the streams made with
+/// `shards` shards; and posts `0..first` landed. The server, the proxy, the tables' folder, a
+/// client and the pipeline.
+async fn landed_behind_a_proxy(
+    user: &str,
+    max_batch: usize,
+    whole_runs: bool,
+    shards: i32,
+    first: i64,
+) -> (
+    TestKinesis,
+    FaultProxy,
+    tempfile::TempDir,
+    kinesis_delta::source::KinesisClient,
+    kinesis_delta::config::Pipeline,
+) {
+    let server = TestKinesis::start(Kind::KinesisMock).await;
+    let proxy = FaultProxy::start(server.endpoint(), FaultPlan::NONE).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &proxy.endpoint, user, max_batch);
+    if whole_runs {
+        set_trigger_interval(&config, "1m");
+    }
+    let pipeline = load_pipeline(&config);
+    let client = server.client().await;
+    create_streams(&client, &pipeline, shards).await;
+    put_triples(&server, &pipeline, &triples(0, first)).await;
+    run_available_now(&pipeline).await;
+    (server, proxy, dir, client, pipeline)
+}
+
 /// The first shard of a stream made by the tests.
 const SHARD_0: &str = "shardId-000000000000";
 /// The second.
@@ -58,15 +91,8 @@ fn newest_plan(table_dir: &Path, shard: &str) -> serde_json::Value {
 /// checkpoint.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpoint_that_aged_out_resumes_its_shard_alone_without_duplicates() {
-    let server = TestKinesis::start(Kind::KinesisMock).await;
-    let proxy = FaultProxy::start(server.endpoint(), FaultPlan::NONE).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &proxy.endpoint, "aged", 100_000);
-    let pipeline = load_pipeline(&config);
-    let client = server.client().await;
-    create_streams(&client, &pipeline, 2).await;
-    put_triples(&server, &pipeline, &triples(0, 100)).await;
-    run_available_now(&pipeline).await;
+    let (server, proxy, dir, _client, pipeline) =
+        landed_behind_a_proxy("aged", 100_000, false, 2, 100).await;
 
     // Shard 0 of every stream: all of it, up to its checkpoint, ages out.
     for spec in &pipeline.streams {
@@ -151,17 +177,9 @@ async fn a_pending_batch_whose_records_are_gone_is_the_users_to_decide() {
 /// trimmed record is missing and nothing is written twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pending_batch_partly_aged_out_loses_only_what_is_gone() {
-    let server = TestKinesis::start(Kind::KinesisMock).await;
-    let proxy = FaultProxy::start(server.endpoint(), FaultPlan::NONE).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &proxy.endpoint, "trimmed", 100_000);
     // Each run's records form one batch: cut when the shard is caught up, never by the clock.
-    set_trigger_interval(&config, "1m");
-    let mut pipeline = load_pipeline(&config);
-    let client = server.client().await;
-    create_streams(&client, &pipeline, 1).await;
-    put_triples(&server, &pipeline, &triples(0, 100)).await;
-    run_available_now(&pipeline).await;
+    let (server, proxy, dir, client, mut pipeline) =
+        landed_behind_a_proxy("trimmed", 100_000, true, 1, 100).await;
     put_triples(&server, &pipeline, &triples(100, 20)).await;
     // Batch 2 has dead letters too: they are committed before the rows, so they stay committed.
     let malformed: Vec<(String, Vec<u8>)> = (0..3)
@@ -247,15 +265,8 @@ fn age_newest_plan(table_dir: &Path, days: i64) {
 /// policy decides (stop by default), and `restart` reads what remains, each record once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpoint_aged_out_after_downtime_longer_than_retention_is_the_users_to_decide() {
-    let server = TestKinesis::start(Kind::KinesisMock).await;
-    let proxy = FaultProxy::start(server.endpoint(), FaultPlan::NONE).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &proxy.endpoint, "downtime", 100_000);
-    let mut pipeline = load_pipeline(&config);
-    let client = server.client().await;
-    create_streams(&client, &pipeline, 2).await;
-    put_triples(&server, &pipeline, &triples(0, 100)).await;
-    run_available_now(&pipeline).await;
+    let (server, proxy, dir, _client, mut pipeline) =
+        landed_behind_a_proxy("downtime", 100_000, false, 2, 100).await;
     let pin = pipeline.streams[0].clone();
     let pin_dir = dir.path().join("tables/pin");
     let last = newest_plan(&pin_dir, SHARD_0)["position"]["last"]
@@ -362,17 +373,9 @@ async fn a_batch_pending_on_the_new_stream_after_a_restart_is_replayed_not_dropp
 /// proves the rest was committed: the policy decides.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpoint_inside_a_burst_that_aged_out_is_the_users_to_decide() {
-    let server = TestKinesis::start(Kind::KinesisMock).await;
-    let proxy = FaultProxy::start(server.endpoint(), FaultPlan::NONE).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &proxy.endpoint, "burst", 10);
     // Batches of 10, cut by the limit, never by the clock.
-    set_trigger_interval(&config, "1m");
-    let mut pipeline = load_pipeline(&config);
-    let client = server.client().await;
-    create_streams(&client, &pipeline, 1).await;
-    put_triples(&server, &pipeline, &triples(0, 50)).await;
-    run_available_now(&pipeline).await;
+    let (_server, proxy, dir, _client, mut pipeline) =
+        landed_behind_a_proxy("burst", 10, true, 1, 50).await;
     let pin = pipeline.streams[0].clone();
     let pin_dir = dir.path().join("tables/pin");
     let burst_end = newest_plan(&pin_dir, SHARD_0)["position"]["last"]
@@ -417,15 +420,8 @@ async fn a_checkpoint_inside_a_burst_that_aged_out_is_the_users_to_decide() {
 /// have been lost and the run goes on; after downtime longer than retention, the policy decides.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shard_gone_from_the_listing_follows_the_same_rule() {
-    let server = TestKinesis::start(Kind::KinesisMock).await;
-    let proxy = FaultProxy::start(server.endpoint(), FaultPlan::NONE).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &proxy.endpoint, "unlisted", 100_000);
-    let pipeline = load_pipeline(&config);
-    let client = server.client().await;
-    create_streams(&client, &pipeline, 2).await;
-    put_triples(&server, &pipeline, &triples(0, 100)).await;
-    run_available_now(&pipeline).await;
+    let (_server, proxy, dir, client, pipeline) =
+        landed_behind_a_proxy("unlisted", 100_000, false, 2, 100).await;
     let pin = pipeline.streams[0].clone();
     proxy
         .hidden
@@ -464,17 +460,9 @@ async fn a_shard_gone_from_the_listing_follows_the_same_rule() {
 /// to decide.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_goes_on_after_a_position_that_expired() {
-    let server = TestKinesis::start(Kind::KinesisMock).await;
-    let proxy = FaultProxy::start(server.endpoint(), FaultPlan::NONE).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &proxy.endpoint, "expired", 100_000);
     // Each run's records form one batch: cut when the shard is caught up, never by the clock.
-    set_trigger_interval(&config, "1m");
-    let mut pipeline = load_pipeline(&config);
-    let client = server.client().await;
-    create_streams(&client, &pipeline, 1).await;
-    put_triples(&server, &pipeline, &triples(0, 100)).await;
-    run_available_now(&pipeline).await;
+    let (server, proxy, dir, _client, mut pipeline) =
+        landed_behind_a_proxy("expired", 100_000, true, 1, 100).await;
     put_triples(&server, &pipeline, &triples(100, 20)).await;
     run_available_now(&pipeline).await;
     let pin_dir = dir.path().join("tables/pin");
@@ -510,15 +498,8 @@ async fn restart_goes_on_after_a_position_that_expired() {
 /// afresh, and an empty plan records the stream as it is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shard_of_an_old_incarnation_is_decided_alone_and_once() {
-    let server = TestKinesis::start(Kind::KinesisMock).await;
-    let proxy = FaultProxy::start(server.endpoint(), FaultPlan::NONE).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &proxy.endpoint, "stamp", 100_000);
-    let mut pipeline = load_pipeline(&config);
-    let client = server.client().await;
-    create_streams(&client, &pipeline, 2).await;
-    put_triples(&server, &pipeline, &triples(0, 100)).await;
-    run_available_now(&pipeline).await;
+    let (server, proxy, dir, _client, mut pipeline) =
+        landed_behind_a_proxy("stamp", 100_000, false, 2, 100).await;
     for spec in &pipeline.streams {
         let table = dir
             .path()
@@ -557,15 +538,8 @@ async fn a_shard_of_an_old_incarnation_is_decided_alone_and_once() {
 /// failed on it. Nothing remains of such a shard: the plan is committed empty.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pending_plan_of_a_shard_gone_from_the_listing_gives_nothing_under_restart() {
-    let server = TestKinesis::start(Kind::KinesisMock).await;
-    let proxy = FaultProxy::start(server.endpoint(), FaultPlan::NONE).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &proxy.endpoint, "gonepending", 100_000);
-    let mut pipeline = load_pipeline(&config);
-    let client = server.client().await;
-    create_streams(&client, &pipeline, 2).await;
-    put_triples(&server, &pipeline, &triples(0, 100)).await;
-    run_available_now(&pipeline).await;
+    let (_server, proxy, dir, client, mut pipeline) =
+        landed_behind_a_proxy("gonepending", 100_000, false, 2, 100).await;
     let pin = pipeline.streams[0].clone();
     put_each(
         &client,
