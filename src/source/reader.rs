@@ -472,6 +472,7 @@ impl ShardReader {
         answer: Vec<aws_sdk_kinesis::types::Record>,
         millis_behind: Option<i64>,
     ) -> Result<Vec<KinesisRecord>, SourceError> {
+        let answered_nothing = answer.is_empty();
         let mut records = Vec::with_capacity(answer.len());
         for record in answer {
             // Kinesis never sends such a number; skipping the record would lose it.
@@ -516,8 +517,9 @@ impl ShardReader {
             self.last_read = Some(last.sequence_number.clone());
         }
         // An empty answer at MillisBehindLatest 0: nothing lay beyond (an answer with records may
-        // have been cut by its Limit inside a burst that all arrived in the same millisecond).
-        self.at_tip = !self.at_run_end && records.is_empty() && millis_behind == Some(0);
+        // have been cut by its Limit inside a burst that all arrived in the same millisecond, even
+        // when all of them were skipped as consumed before).
+        self.at_tip = !self.at_run_end && answered_nothing && millis_behind == Some(0);
         Ok(records)
     }
 

@@ -183,6 +183,7 @@ impl ShardReader {
         // `MillisBehindLatest` 0: one behind the tip still has records to send).
         let ends = child_shards.is_some_and(|c| !c.is_empty())
             && (continuation.is_empty() || (records.is_empty() && millis_behind_latest == 0));
+        let sent_nothing = records.is_empty();
         let after = self.last_read.clone();
         let new = records
             .into_iter()
@@ -194,6 +195,9 @@ impl ShardReader {
             .collect();
         let millis_behind = Some(millis_behind_latest);
         let records = self.take_records(new, millis_behind)?;
+        // At its tip only when the event itself was empty: records it sent again (at or before
+        // the position) say nothing of what lies beyond.
+        self.at_tip &= sent_nothing;
         if self.at_run_end || ends {
             self.subscription = Subscription::default();
         } else if !continuation.is_empty() {
@@ -372,6 +376,15 @@ mod tests {
         assert_eq!(reader.last_read().unwrap().as_str(), "300");
         assert_eq!(reader.subscription.continuation.as_deref(), Some("300"));
         assert!(!outcome.finished);
+        // An event sending only records read before, at MillisBehindLatest 0, is not the tip:
+        // it says nothing of what lies beyond them.
+        let again = reader.accept_event(event(&["300"], "300", false)).unwrap();
+        assert!(again.records.is_empty() && !reader.is_at_tip());
+        reader.accept_event(event(&[], "300", false)).unwrap();
+        assert!(
+            reader.is_at_tip(),
+            "an empty event at MillisBehindLatest 0 is"
+        );
     }
 
     /// The end of a closed shard: an event naming the children without a continuation (Kinesis),
