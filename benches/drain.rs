@@ -28,7 +28,7 @@ use aws_sdk_kinesis::types::ShardIteratorType;
 use kinesis_delta::source::KinesisClient;
 use tokio_util::sync::CancellationToken;
 
-use common::{binary, env_number, start_server};
+use common::{cli, env_number, start_server};
 
 const SHARDS: &str = "4";
 const STREAMS: [&str; 3] = [
@@ -97,17 +97,6 @@ async fn bench() {
         100.0 * engine / bare
     );
     cancel.cancel();
-}
-
-/// Runs the binary against the server and waits for it to succeed.
-fn cli(endpoint: &str, args: &[&str]) -> String {
-    let output = binary(endpoint, args).output().expect("kinesis-delta runs");
-    assert!(
-        output.status.success(),
-        "kinesis-delta {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// Reads every shard of every stream to its end; returns the records read and the time taken.

@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
-use common::{binary, env_number, start_server};
+use common::{cli, env_number, start_server};
 
 fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
@@ -84,15 +84,4 @@ fn config_with_raw_table(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("kinesis-delta.toml");
     std::fs::write(&path, text).expect("config written");
     path
-}
-
-/// Runs the binary against the server and waits for it to succeed; its standard output.
-fn cli(endpoint: &str, args: &[&str]) -> String {
-    let output = binary(endpoint, args).output().expect("kinesis-delta runs");
-    assert!(
-        output.status.success(),
-        "kinesis-delta {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }

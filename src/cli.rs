@@ -191,7 +191,7 @@ pub struct PreviewArgs {
     #[arg(long, conflicts_with = "file")]
     pub raw: bool,
     /// Without --file: the newest this many records (of the stream, or with --raw its raw table).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub newest: usize,
     /// From the stream: how far back to look for them (e.g. "1h", "30m").
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]

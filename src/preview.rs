@@ -16,12 +16,11 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, Pipeline, StreamSpec};
-use crate::decode::{DecodedBatch, RecordDecoder, raw_schema_from_sql};
-use crate::pipeline::EngineError;
-use crate::rebuild::RecordTable;
+use crate::decode::{DecodedBatch, RecordDecoder};
+use crate::pipeline::{EngineError, decoder_and_cleaning};
+use crate::query::RecordTable;
 use crate::sequence::SequenceNumber;
 use crate::source::{KinesisRecord, ShardReader, StartPosition, connect_checked, list_shards};
-use crate::transform::Cleaning;
 
 /// GetRecords calls a second per shard: less than Kinesis' 5, which a running engine shares.
 const PREVIEW_CALLS_PER_SECOND: u32 = 2;
@@ -69,9 +68,7 @@ pub async fn preview(
     sample: &Sample,
 ) -> Result<Preview, EngineError> {
     let spec = pipeline.stream(stream)?;
-    let raw_schema = raw_schema_from_sql(&spec.schema_sql, &spec.schema_path).await?;
-    let decoder = RecordDecoder::new(&spec.stream, raw_schema).with_format(spec.format);
-    let cleaning = Cleaning::new(&spec.sql, &spec.sql_path, decoder.row_schema()).await?;
+    let (decoder, cleaning) = decoder_and_cleaning(spec).await?;
     // Each record with its shard's hash key range, when known (a raw table keeps it).
     let records: Vec<(KinesisRecord, Option<(u128, u128)>)> = match sample {
         Sample::File(path) => without_ranges(file_records(path)?),
@@ -79,7 +76,7 @@ pub async fn preview(
             without_ranges(stream_records(pipeline, spec, *newest, *since).await?)
         }
         Sample::Raw { newest } => {
-            let uri = Pipeline::raw_table(spec, "preview --raw")?;
+            let uri = spec.raw_table("preview --raw")?;
             RecordTable::open(uri, None, &pipeline.storage)
                 .await?
                 .newest(*newest)

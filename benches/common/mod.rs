@@ -47,3 +47,14 @@ pub fn binary(endpoint: &str, args: &[&str]) -> Command {
         .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")));
     command
 }
+
+/// Runs the binary against `endpoint` and waits for it to succeed; its standard output.
+pub fn cli(endpoint: &str, args: &[&str]) -> String {
+    let output = binary(endpoint, args).output().expect("kinesis-delta runs");
+    assert!(
+        output.status.success(),
+        "kinesis-delta {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}

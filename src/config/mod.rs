@@ -390,17 +390,6 @@ impl Pipeline {
             ))
         })
     }
-
-    /// The raw table of `spec`, or an error that says how to keep one (`needed_for`: what
-    /// the caller wanted it for).
-    pub fn raw_table<'a>(spec: &'a StreamSpec, needed_for: &str) -> Result<&'a str, ConfigError> {
-        spec.raw_uri.as_deref().ok_or_else(|| {
-            ConfigError::Invalid(format!(
-                "stream `{}` keeps no raw table, which {needed_for} reads: add `raw_table = \"{}_raw\"` to its [[streams]] entry (it holds the records read from then on)",
-                spec.name, spec.name
-            ))
-        })
-    }
 }
 
 /// A table's name: the last folder of its URL (`pin`, `pin_dead_letters`).
@@ -410,6 +399,17 @@ pub fn table_folder(uri: &str) -> &str {
 }
 
 impl StreamSpec {
+    /// The raw table's URL, or an error that says how to keep one (`needed_for`: what the
+    /// caller wanted it for).
+    pub fn raw_table(&self, needed_for: &str) -> Result<&str, ConfigError> {
+        self.raw_uri.as_deref().ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "stream `{}` keeps no raw table, which {needed_for} reads: add `raw_table = \"{}_raw\"` to its [[streams]] entry (it holds the records read from then on)",
+                self.name, self.name
+            ))
+        })
+    }
+
     /// The Delta transaction id of this stream's batches (`kinesis-delta/<pipeline>/<stream>`).
     pub fn app_id(&self, pipeline: &str) -> String {
         format!("kinesis-delta/{pipeline}/{}", self.stream)

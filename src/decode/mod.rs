@@ -12,7 +12,7 @@ pub mod kpl;
 pub mod payload;
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
     ArrayRef, BinaryArray, BooleanArray, Int64Array, RecordBatch, StringArray,
@@ -431,11 +431,14 @@ fn metadata_fields() -> Vec<Field> {
 /// The dead-letter table's schema: the record's metadata, its raw bytes, the reason, and the
 /// plan that committed it (none for a batch of an earlier version's stream-level protocol).
 pub fn dead_letter_schema() -> SchemaRef {
-    let mut fields = metadata_fields();
-    fields.push(Field::new("data", DataType::Binary, false));
-    fields.push(Field::new("error", DataType::Utf8, false));
-    fields.push(plan_field());
-    Arc::new(Schema::new(fields))
+    static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+        let mut fields = metadata_fields();
+        fields.push(Field::new("data", DataType::Binary, false));
+        fields.push(Field::new("error", DataType::Utf8, false));
+        fields.push(plan_field());
+        Arc::new(Schema::new(fields))
+    });
+    Arc::clone(&SCHEMA)
 }
 
 /// The columns a raw table adds after the metadata and bytes: the shard's hash key range (what
@@ -452,23 +455,29 @@ fn plan_field() -> Field {
 /// The schema of Kinesis records as read, before their plan is known: metadata, bytes, and the
 /// shard's hash key range (decimal, NULL when the listing did not give it).
 pub fn records_read_schema() -> SchemaRef {
-    let mut fields = metadata_fields();
-    fields.push(Field::new("data", DataType::Binary, false));
-    fields.push(Field::new("_starting_hash_key", DataType::Utf8, true));
-    fields.push(Field::new("_ending_hash_key", DataType::Utf8, true));
-    Arc::new(Schema::new(fields))
+    static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+        let mut fields = metadata_fields();
+        fields.push(Field::new("data", DataType::Binary, false));
+        fields.push(Field::new("_starting_hash_key", DataType::Utf8, true));
+        fields.push(Field::new("_ending_hash_key", DataType::Utf8, true));
+        Arc::new(Schema::new(fields))
+    });
+    Arc::clone(&SCHEMA)
 }
 
 /// The schema of a raw table: each Kinesis record as read (an aggregate whole, gzip as is), its
 /// bytes and metadata, its shard's hash key range, and its plan.
 pub fn raw_records_schema() -> SchemaRef {
-    let mut fields: Vec<Field> = records_read_schema()
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    fields.push(plan_field());
-    Arc::new(Schema::new(fields))
+    static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+        let mut fields: Vec<Field> = records_read_schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.push(plan_field());
+        Arc::new(Schema::new(fields))
+    });
+    Arc::clone(&SCHEMA)
 }
 
 /// Turns Kinesis records of one shard, whose hash key range is `range`, into a batch of

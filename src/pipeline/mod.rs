@@ -26,11 +26,24 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Pipeline;
+use crate::config::{Pipeline, StreamSpec};
+use crate::decode::{RecordDecoder, raw_schema_from_sql};
 use crate::progress::BatchProgress;
 use crate::source::{MemoryBudget, connect_checked};
 use crate::telemetry::health::{STREAM_STALLED_AFTER, readiness};
+use crate::transform::Cleaning;
 use leases::LeaseService;
+
+/// A stream's decoder and cleaning SQL, from its schema file, `format` and SQL file as the config
+/// has them now (the engine, `preview` and `rebuild` all clean with these).
+pub async fn decoder_and_cleaning(
+    spec: &StreamSpec,
+) -> Result<(RecordDecoder, Cleaning), EngineError> {
+    let raw_schema = raw_schema_from_sql(&spec.schema_sql, &spec.schema_path).await?;
+    let decoder = RecordDecoder::new(&spec.stream, raw_schema).with_format(spec.format);
+    let cleaning = Cleaning::new(&spec.sql, &spec.sql_path, decoder.row_schema()).await?;
+    Ok((decoder, cleaning))
+}
 
 /// Runs every stream until `cancel` fires (continuous) or every shard is read to its current end
 /// ([`RunMode::AvailableNow`]). The first failing stream stops the others.

@@ -35,8 +35,7 @@ use crate::config::{
 };
 use crate::decode::{
     DecodedBatch, METADATA_COLUMNS, RAW_TABLE_COLUMNS, RecordDecoder, dead_letter_batch,
-    dead_letter_schema, raw_records_batch, raw_records_schema, raw_schema_from_sql,
-    records_read_batch,
+    dead_letter_schema, raw_records_batch, raw_records_schema, records_read_batch,
 };
 use crate::lease::LeaseWorker;
 use crate::progress::BatchProgress;
@@ -170,9 +169,7 @@ impl StreamJob {
         progress: UnboundedSender<BatchProgress>,
         cancel: &CancellationToken,
     ) -> Result<Self, EngineError> {
-        let raw_schema = raw_schema_from_sql(&spec.schema_sql, &spec.schema_path).await?;
-        let decoder = RecordDecoder::new(&spec.stream, raw_schema).with_format(spec.format);
-        let cleaning = Cleaning::new(&spec.sql, &spec.sql_path, decoder.row_schema()).await?;
+        let (decoder, cleaning) = super::decoder_and_cleaning(spec).await?;
         let output_schema = cleaning.output_schema();
         let app_id = spec.app_id(&pipeline.name);
         let table = DeltaSink::open_with(&spec.table_uri, &app_id, &pipeline.storage).await?;

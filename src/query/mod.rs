@@ -1,10 +1,13 @@
 //! SQL over the pipeline's Delta tables with DataFusion: every table of the config (and its
 //! dead-letter table) registered through delta-rs's table provider (file pruning, no copy into
-//! memory), local or on object storage, optionally as of a Delta version or timestamp.
+//! memory), local or on object storage, optionally as of a Delta version or timestamp; and the
+//! tables of records as read (raw, dead letters) read back as records (`records`).
 
 mod output;
+pub mod records;
 
 pub use output::{OutputFormat, render_table, write_output};
+pub use records::RecordTable;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -22,11 +22,13 @@ pub enum OutputFormat {
     Parquet,
 }
 
-/// An aligned table of at most `max_rows` rows, with a line saying how many were left out.
+/// An aligned table of at most `max_rows` rows, with a line saying how many were left out and
+/// how to see them (`more`: the command's own ways, e.g. "raise --max-rows").
 pub fn render_table(
     schema: &SchemaRef,
     batches: &[RecordBatch],
     max_rows: usize,
+    more: &str,
 ) -> Result<String, QueryError> {
     let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let mut shown = Vec::new();
@@ -47,7 +49,7 @@ pub fn render_table(
         .to_string();
     if total > max_rows {
         text.push_str(&format!(
-            "\n… {} more rows not shown (raise --max-rows)",
+            "\n… {} more rows not shown ({more})",
             total - max_rows
         ));
     }

@@ -1,6 +1,8 @@
-//! Reading a raw table back as Kinesis records, plan by plan: each row is one record as read (an
-//! aggregate whole, gzip as is) with its shard's hash key range and the plan that committed it.
-//! A plan's records come back in sequence order, as the engine decoded them.
+//! Tables of Kinesis records as the engine kept them (a raw table, a dead-letter table), read back
+//! in a DataFusion session: a raw table's rows as records, plan by plan (each one record as read,
+//! an aggregate whole, gzip as is, with its shard's hash key range and the plan that committed
+//! it; a plan's records in sequence order, as the engine decoded them), or its newest ones; and
+//! the typed values of any column (`strings`, `integers`, `binaries`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,10 +12,13 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Int64Type, TimeUnit};
 use bytes::Bytes;
 
+use super::{AsOf, TableSet};
 use crate::pipeline::EngineError;
-use crate::query::{AsOf, TableSet};
 use crate::sequence::SequenceNumber;
 use crate::source::KinesisRecord;
+
+/// How many raw rows each plan of each shard holds: shard → plan → rows.
+pub type PlanCounts = BTreeMap<String, BTreeMap<i64, u64>>;
 
 /// The records of one plan of one shard, in sequence order.
 #[derive(Debug)]
@@ -66,8 +71,14 @@ impl RecordTable {
             .collect();
         let tables = TableSet::open_tables(&named, &as_of, storage)
             .await
-            .map_err(|e| EngineError::Internal(format!("reading a table for rebuild: {e}")))?;
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
         Ok(Self { tables })
+    }
+
+    /// The tables' locations, for messages.
+    fn uris(&self) -> String {
+        let uris: Vec<&str> = self.tables.tables.iter().map(|t| t.uri.as_str()).collect();
+        uris.join(", ")
     }
 
     /// Runs `sql` over the tables.
@@ -76,17 +87,17 @@ impl RecordTable {
             .sql(sql)
             .await
             .map(|result| result.batches)
-            .map_err(|e| EngineError::Internal(format!("reading a table for rebuild: {e}")))
+            .map_err(|e| EngineError::Internal(format!("reading {}: {e}", self.uris())))
     }
 
     /// How many rows each plan of each shard holds (rows without a plan number under plan 0).
-    pub async fn plan_counts(&self) -> Result<BTreeMap<String, BTreeMap<i64, u64>>, EngineError> {
+    pub async fn plan_counts(&self) -> Result<PlanCounts, EngineError> {
         let batches = self
             .query(
                 "SELECT _shard_id, COALESCE(_plan, 0) AS plan, COUNT(*) AS n FROM t GROUP BY 1, 2",
             )
             .await?;
-        let mut counts: BTreeMap<String, BTreeMap<i64, u64>> = BTreeMap::new();
+        let mut counts = PlanCounts::new();
         for batch in batches {
             let shards = strings(&batch, "_shard_id").map_err(EngineError::Internal)?;
             let plans = integers(&batch, "plan").map_err(EngineError::Internal)?;
@@ -167,9 +178,9 @@ type RawRecord = (i64, KinesisRecord, Option<(u128, u128)>);
 fn records_of(batch: &RecordBatch) -> Result<Vec<RawRecord>, String> {
     let shards = strings(batch, "_shard_id")?;
     let sequences = strings(batch, "_sequence_number")?;
-    let keys = strings(batch, "_partition_key")?;
+    let mut keys = strings(batch, "_partition_key")?.into_iter();
     let arrivals = arrival_ms(batch)?;
-    let data = binaries(batch, "data")?;
+    let mut data = binaries(batch, "data")?.into_iter();
     let starts = strings(batch, "_starting_hash_key")?;
     let ends = strings(batch, "_ending_hash_key")?;
     let plans = integers(batch, "_plan")?;
@@ -187,9 +198,9 @@ fn records_of(batch: &RecordBatch) -> Result<Vec<RawRecord>, String> {
         let record = KinesisRecord {
             shard_id: Arc::clone(&shard_id),
             sequence_number,
-            partition_key: keys[i].clone().unwrap_or_default(),
+            partition_key: keys.next().flatten().unwrap_or_default(),
             approximate_arrival_ms: arrivals[i],
-            data: Bytes::from(data[i].clone().unwrap_or_default()),
+            data: Bytes::from(data.next().flatten().unwrap_or_default()),
             sub_sequence: None,
         };
         let range = match (&starts[i], &ends[i]) {
@@ -212,7 +223,7 @@ fn cast_to(batch: &RecordBatch, name: &str, to: &DataType) -> Result<Arc<dyn Arr
 }
 
 /// A text column's values (whichever string type the reader gave).
-pub(super) fn strings(batch: &RecordBatch, name: &str) -> Result<Vec<Option<String>>, String> {
+pub fn strings(batch: &RecordBatch, name: &str) -> Result<Vec<Option<String>>, String> {
     let array = cast_to(batch, name, &DataType::Utf8)?;
     Ok(array
         .as_string::<i32>()
@@ -222,7 +233,7 @@ pub(super) fn strings(batch: &RecordBatch, name: &str) -> Result<Vec<Option<Stri
 }
 
 /// A binary column's values.
-pub(super) fn binaries(batch: &RecordBatch, name: &str) -> Result<Vec<Option<Vec<u8>>>, String> {
+pub fn binaries(batch: &RecordBatch, name: &str) -> Result<Vec<Option<Vec<u8>>>, String> {
     let array = cast_to(batch, name, &DataType::Binary)?;
     Ok(array
         .as_binary::<i32>()
@@ -232,7 +243,7 @@ pub(super) fn binaries(batch: &RecordBatch, name: &str) -> Result<Vec<Option<Vec
 }
 
 /// An integer column's values.
-pub(super) fn integers(batch: &RecordBatch, name: &str) -> Result<Vec<Option<i64>>, String> {
+pub fn integers(batch: &RecordBatch, name: &str) -> Result<Vec<Option<i64>>, String> {
     let array = cast_to(batch, name, &DataType::Int64)?;
     Ok(array.as_primitive::<Int64Type>().iter().collect())
 }

@@ -9,14 +9,12 @@ use arrow::array::{Array, BooleanArray, RecordBatch};
 use arrow::compute::{and, filter_record_batch, not};
 use sha2::{Digest, Sha256};
 
-use super::raw_rows::{self, RecordTable};
-use super::refused;
+use super::{COMMIT_PATIENCE, refused};
 use crate::decode::dead_letter_schema;
 use crate::pipeline::EngineError;
+use crate::query::RecordTable;
+use crate::query::records::{binaries, integers, strings};
 use crate::sink::{CommitInfo, DeltaSink};
-
-/// How many times the dead-letter commit is tried when other commits keep coming first.
-const ATTEMPTS: u32 = 20;
 
 /// The dead-letter table's rows with `_rederived`: whether the rebuild derives the row's record
 /// again (its record has a raw row; whether its plan is recorded is decided after).
@@ -40,12 +38,12 @@ impl<'a> DeadLetterTable<'a> {
         }
     }
 
-    /// The table's rows at its newest version (which), each with whether the rebuild derives it
-    /// again; `None` when there is no table yet.
+    /// The table's rows at its newest version, each with whether the rebuild derives it again;
+    /// `None` when there is no table yet.
     async fn rows(
         &mut self,
         recorded: &BTreeMap<String, i64>,
-    ) -> Result<Option<(i64, Vec<(RecordBatch, BooleanArray)>)>, EngineError> {
+    ) -> Result<Option<Vec<(RecordBatch, BooleanArray)>>, EngineError> {
         let Some(version) = self.sink.load_newest().await? else {
             return Ok(None);
         };
@@ -66,7 +64,7 @@ impl<'a> DeadLetterTable<'a> {
                 .map_err(|e| EngineError::Internal(format!("dead letters: {e}")))?;
             rows.push((batch, rederived));
         }
-        Ok(Some((version, rows)))
+        Ok(Some(rows))
     }
 
     /// Whether `derived` differs from the dead letters the rebuild would replace (compared by
@@ -81,7 +79,7 @@ impl<'a> DeadLetterTable<'a> {
             new.extend(keys(batch).map_err(EngineError::Internal)?);
         }
         let mut held = Vec::new();
-        for (batch, rederived) in self.rows(recorded).await?.map(|r| r.1).unwrap_or_default() {
+        for (batch, rederived) in self.rows(recorded).await?.unwrap_or_default() {
             let batch = filter_record_batch(&batch, &rederived)
                 .map_err(|e| EngineError::Internal(format!("dead letters: {e}")))?;
             held.extend(keys(&batch).map_err(EngineError::Internal)?);
@@ -101,12 +99,13 @@ impl<'a> DeadLetterTable<'a> {
     ) -> Result<i64, EngineError> {
         let schema = dead_letter_schema();
         let write_error = |e| EngineError::Internal(format!("writing dead letters: {e}"));
-        for _ in 0..ATTEMPTS {
-            let (_, held) = match self.rows(recorded).await? {
+        let started = std::time::Instant::now();
+        while started.elapsed() < COMMIT_PATIENCE {
+            let held = match self.rows(recorded).await? {
                 Some(rows) => rows,
                 None => {
                     self.sink.ensure_exists(&schema).await?;
-                    (0, Vec::new())
+                    Vec::new()
                 }
             };
             let mut replacement = self.sink.replacement(&schema).await?;
@@ -138,8 +137,8 @@ fn rederived(
     batch: &RecordBatch,
     recorded: &BTreeMap<String, i64>,
 ) -> Result<BooleanArray, String> {
-    let shards = raw_rows::strings(batch, "_shard_id")?;
-    let plans = raw_rows::integers(batch, "_plan")?;
+    let shards = strings(batch, "_shard_id")?;
+    let plans = integers(batch, "_plan")?;
     let of_recorded: BooleanArray = shards
         .iter()
         .zip(plans)
@@ -161,9 +160,9 @@ fn rederived(
 
 /// Each dead letter as (shard, sequence number, SHA-256 of its bytes).
 fn keys(batch: &RecordBatch) -> Result<Vec<(String, String, Vec<u8>)>, String> {
-    let shards = raw_rows::strings(batch, "_shard_id")?;
-    let sequences = raw_rows::strings(batch, "_sequence_number")?;
-    let data = raw_rows::binaries(batch, "data")?;
+    let shards = strings(batch, "_shard_id")?;
+    let sequences = strings(batch, "_sequence_number")?;
+    let data = binaries(batch, "data")?;
     Ok(shards
         .into_iter()
         .zip(sequences)
@@ -280,8 +279,8 @@ mod tests {
             .await
             .unwrap();
         let kept = arrow::compute::concat_batches(&kept[0].schema(), &kept).unwrap();
-        let seqs = raw_rows::strings(&kept, "_sequence_number").unwrap();
-        let plans = raw_rows::integers(&kept, "_plan").unwrap();
+        let seqs = strings(&kept, "_sequence_number").unwrap();
+        let plans = integers(&kept, "_plan").unwrap();
         let seqs: Vec<&str> = seqs.iter().map(|s| s.as_deref().unwrap()).collect();
         assert_eq!(seqs, ["2", "3", "4"], "derived, without a raw row, pending");
         assert_eq!(plans, [Some(1), Some(1), Some(2)]);

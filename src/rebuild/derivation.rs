@@ -8,12 +8,13 @@ use std::time::Instant;
 use arrow::array::RecordBatch;
 use serde_json::{Value, json};
 
-use super::raw_rows::{PlanRecords, RecordTable};
-use super::{RebuildProgress, refused};
+use super::RebuildProgress;
 use crate::config::StreamSpec;
-use crate::decode::{RecordDecoder, dead_letter_batch, raw_schema_from_sql};
+use crate::decode::{RecordDecoder, dead_letter_batch};
 use crate::pipeline::{EngineError, sql_fingerprint};
-use crate::sink::{CommitInfo, DeltaSink, Replacement};
+use crate::query::RecordTable;
+use crate::query::records::{PlanCounts, PlanRecords};
+use crate::sink::{CommitInfo, DeltaSink, Replacement, engine_commit_info};
 use crate::transform::Cleaning;
 
 /// About how many raw records are read at once.
@@ -44,9 +45,7 @@ impl Derivation {
         table: &DeltaSink,
         worker: &str,
     ) -> Result<Self, EngineError> {
-        let raw_schema = raw_schema_from_sql(&spec.schema_sql, &spec.schema_path).await?;
-        let decoder = RecordDecoder::new(&spec.stream, raw_schema).with_format(spec.format);
-        let cleaning = Cleaning::new(&spec.sql, &spec.sql_path, decoder.row_schema()).await?;
+        let (decoder, cleaning) = crate::pipeline::decoder_and_cleaning(spec).await?;
         let rows = table.replacement(&cleaning.output_schema()).await?;
         Ok(Self {
             stream: spec.stream.clone(),
@@ -62,19 +61,14 @@ impl Derivation {
     }
 
     /// Derives the plans `recorded` (each shard's committed plan) holds beyond those derived
-    /// already, from the raw table `raw` (`t`).
+    /// already, from the raw table `raw` (`t`), whose rows per plan of each shard are `counts`.
     pub async fn extend(
         &mut self,
         raw: &RecordTable,
+        counts: &PlanCounts,
         recorded: &BTreeMap<String, i64>,
         progress: &mut (dyn FnMut(RebuildProgress) + Send),
     ) -> Result<(), EngineError> {
-        let counts = raw.plan_counts().await?;
-        if let Some((shard, _)) = counts.iter().find(|(_, plans)| plans.contains_key(&0)) {
-            return Err(refused(format!(
-                "the raw table has rows of {shard} without a plan number (written by an earlier version): rebuild cannot tell which batches they belong to"
-            )));
-        }
         let in_table = |shard: &str, plan: i64| plan <= recorded.get(shard).copied().unwrap_or(0);
         let total: u64 = counts
             .iter()
@@ -82,7 +76,7 @@ impl Derivation {
             .map(|(_, n)| n)
             .sum();
         let mut told = Instant::now();
-        for (shard, plans) in &counts {
+        for (shard, plans) in counts {
             let after = self.derived.get(shard).copied().unwrap_or(0);
             let wanted: Vec<(i64, u64)> = plans
                 .iter()
@@ -153,20 +147,15 @@ impl Derivation {
             .iter()
             .map(|(shard, plan)| (shard.clone(), json!({ "plan": plan })))
             .collect();
-        let mut info = CommitInfo::new();
-        info.insert(
-            "kinesisDelta".to_owned(),
-            json!({
-                "stream": self.stream,
-                "worker": self.worker,
-                "rebuild": { "fromVersion": from, "records": self.records },
-                "sql": self.sql,
-                "rows": rows,
-                "deadLetters": self.dead_letter_count(),
-                "plans": Value::Object(plans),
-            }),
-        );
-        info
+        engine_commit_info(json!({
+            "stream": self.stream,
+            "worker": self.worker,
+            "rebuild": { "fromVersion": from, "records": self.records },
+            "sql": self.sql,
+            "rows": rows,
+            "deadLetters": self.dead_letter_count(),
+            "plans": Value::Object(plans),
+        }))
     }
 }
 

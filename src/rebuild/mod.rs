@@ -18,25 +18,24 @@
 
 mod dead_letters;
 mod derivation;
-mod raw_rows;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
-pub use raw_rows::{PlanRecords, RecordTable};
-
 use self::dead_letters::DeadLetterTable;
 use self::derivation::Derivation;
 use crate::config::{ConfigError, Pipeline};
 use crate::lease::LeaseWorker;
 use crate::pipeline::{EngineError, RAW_STARTS_AFTER};
-use crate::sink::{DeltaSink, ManifestLog, RebuildMark, ShardPlanLog};
+use crate::query::RecordTable;
+use crate::query::records::PlanCounts;
+use crate::sink::{DeltaSink, KEEP_COMMITTED, ManifestLog, RebuildMark, ShardPlanLog};
 
-/// How long the commit is tried again while other commits keep coming first (each attempt
-/// derives only the plans committed since the last).
-const COMMIT_PATIENCE: Duration = Duration::from_secs(120);
+/// How long a commit (the table's, the dead letters') is tried again while other commits keep
+/// coming first (each attempt of the table's derives only the plans committed since the last).
+pub(super) const COMMIT_PATIENCE: Duration = Duration::from_secs(120);
 
 /// How long a rebuild that moves records between the tables waits for a half-committed plan
 /// (an engine between its commits) to be committed.
@@ -78,7 +77,7 @@ pub async fn rebuild(
     progress: &mut (dyn FnMut(RebuildProgress) + Send),
 ) -> Result<Rebuilt, EngineError> {
     let spec = pipeline.stream(stream)?;
-    let raw_uri = Pipeline::raw_table(spec, "rebuild")?;
+    let raw_uri = spec.raw_table("rebuild")?;
     let app_id = spec.app_id(&pipeline.name);
     let storage = &pipeline.storage;
     let mut table = DeltaSink::open_with(&spec.table_uri, &app_id, storage).await?;
@@ -120,7 +119,7 @@ pub async fn rebuild(
             // this run's if the table holds its files, or that cannot be told).
             if run.marked
                 && !interrupted
-                && matches!(run.table.holds(&run.derivation.rows).await, Ok(false))
+                && matches!(run.table.committed_as(&run.derivation.rows).await, Ok(None))
             {
                 run.manifests.clear_rebuild_mark(&run.owner).await?;
             }
@@ -246,7 +245,11 @@ impl Rebuild<'_> {
             let plans = self.by_shard(&by_id);
             // Read after the table: every plan it records has its raw rows there.
             let raw_rows = RecordTable::open(self.raw_uri, None, self.storage).await?;
-            self.derivation.extend(&raw_rows, &plans, progress).await?;
+            let counts = raw_rows.plan_counts().await?;
+            self.check_raw_holds(&counts, &plans).await?;
+            self.derivation
+                .extend(&raw_rows, &counts, &plans, progress)
+                .await?;
             let moves_records = interrupted
                 || self
                     .dead_letters
@@ -297,6 +300,44 @@ impl Rebuild<'_> {
             "other commits to {} kept coming first for {COMMIT_PATIENCE:?} while the rebuild was committing (an engine committing many batches a second, or compactions): stop the engine and run rebuild again",
             self.table.uri()
         )))
+    }
+
+    /// The raw table (its rows per plan: `counts`) must hold every plan with records the table
+    /// records (`plans`): of each shard's last [`KEEP_COMMITTED`] plans, whose plan files say
+    /// whether they took records, those the raw table lacks must have taken none. One that did
+    /// was committed by a process without the raw table (earlier ones are noted at the next
+    /// engine start, see `rawStartsAfter`).
+    async fn check_raw_holds(
+        &self,
+        counts: &PlanCounts,
+        plans: &BTreeMap<String, i64>,
+    ) -> Result<(), EngineError> {
+        if let Some((shard, _)) = counts.iter().find(|(_, plans)| plans.contains_key(&0)) {
+            return Err(refused(format!(
+                "the raw table has rows of {shard} without a plan number (written by an earlier version): rebuild cannot tell which batches they belong to"
+            )));
+        }
+        for (shard, &last) in plans {
+            let held = counts.get(shard);
+            for plan in (last - KEEP_COMMITTED + 1).max(1)..=last {
+                if held.is_some_and(|h| h.contains_key(&plan)) {
+                    continue;
+                }
+                // A plan file with no range took no record; a missing one cannot tell.
+                if self
+                    .plan_log
+                    .get(shard, plan)
+                    .await?
+                    .is_none_or(|p| p.range.is_some())
+                {
+                    return Err(refused(format!(
+                        "the table holds plan {plan} of {shard}, which took records, and the raw table {} has none of them: a process without the raw table committed it, so a rebuild would lose its rows. Give every process the raw table; a rebuild needs it from the table's first batch",
+                        self.raw_uri
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Each shard's plan, from the plans of its transaction id.

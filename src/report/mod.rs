@@ -33,7 +33,7 @@ pub struct Report {
 }
 
 /// The folder of shared views inside the analytics folder.
-pub const VIEWS: &str = "views";
+const VIEWS: &str = "views";
 
 /// The analytics files of a folder, in question order.
 pub fn analytics_files(dir: &Path) -> Result<Vec<PathBuf>, QueryError> {

@@ -177,6 +177,29 @@ impl DeltaSink {
         self.properties.push((key.to_owned(), value.to_owned()));
     }
 
+    /// Sets a property of the existing table, in a commit of its own.
+    pub async fn commit_table_property(&mut self, key: &str, value: &str) -> Result<(), SinkError> {
+        self.refresh().await?;
+        let snapshot = self.table.snapshot().map_err(|source| self.error(source))?;
+        let metadata = snapshot
+            .metadata()
+            .clone()
+            .add_config_key(key.to_owned(), value.to_owned())
+            .map_err(|e| self.error(e.into()))?;
+        let operation = DeltaOperation::SetTableProperties {
+            properties: [(key.to_owned(), value.to_owned())].into_iter().collect(),
+        };
+        CommitBuilder::default()
+            .with_actions(vec![Action::Metadata(metadata)])
+            .build(Some(snapshot), self.table.log_store(), operation)
+            .await
+            .map_err(|source| self.error(source))?;
+        self.table
+            .update_state()
+            .await
+            .map_err(|source| self.error(source))
+    }
+
     /// Whether the table existed when last loaded.
     pub fn exists(&self) -> bool {
         self.schema.is_some()
@@ -355,16 +378,7 @@ impl DeltaSink {
                         return Ok(CommitOutcome::AlreadyCommitted);
                     }
                 }
-                // Another writer changed the schema, or a rebuild replaced every file: checked
-                // and written again against the new version.
-                Err(DeltaTableError::Transaction {
-                    source:
-                        TransactionError::CommitConflict(
-                            CommitConflictError::MetadataChanged
-                            | CommitConflictError::ConcurrentDeleteRead
-                            | CommitConflictError::ConcurrentDeleteDelete,
-                        ),
-                }) => {
+                Err(e) if built_on_a_stale_version(&e) => {
                     if self.reload_holds(batch_id).await? {
                         self.metrics.already_committed();
                         return Ok(CommitOutcome::AlreadyCommitted);
@@ -407,9 +421,8 @@ impl DeltaSink {
         }
     }
 
-    /// Appends the files `adds` with the transactions `txns`, built on the loaded snapshot.
-    /// Commits `adds` under `txns`; with `new_schema`, the table's schema becomes it in the same
-    /// commit (columns added by the SQL).
+    /// Commits `adds` under `txns`, built on the loaded snapshot; with `new_schema`, the table's
+    /// schema becomes it in the same commit (columns added by the SQL).
     pub(super) async fn append(
         &self,
         txns: Vec<Transaction>,
@@ -427,14 +440,7 @@ impl DeltaSink {
         };
         let mut actions: Vec<Action> = Vec::with_capacity(adds.len() + 1);
         if let Some(schema) = new_schema {
-            let kernel: StructType = schema.as_ref().try_into_kernel()?;
-            let metadata = self
-                .table
-                .snapshot()?
-                .metadata()
-                .clone()
-                .with_schema(&kernel)?;
-            actions.push(Action::Metadata(metadata));
+            actions.push(self.schema_change(schema)?);
         }
         actions.extend(adds.iter().cloned().map(Action::Add));
         CommitBuilder::from(properties)
@@ -445,6 +451,18 @@ impl DeltaSink {
                 operation,
             )
             .await
+    }
+
+    /// The `metaData` action that makes `schema` the loaded table's schema.
+    pub(super) fn schema_change(&self, schema: &SchemaRef) -> Result<Action, DeltaTableError> {
+        let kernel: StructType = schema.as_ref().try_into_kernel()?;
+        let metadata = self
+            .table
+            .snapshot()?
+            .metadata()
+            .clone()
+            .with_schema(&kernel)?;
+        Ok(Action::Metadata(metadata))
     }
 
     /// Loads the table's newest version: `true` when it records `batch_id` under this sink's id.
@@ -459,9 +477,8 @@ impl DeltaSink {
             .is_some_and(|done| done >= batch_id))
     }
 
-    /// Writes `rows` as Parquet files of the table (not yet committed): their `add` actions.
     /// Writes `rows` into Parquet files of `schema` (the table's, or with `adds_columns` the
-    /// table's and the SQL's new columns).
+    /// table's and the SQL's new columns), not yet committed: their `add` actions.
     pub(super) async fn write_files(
         &self,
         schema: &SchemaRef,
@@ -560,6 +577,21 @@ impl DeltaSink {
         self.check_schema(schema)?;
         Ok(actual)
     }
+}
+
+/// Whether a commit failed because the version it was built on is stale in a way that needs its
+/// rows written again against the newest: another writer changed the schema (added columns), or a
+/// rebuild replaced every file (delta-rs counts a commit without a predicate as having read them
+/// all). The caller loads the table, checks its `txn`s again and writes again.
+pub(super) fn built_on_a_stale_version(error: &DeltaTableError) -> bool {
+    matches!(
+        error,
+        DeltaTableError::Transaction {
+            source: TransactionError::CommitConflict(
+                CommitConflictError::MetadataChanged | CommitConflictError::ConcurrentDeleteRead
+            ),
+        }
+    )
 }
 
 pub(super) fn table_arrow_schema(

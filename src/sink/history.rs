@@ -41,34 +41,57 @@ impl DeltaSink {
         let Some(newest) = self.version() else {
             return Ok(Vec::new());
         };
-        let store = self.object_store();
         let mut history = Vec::with_capacity(limit.min(1024));
         // Counting down from the loaded version: no listing of a log that may hold many files.
         for version in (0..=newest).rev().take(limit) {
-            let path = Path::from(format!("_delta_log/{version:020}.json"));
-            let bytes = match store.get(&path).await {
-                Ok(found) => found.bytes().await,
-                Err(e) => Err(e),
+            // Older commit files were cleaned up after the log retention.
+            let Some(info) = self.commit_info_of(version).await? else {
+                break;
             };
-            let bytes = match bytes {
-                Ok(bytes) => bytes,
-                // Older commit files were cleaned up after the log retention.
-                Err(object_store::Error::NotFound { .. }) => break,
-                Err(source) => {
-                    return Err(SinkError::Store {
-                        path: format!("{}/{path}", self.uri),
-                        source,
-                    });
-                }
-            };
-            let info = String::from_utf8_lossy(&bytes)
-                .lines()
-                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-                .find_map(|action| action.get("commitInfo").cloned());
             history.push(describe(version, info.as_ref()));
         }
         Ok(history)
     }
+
+    /// The `commitInfo` of version `version` (`Some(None)`: a commit without one), or `None`
+    /// when its commit file is not there (not committed, or cleaned up).
+    pub(super) async fn commit_info_of(
+        &self,
+        version: i64,
+    ) -> Result<Option<Option<Value>>, SinkError> {
+        let path = Path::from(format!("_delta_log/{version:020}.json"));
+        let bytes = match self.object_store().get(&path).await {
+            Ok(found) => found.bytes().await,
+            Err(e) => Err(e),
+        };
+        let bytes = match bytes {
+            Ok(bytes) => bytes,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(source) => {
+                return Err(SinkError::Store {
+                    path: format!("{}/{path}", self.uri),
+                    source,
+                });
+            }
+        };
+        Ok(Some(
+            String::from_utf8_lossy(&bytes)
+                .lines()
+                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+                .find_map(|action| action.get("commitInfo").cloned()),
+        ))
+    }
+}
+
+/// The key of the engine's own fields in a commit's `commitInfo`.
+const ENGINE_KEY: &str = "kinesisDelta";
+
+/// A `commitInfo` holding the engine's `fields` (an object) under its own key, as `history`
+/// reads them.
+pub fn engine_commit_info(fields: Value) -> super::CommitInfo {
+    let mut info = super::CommitInfo::new();
+    info.insert(ENGINE_KEY.to_owned(), fields);
+    info
 }
 
 /// A version as its `commitInfo` tells it (an engine commit's is under `kinesisDelta`).
@@ -86,7 +109,7 @@ fn describe(version: i64, info: Option<&Value>) -> TableVersion {
         .and_then(Value::as_i64)
         .and_then(DateTime::from_timestamp_millis);
     described.operation = text(info, "operation");
-    if let Some(engine) = info.get("kinesisDelta") {
+    if let Some(engine) = info.get(ENGINE_KEY) {
         described.batch_id = engine.get("batchId").and_then(Value::as_i64);
         described.rows = engine.get("rows").and_then(Value::as_u64);
         described.dead_letters = engine.get("deadLetters").and_then(Value::as_u64);

@@ -15,13 +15,13 @@ mod shard_commit;
 mod shard_plans;
 
 pub use delta::{CommitOutcome, DeltaSink};
-pub use history::TableVersion;
+pub use history::{TableVersion, engine_commit_info};
 pub use maintenance::{Compaction, TableFiles};
 pub use manifest::{BatchManifest, BatchSplit, Fence, ManifestLog, RebuildMark, TipMarker};
 pub use replace::Replacement;
 pub use schema::delta_compatible;
 pub use shard_commit::{CommitInfo, Numbering, PlanRows, PlansCommitted};
-pub use shard_plans::{PlanOutcome, ShardPlan, ShardPlanLog, ShardTip};
+pub use shard_plans::{KEEP_COMMITTED, PlanOutcome, ShardPlan, ShardPlanLog, ShardTip};
 
 /// A Delta or object-store failure. Outside the user's hands unless the message says otherwise;
 /// the engine stops without advancing any checkpoint, and a restart resumes safely.

@@ -8,9 +8,8 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
-use deltalake::kernel::{Action, Add, MetadataExt, StructType};
+use deltalake::kernel::{Action, Add};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
 use deltalake::{DeltaTableError, ObjectStoreError};
@@ -25,7 +24,15 @@ pub struct Replacement {
     schema: SchemaRef,
     adds: Vec<Add>,
     rows: u64,
+    /// Named in the `commitInfo` of its commit, which tells it from any other.
+    id: String,
+    /// The versions it was committed as, or tried to be (each attempt is the next version of
+    /// the one loaded, and only that).
+    tried: Vec<i64>,
 }
+
+/// The `commitInfo` key naming the replacement a commit is.
+const REPLACEMENT_KEY: &str = "kinesisDeltaReplacement";
 
 impl std::fmt::Debug for Replacement {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -78,6 +85,8 @@ impl DeltaSink {
             schema,
             adds: Vec::new(),
             rows: 0,
+            id: uuid::Uuid::new_v4().to_string(),
+            tried: Vec::new(),
         })
     }
 
@@ -96,24 +105,18 @@ impl DeltaSink {
             .map_err(|source| self.error(source))?;
         // Committed already, by an attempt told otherwise: never again (its files would be
         // removed and added in one commit, which leaves them removed).
-        if self.loaded_holds(replacement)? {
-            return Ok(self.version());
+        if let Some(version) = self.committed_as(replacement).await? {
+            return Ok(Some(version));
         }
+        let target = self.version().map_or(0, |v| v + 1);
         let snapshot = self.table.snapshot().map_err(|source| self.error(source))?;
         let mut actions: Vec<Action> = Vec::new();
         let current = table_arrow_schema(&self.table).map_err(|source| self.error(source))?;
         if current.fields() != replacement.schema.fields() {
-            let kernel: StructType = replacement
-                .schema
-                .as_ref()
-                .try_into_kernel()
-                .map_err(|e| self.error(e.into()))?;
-            let metadata = snapshot
-                .metadata()
-                .clone()
-                .with_schema(&kernel)
-                .map_err(|e| self.error(e.into()))?;
-            actions.push(Action::Metadata(metadata));
+            actions.push(
+                self.schema_change(&replacement.schema)
+                    .map_err(|source| self.error(source))?,
+            );
         }
         actions.extend(
             snapshot
@@ -122,6 +125,9 @@ impl DeltaSink {
                 .map(|f| Action::Remove(f.remove_action(true))),
         );
         actions.extend(replacement.adds.iter().cloned().map(Action::Add));
+        let mut info = info;
+        info.insert(REPLACEMENT_KEY.to_owned(), replacement.id.clone().into());
+        replacement.tried.push(target);
         let properties = CommitProperties::default()
             .with_max_retries(0)
             .with_metadata(info);
@@ -145,10 +151,10 @@ impl DeltaSink {
                 Ok(Some(i64::try_from(done.version()).unwrap_or(i64::MAX)))
             }
             // The commit may have landed whatever the error says (an answer lost on its way
-            // back, a checkpoint after it that failed): then the newest version holds its files.
-            Err(e) if self.holds(replacement).await? => {
+            // back, a checkpoint after it that failed): then version `target` is it.
+            Err(e) if self.committed_as(replacement).await? == Some(target) => {
                 tracing::warn!(table = %self.uri, error = %e, "the replacement was committed despite the error");
-                Ok(self.version())
+                Ok(Some(target))
             }
             Err(DeltaTableError::Transaction {
                 source: TransactionError::MaxCommitAttempts(_) | TransactionError::CommitConflict(_),
@@ -160,46 +166,20 @@ impl DeltaSink {
         }
     }
 
-    /// Whether the table's newest version holds files of `replacement` (it was committed).
-    pub async fn holds(&mut self, replacement: &Replacement) -> Result<bool, SinkError> {
-        self.table
-            .update_state()
-            .await
-            .map_err(|source| self.error(source))?;
-        self.loaded_holds(replacement)
-    }
-
-    /// Whether the loaded version holds files of `replacement`.
-    fn loaded_holds(&self, replacement: &Replacement) -> Result<bool, SinkError> {
-        let Some(first) = replacement.adds.first() else {
-            return Ok(false);
-        };
-        let snapshot = self.table.snapshot().map_err(|source| self.error(source))?;
-        let path = first.path.as_str();
-        Ok(snapshot.log_data().iter().any(|f| f.path() == path))
-    }
-
-    /// Sets a property of the existing table, in a commit of its own.
-    pub async fn commit_table_property(&mut self, key: &str, value: &str) -> Result<(), SinkError> {
-        self.refresh().await?;
-        let snapshot = self.table.snapshot().map_err(|source| self.error(source))?;
-        let metadata = snapshot
-            .metadata()
-            .clone()
-            .add_config_key(key.to_owned(), value.to_owned())
-            .map_err(|e| self.error(e.into()))?;
-        let operation = DeltaOperation::SetTableProperties {
-            properties: [(key.to_owned(), value.to_owned())].into_iter().collect(),
-        };
-        CommitBuilder::default()
-            .with_actions(vec![Action::Metadata(metadata)])
-            .build(Some(snapshot), self.table.log_store(), operation)
-            .await
-            .map_err(|source| self.error(source))?;
-        self.table
-            .update_state()
-            .await
-            .map_err(|source| self.error(source))
+    /// The version `replacement` was committed as, if it was: read from the commit files of the
+    /// versions it tried (an unreadable one is an error, never taken for "not committed").
+    pub async fn committed_as(&self, replacement: &Replacement) -> Result<Option<i64>, SinkError> {
+        for &version in &replacement.tried {
+            let info = self.commit_info_of(version).await?.flatten();
+            let named = info
+                .as_ref()
+                .and_then(|i| i.get(REPLACEMENT_KEY))
+                .and_then(serde_json::Value::as_str);
+            if named == Some(replacement.id.as_str()) {
+                return Ok(Some(version));
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -246,7 +226,7 @@ mod tests {
             Some(1),
             "no second commit"
         );
-        assert!(sink.holds(&replacement).await.unwrap());
+        assert_eq!(sink.committed_as(&replacement).await.unwrap(), Some(1));
     }
 
     /// An engine's commit built on the version before a replacement (a rebuild) removed every

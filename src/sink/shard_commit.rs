@@ -17,7 +17,7 @@ use deltalake::DeltaTableError;
 use deltalake::kernel::Transaction;
 use deltalake::kernel::transaction::{CommitConflictError, TransactionError};
 
-use super::delta::ContendedRounds;
+use super::delta::{ContendedRounds, built_on_a_stale_version};
 use super::{DeltaSink, SinkError};
 
 /// One plan's part of a commit.
@@ -170,17 +170,8 @@ impl DeltaSink {
                     source:
                         TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction),
                 }) => self.metrics().already_committed(),
-                // Another writer changed the schema (added columns), or a rebuild replaced every
-                // file (delta-rs counts them as read by this commit) after the snapshot: the rows
-                // are written again against the new version, their plans checked on it.
-                Err(DeltaTableError::Transaction {
-                    source:
-                        TransactionError::CommitConflict(
-                            CommitConflictError::MetadataChanged
-                            | CommitConflictError::ConcurrentDeleteRead
-                            | CommitConflictError::ConcurrentDeleteDelete,
-                        ),
-                }) => {}
+                // Written again against the new version, its plans checked on it.
+                Err(e) if built_on_a_stale_version(&e) => {}
                 Err(DeltaTableError::Transaction {
                     source: TransactionError::MaxCommitAttempts(attempts),
                 }) if contended.pause(attempts).await => {}
@@ -248,8 +239,9 @@ mod tests {
 
     /// Every value in the table, sorted.
     /// One writer's SQL adds a column while another still runs the old SQL: the column joins the
-    /// table with the first's plan, the second's rows have it NULL (its cached schema was stale),
-    /// and a compaction of old and new files keeps every value.
+    /// table with the first's plan, the second's rows have it NULL (written against the schema of
+    /// the version its commit is built on, not the one it last wrote), and a compaction of old and
+    /// new files keeps every value.
     #[tokio::test]
     async fn a_column_one_writer_adds_is_null_in_the_other_writers_rows_and_survives_compaction() {
         let dir = tempfile::tempdir().unwrap();

@@ -15,7 +15,7 @@ use crate::source::{ShardPosition, ShardRange};
 
 /// Plans kept behind a shard's newest committed one (for inspection; only the newest committed
 /// one and the one after it are read).
-const KEEP_COMMITTED: i64 = 20;
+pub const KEEP_COMMITTED: i64 = 20;
 
 /// One shard's plan number `version`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

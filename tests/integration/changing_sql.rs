@@ -4,76 +4,38 @@
 //! the columns named. No record is lost or repeated across the changes, and `history` tells which
 //! SQL cleaned each commit.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use crate::end_to_end::assert_exactly_once;
-use crate::support::data::{Triple, records, triples};
-use crate::support::engine::read_log;
+use crate::end_to_end::{assert_exactly_once, put_triples};
+use crate::support::data::{records, triples};
+use crate::support::engine::{kinesis_delta_history, kinesis_delta_preview, read_log};
 use crate::support::servers::{Kind, TestKinesis};
 use crate::support::{
-    create_streams, edit_config, load_pipeline, put_records, query_counts, repo, run_available_now,
-    run_expecting_error, write_config,
+    create_streams, edit_file, load_pipeline, own_copy, put_records, query_counts,
+    run_available_now, run_expecting_error, write_config,
 };
-
-/// The pipeline's pin SQL as a copy the test edits.
-pub(crate) fn own_pin_sql(dir: &Path, config: &Path) -> PathBuf {
-    own_copy(dir, config, "pin.sql")
-}
-
-/// The pipeline's `sql/<file>` as a copy the test edits, named in the config instead.
-pub(crate) fn own_copy(dir: &Path, config: &Path, file: &str) -> PathBuf {
-    let copy = dir.join(file);
-    let shipped = repo().join("sql").join(file);
-    std::fs::copy(&shipped, &copy).unwrap();
-    edit_config(
-        config,
-        &format!("{}\"", shipped.display()),
-        &format!("{}\"", copy.display()),
-    );
-    copy
-}
-
-/// Replaces `from` with `to` in the SQL file (which must hold it).
-pub(crate) fn edit_sql(sql: &Path, from: &str, to: &str) {
-    let text = std::fs::read_to_string(sql).unwrap();
-    assert!(text.contains(from), "the SQL holds {from:?}");
-    std::fs::write(sql, text.replacen(from, to, 1)).unwrap();
-}
-
-/// Puts each triple's record on its stream.
-pub(crate) async fn put(
-    server: &TestKinesis,
-    pipeline: &kinesis_delta::config::Pipeline,
-    batch: &[Triple],
-) {
-    let client = server.client().await;
-    let picks: [fn(&Triple) -> &serde_json::Value; 3] = [|t| &t.pin, |t| &t.geo, |t| &t.user];
-    for (spec, pick) in pipeline.streams.iter().zip(picks) {
-        put_records(&client, &spec.stream, &records(batch, pick)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn columns_added_and_dropped_by_the_sql_evolve_the_table_and_a_type_change_is_refused() {
     let server = TestKinesis::start(Kind::Embedded).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), server.endpoint(), "evolve", 100_000);
-    let sql = own_pin_sql(dir.path(), &config);
+    let sql = own_copy(dir.path(), &config, "pin.sql");
     let pipeline = load_pipeline(&config);
     create_streams(&server.client().await, &pipeline, 2).await;
     let pin = pipeline.streams[0].table_uri.clone();
     let pin_dir = PathBuf::from(pin.trim_start_matches("file://"));
-    put(&server, &pipeline, &triples(0, 100)).await;
+    put_triples(&server, &pipeline, &triples(0, 100)).await;
     run_available_now(&pipeline).await;
 
     // Add a column.
-    edit_sql(
+    edit_file(
         &sql,
         "  category\nFROM no_placeholders",
         "  category,\n  char_length(title) AS title_length\nFROM no_placeholders",
     );
     let pipeline = load_pipeline(&config);
-    put(&server, &pipeline, &triples(100, 50)).await;
+    put_triples(&server, &pipeline, &triples(100, 50)).await;
     run_available_now(&pipeline).await;
     let counts = query_counts(
         &[("pin", &pin)],
@@ -103,10 +65,10 @@ async fn columns_added_and_dropped_by_the_sql_evolve_the_table_and_a_type_change
     );
 
     // Drop it again (and drop `description` too): the columns stay, NULL in new rows.
-    edit_sql(&sql, ",\n  char_length(title) AS title_length", "");
-    edit_sql(&sql, "  description,\n", "");
+    edit_file(&sql, ",\n  char_length(title) AS title_length", "");
+    edit_file(&sql, "  description,\n", "");
     let pipeline = load_pipeline(&config);
-    put(&server, &pipeline, &triples(150, 50)).await;
+    put_triples(&server, &pipeline, &triples(150, 50)).await;
     run_available_now(&pipeline).await;
     let counts = query_counts(
         &[("pin", &pin)],
@@ -118,13 +80,13 @@ async fn columns_added_and_dropped_by_the_sql_evolve_the_table_and_a_type_change
     assert_exactly_once(&pipeline, 200).await;
 
     // A changed type: refused before anything is written, the column named.
-    edit_sql(
+    edit_file(
         &sql,
         "\"index\" AS ind",
         "CAST(\"index\" AS VARCHAR) AS ind",
     );
     let pipeline = load_pipeline(&config);
-    put(&server, &pipeline, &triples(200, 10)).await;
+    put_triples(&server, &pipeline, &triples(200, 10)).await;
     let versions = read_log(&pin_dir).len();
     let error = run_expecting_error(&pipeline).await.to_string();
     assert!(
@@ -136,7 +98,7 @@ async fn columns_added_and_dropped_by_the_sql_evolve_the_table_and_a_type_change
     assert_eq!(read_log(&pin_dir).len(), versions, "nothing was committed");
 
     // Back to the table's type: the waiting records land once.
-    edit_sql(
+    edit_file(
         &sql,
         "CAST(\"index\" AS VARCHAR) AS ind",
         "\"index\" AS ind",
@@ -173,17 +135,6 @@ async fn columns_added_and_dropped_by_the_sql_evolve_the_table_and_a_type_change
         3,
         "the shipped SQL, with the column added, with both dropped"
     );
-}
-
-/// `kinesis-delta history pin --json`, every version.
-pub(crate) fn kinesis_delta_history(config: &Path) -> Vec<serde_json::Value> {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kinesis-delta"))
-        .args(["history", "pin", "--json", "--limit", "1000", "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
-    serde_json::from_slice(&output.stdout).unwrap()
 }
 
 /// `preview` runs the current schema and SQL over a sample (a JSON-lines file, or the stream's
@@ -237,16 +188,4 @@ async fn preview_shows_rows_and_would_be_dead_letters_and_writes_nothing() {
             "a preview writes no table: {table}"
         );
     }
-}
-
-/// `kinesis-delta preview pin <args>`'s output.
-pub(crate) fn kinesis_delta_preview(config: &Path, args: &[&str]) -> String {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kinesis-delta"))
-        .args(["preview", "pin", "--config"])
-        .arg(config)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
-    String::from_utf8(output.stdout).unwrap()
 }

@@ -4,8 +4,9 @@ use std::collections::BTreeMap;
 
 use arrow::array::{Array, Int64Array};
 use kinesis_delta::config::Pipeline;
+use kinesis_delta::source::KinesisClient;
 
-use crate::support::data::{Triple, expected_follower_count, records, triples};
+use crate::support::data::{PARTS, Triple, expected_follower_count, records, triples};
 use crate::support::servers::{Kind, TestKinesis};
 use crate::support::{
     create_streams, load_pipeline, put_each, put_records, query, query_counts, run_available_now,
@@ -14,15 +15,14 @@ use crate::support::{
 
 /// Puts the triples on the pipeline's three streams.
 pub async fn put_triples(server: &TestKinesis, pipeline: &Pipeline, batch: &[Triple]) {
-    let client = server.client().await;
-    let (pin, geo, user) = (
-        &pipeline.streams[0],
-        &pipeline.streams[1],
-        &pipeline.streams[2],
-    );
-    put_records(&client, &pin.stream, &records(batch, |t| &t.pin)).await;
-    put_records(&client, &geo.stream, &records(batch, |t| &t.geo)).await;
-    put_records(&client, &user.stream, &records(batch, |t| &t.user)).await;
+    put_triples_with(&server.client().await, pipeline, batch).await;
+}
+
+/// [`put_triples`] with a client of one's own.
+pub async fn put_triples_with(client: &KinesisClient, pipeline: &Pipeline, batch: &[Triple]) {
+    for (spec, part) in pipeline.streams.iter().zip(PARTS) {
+        put_records(client, &spec.stream, &records(batch, part)).await;
+    }
 }
 
 /// Puts each triple's records one by one on the shard holding `hash_key` of each stream.
@@ -33,9 +33,8 @@ pub async fn put_triples_at(
     hash_key: u128,
 ) {
     let client = server.client().await;
-    let picks: [fn(&Triple) -> &serde_json::Value; 3] = [|t| &t.pin, |t| &t.geo, |t| &t.user];
-    for (spec, pick) in pipeline.streams.iter().zip(picks) {
-        put_each(&client, &spec.stream, &records(batch, pick), Some(hash_key)).await;
+    for (spec, part) in pipeline.streams.iter().zip(PARTS) {
+        put_each(&client, &spec.stream, &records(batch, part), Some(hash_key)).await;
     }
 }
 

@@ -11,12 +11,12 @@ use kinesis_delta::config::Pipeline;
 use kinesis_delta::source::KinesisClient;
 
 use crate::chaos::split;
-use crate::end_to_end::assert_exactly_once;
-use crate::support::data::{Triple, records, triples};
+use crate::end_to_end::{assert_exactly_once, put_triples_with};
+use crate::support::data::{PARTS, records, triples, triples_with_big_pins};
 use crate::support::engine::{engine_command, signal, table_rows, wait_with_deadline};
 use crate::support::servers::{Kind, TestKinesis};
 use crate::support::{
-    create_streams, edit_config, load_pipeline, put_each, put_records, wait_until, write_config,
+    create_streams, edit_file, load_pipeline, put_each, put_records, wait_until, write_config,
 };
 
 /// The embedded server ends each subscription after this long, so that a run of a few seconds
@@ -26,20 +26,13 @@ const SUBSCRIPTION_LIFETIME: Duration = Duration::from_secs(2);
 /// The test config reading by enhanced fan-out, and its pipeline.
 fn fan_out_config(dir: &Path, server: &TestKinesis, user_id: &str) -> (PathBuf, Pipeline) {
     let config = write_config(dir, server.endpoint(), user_id, 100_000);
-    edit_config(
+    edit_file(
         &config,
         "consumer_mode = \"polling\"",
         "consumer_mode = \"enhanced_fan_out\"",
     );
     let pipeline = load_pipeline(&config);
     (config, pipeline)
-}
-
-async fn put_all(client: &KinesisClient, pipeline: &Pipeline, batch: &[Triple]) {
-    let picks: [fn(&Triple) -> &serde_json::Value; 3] = [|t| &t.pin, |t| &t.geo, |t| &t.user];
-    for (spec, pick) in pipeline.streams.iter().zip(picks) {
-        put_records(client, &spec.stream, &records(batch, pick)).await;
-    }
 }
 
 /// Each stream's consumers, as (name, ARN).
@@ -76,7 +69,7 @@ async fn enhanced_fan_out_lands_every_record_once_through_renewals_a_split_and_s
     let (config, pipeline) = fan_out_config(dir.path(), &server, "efo");
     let client = server.client().await;
     create_streams(&client, &pipeline, 4).await;
-    put_all(&client, &pipeline, &triples(0, 300)).await;
+    put_triples_with(&client, &pipeline, &triples(0, 300)).await;
 
     let engine = engine_command(&config, false).spawn().unwrap();
     let pin = pipeline.streams[0].table_uri.clone();
@@ -100,7 +93,7 @@ async fn enhanced_fan_out_lands_every_record_once_through_renewals_a_split_and_s
     // Records put over several subscription lifetimes: each renewal must go on exactly where the
     // last one stopped. The engine is killed in the middle and started again.
     for wave in 0..6_i64 {
-        put_all(&client, &pipeline, &triples(300 + wave * 50, 50)).await;
+        put_triples_with(&client, &pipeline, &triples(300 + wave * 50, 50)).await;
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
     let mut engine = engine;
@@ -108,7 +101,7 @@ async fn enhanced_fan_out_lands_every_record_once_through_renewals_a_split_and_s
     engine.wait().unwrap();
     let engine = engine_command(&config, false).spawn().unwrap();
     for wave in 6..10_i64 {
-        put_all(&client, &pipeline, &triples(300 + wave * 50, 50)).await;
+        put_triples_with(&client, &pipeline, &triples(300 + wave * 50, 50)).await;
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
     wait_until("the first 800 pins", Duration::from_secs(60), || async {
@@ -139,7 +132,7 @@ async fn enhanced_fan_out_lands_every_record_once_through_renewals_a_split_and_s
         },
     )
     .await;
-    put_all(&client, &pipeline, &triples(800, 100)).await;
+    put_triples_with(&client, &pipeline, &triples(800, 100)).await;
     wait_until("900 pins", Duration::from_secs(60), || async {
         table_rows(&pin).await >= 900
     })
@@ -147,7 +140,7 @@ async fn enhanced_fan_out_lands_every_record_once_through_renewals_a_split_and_s
 
     // A split: the parent's subscription ends with its children, which are subscribed in turn.
     split(&client, &pipeline.streams[0].stream).await;
-    put_all(&client, &pipeline, &triples(900, 100)).await;
+    put_triples_with(&client, &pipeline, &triples(900, 100)).await;
     wait_until("all 1000 pins", Duration::from_secs(90), || async {
         table_rows(&pin).await >= 1000
     })
@@ -158,12 +151,12 @@ async fn enhanced_fan_out_lands_every_record_once_through_renewals_a_split_and_s
     assert_exactly_once(&pipeline, 1000).await;
 
     // On request, the consumer is deregistered when the run ends.
-    edit_config(
+    edit_file(
         &config,
         "consumer_mode = \"enhanced_fan_out\"\n",
         "consumer_mode = \"enhanced_fan_out\"\nderegister_consumer = true\n",
     );
-    put_all(&client, &pipeline, &triples(1000, 20)).await;
+    put_triples_with(&client, &pipeline, &triples(1000, 20)).await;
     let status = engine_command(&config, true).status().unwrap();
     assert!(status.success(), "the --available-now run failed");
     assert_exactly_once(&pipeline, 1020).await;
@@ -190,7 +183,7 @@ async fn enhanced_fan_out_on_kinesis_mock() {
             // parent is confirmed with GetRecords, and its children are read after it.
             split(&client, &pipeline.streams[0].stream).await;
         }
-        put_all(&client, &pipeline, &triples(from, count)).await;
+        put_triples_with(&client, &pipeline, &triples(from, count)).await;
         let run = engine_command(&config, true).spawn().unwrap();
         let output = wait_with_deadline(run, Duration::from_secs(120), "the --available-now run");
         assert!(output.status.success(), "{output:?}");
@@ -209,7 +202,7 @@ async fn an_event_larger_than_the_memory_budget_goes_through() {
     let server = TestKinesis::embedded(SUBSCRIPTION_LIFETIME).await;
     let dir = tempfile::tempdir().unwrap();
     let (config, _) = fan_out_config(dir.path(), &server, "efobig");
-    edit_config(
+    edit_file(
         &config,
         "memory_budget = \"128MiB\"",
         "memory_budget = \"16MiB\"",
@@ -218,19 +211,11 @@ async fn an_event_larger_than_the_memory_budget_goes_through() {
     let client = server.client().await;
     create_streams(&client, &pipeline, 1).await;
     // 50 pin records of about 200 KB, in the stream before the engine subscribes.
-    let mut big = triples(0, 50);
-    for t in &mut big {
-        t.pin["description"] = "x".repeat(200_000).into();
-    }
+    let big = triples_with_big_pins(0, 50);
     let pins = records(&big, |t| &t.pin);
     put_each(&client, &pipeline.streams[0].stream, &pins, None).await;
-    for (spec, pick) in pipeline.streams[1..]
-        .iter()
-        .zip([(|t| &t.geo) as fn(&Triple) -> &serde_json::Value, |t| {
-            &t.user
-        }])
-    {
-        put_records(&client, &spec.stream, &records(&big, pick)).await;
+    for (spec, part) in pipeline.streams.iter().zip(PARTS).skip(1) {
+        put_records(&client, &spec.stream, &records(&big, part)).await;
     }
     let run = engine_command(&config, true).spawn().unwrap();
     let output = wait_with_deadline(run, Duration::from_secs(120), "the --available-now run");

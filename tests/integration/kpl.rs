@@ -7,11 +7,11 @@ use kinesis_delta::decode::kpl;
 use rand::{Rng, SeedableRng};
 
 use crate::end_to_end::assert_exactly_once;
-use crate::support::data::{Triple, records, triples};
+use crate::support::data::{PARTS, Triple, records, triples};
 use crate::support::engine::{engine_command, run_then_sigkill};
 use crate::support::servers::{Kind, TestKinesis};
 use crate::support::{
-    create_streams, edit_config, load_pipeline, put_each, put_records, query_counts,
+    create_streams, keep_raw_table, load_pipeline, put_each, put_records, query_counts,
     run_available_now, write_config,
 };
 
@@ -24,8 +24,7 @@ async fn put_aggregated(
     aggregated: usize,
 ) {
     let client = server.client().await;
-    let picks: [fn(&Triple) -> &serde_json::Value; 3] = [|t| &t.pin, |t| &t.geo, |t| &t.user];
-    for (spec, pick) in pipeline.streams.iter().zip(picks) {
+    for (spec, pick) in pipeline.streams.iter().zip(PARTS) {
         let plain = records(batch, pick);
         let (grouped, rest) = plain.split_at(aggregated);
         let mut put: Vec<(String, Vec<u8>)> = grouped
@@ -124,18 +123,13 @@ async fn user_records_of_another_shards_hash_range_are_not_rows_twice() {
     let server = TestKinesis::start(Kind::Embedded).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), server.endpoint(), "kplrange", 100_000);
-    edit_config(
-        &config,
-        "table = \"pin\"\n",
-        "table = \"pin\"\nraw_table = \"pin_raw\"\n",
-    );
+    keep_raw_table(&config);
     let pipeline = load_pipeline(&config);
     let client = server.client().await;
     create_streams(&client, &pipeline, 2).await;
     let batch = triples(0, 40);
-    let picks: [fn(&Triple) -> &serde_json::Value; 3] = [|t| &t.pin, |t| &t.geo, |t| &t.user];
     let top = u128::MAX;
-    for (spec, pick) in pipeline.streams.iter().zip(picks) {
+    for (spec, pick) in pipeline.streams.iter().zip(PARTS) {
         let plain = records(&batch, pick);
         let users: Vec<(String, Option<String>, Vec<u8>)> = plain
             .iter()
@@ -173,7 +167,7 @@ async fn user_records_of_another_shards_hash_range_are_not_rows_twice() {
     assert_exactly_once(&pipeline, 40).await;
     // And so does a preview of the raw table.
     let preview =
-        crate::changing_sql::kinesis_delta_preview(&config, &["--raw", "--newest", "100"]);
+        crate::support::engine::kinesis_delta_preview(&config, &["--raw", "--newest", "100"]);
     assert!(
         preview.contains("pin: 21 records → 40 rows, 20 dead letters"),
         "{preview}"

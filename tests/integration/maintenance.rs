@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::end_to_end::{assert_exactly_once, put_triples};
 use crate::support::data::triples;
 use crate::support::servers::{Kind, TestKinesis};
-use crate::support::{create_streams, edit_config, load_pipeline, put_records, write_config};
+use crate::support::{create_streams, edit_file, load_pipeline, put_records, write_config};
 
 /// The live files of the table at `uri` (none before it exists).
 async fn live_files(uri: &str) -> TableFiles {
@@ -114,7 +114,7 @@ async fn maintain_compacts_checkpoints_and_keeps_what_time_travel_reads() {
     let server = TestKinesis::start(Kind::Embedded).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), server.endpoint(), "maintain", 100_000);
-    edit_config(&config, "compact_min_files = 50", "compact_min_files = 0");
+    edit_file(&config, "compact_min_files = 50", "compact_min_files = 0");
     let pipeline = load_pipeline(&config);
     let client = server.client().await;
     create_streams(&client, &pipeline, 1).await;
@@ -202,7 +202,7 @@ async fn maintain_compacts_checkpoints_and_keeps_what_time_travel_reads() {
 fn a_vacuum_retention_below_seven_days_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "http://127.0.0.1:9", "retention", 1000);
-    edit_config(
+    edit_file(
         &config,
         "vacuum_retention = \"7days\"",
         "vacuum_retention = \"1h\"",

@@ -7,7 +7,7 @@ use crate::end_to_end::assert_exactly_once;
 use crate::support::data::{records, triples};
 use crate::support::servers::{Kind, TestKinesis};
 use crate::support::{
-    create_streams, edit_config, load_pipeline, put_records, run_available_now, write_config,
+    create_streams, edit_file, load_pipeline, put_records, run_available_now, write_config,
 };
 
 fn gzip(data: &[u8]) -> Vec<u8> {
@@ -21,7 +21,7 @@ async fn gzipped_json_lines_are_one_row_per_line() {
     let server = TestKinesis::start(Kind::Embedded).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), server.endpoint(), "lines", 100_000);
-    edit_config(
+    edit_file(
         &config,
         "table = \"pin\"\n",
         "table = \"pin\"\nformat = \"json_lines\"\n",

@@ -4,13 +4,13 @@
 
 use rand::{Rng, SeedableRng};
 
-use crate::end_to_end::assert_exactly_once;
-use crate::support::data::{Triple, records, triples};
+use crate::end_to_end::{assert_exactly_once, put_triples};
+use crate::support::data::{PARTS, records, triples};
 use crate::support::engine::{engine_command, run_then_sigkill};
 use crate::support::servers::{Kind, TestKinesis};
 use crate::support::{
-    create_streams, edit_config, load_pipeline, put_records, query_counts, run_available_now,
-    run_expecting_error, write_config,
+    create_streams, edit_file, keep_raw_table, load_pipeline, put_records, query_counts,
+    run_available_now, run_expecting_error, write_config,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -21,20 +21,15 @@ async fn the_raw_table_holds_every_record_once_through_sigkills() {
     let server = TestKinesis::start(Kind::Embedded).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), server.endpoint(), "raw", 50);
-    edit_config(
-        &config,
-        "table = \"pin\"\n",
-        "table = \"pin\"\nraw_table = \"pin_raw\"\n",
-    );
+    keep_raw_table(&config);
     let pipeline = load_pipeline(&config);
     let raw_uri = pipeline.streams[0].raw_uri.clone().expect("a raw table");
     let client = server.client().await;
     create_streams(&client, &pipeline, 2).await;
-    let picks: [fn(&Triple) -> &serde_json::Value; 3] = [|t| &t.pin, |t| &t.geo, |t| &t.user];
     let (rounds, per_round) = (5_i64, 300_i64);
     for round in 0..rounds {
         let batch = triples(round * per_round, per_round);
-        for (spec, pick) in pipeline.streams.iter().zip(picks) {
+        for (spec, pick) in pipeline.streams.iter().zip(PARTS) {
             let mut puts = records(&batch, pick);
             if spec.name == "pin" {
                 puts.push((
@@ -77,21 +72,12 @@ async fn a_raw_table_kept_for_a_new_table_is_refused_at_start() {
     let server = TestKinesis::start(Kind::Embedded).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), server.endpoint(), "rawmoved", 10);
-    edit_config(
-        &config,
-        "table = \"pin\"\n",
-        "table = \"pin\"\nraw_table = \"pin_raw\"\n",
-    );
+    keep_raw_table(&config);
     let pipeline = load_pipeline(&config);
-    let client = server.client().await;
-    create_streams(&client, &pipeline, 1).await;
-    let batch = triples(0, 50);
-    let picks: [fn(&Triple) -> &serde_json::Value; 3] = [|t| &t.pin, |t| &t.geo, |t| &t.user];
-    for (spec, pick) in pipeline.streams.iter().zip(picks) {
-        put_records(&client, &spec.stream, &records(&batch, pick)).await;
-    }
+    create_streams(&server.client().await, &pipeline, 1).await;
+    put_triples(&server, &pipeline, &triples(0, 50)).await;
     run_available_now(&pipeline).await;
-    edit_config(&config, "table = \"pin\"\n", "table = \"pin_v2\"\n");
+    edit_file(&config, "table = \"pin\"\n", "table = \"pin_v2\"\n");
     let moved = load_pipeline(&config);
     let error = run_expecting_error(&moved).await.to_string();
     assert!(

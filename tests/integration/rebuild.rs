@@ -10,16 +10,16 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 
-use crate::changing_sql::{edit_sql, kinesis_delta_history, kinesis_delta_preview, own_copy, put};
-use crate::end_to_end::assert_exactly_once;
-use crate::support::data::{Triple, records, triples};
+use crate::end_to_end::{assert_exactly_once, put_triples, put_triples_with};
+use crate::support::data::{PARTS, Triple, records, triples};
 use crate::support::engine::{
-    engine_command, read_log, run_then_sigkill, signal, undo_last_table_commit, wait_with_deadline,
+    engine_command, kinesis_delta_history, kinesis_delta_preview, read_log, run_then_sigkill,
+    signal, truncate_log, undo_last_table_commit, wait_with_deadline,
 };
 use crate::support::servers::{Kind, TestKinesis};
 use crate::support::{
-    create_streams, edit_config, load_pipeline, put_records, query, query_counts,
-    run_available_now, run_expecting_error, set_trigger_interval, write_config,
+    create_streams, edit_file, keep_raw_table, load_pipeline, own_copy, put_records, query,
+    query_counts, run_available_now, run_expecting_error, set_trigger_interval, write_config,
 };
 use kinesis_delta::config::Pipeline;
 use kinesis_delta::query::{AsOf, TableSet};
@@ -34,11 +34,7 @@ fn raw_config(
     max_batch: usize,
 ) -> (PathBuf, PathBuf, PathBuf) {
     let config = write_config(dir, endpoint, user, max_batch);
-    edit_config(
-        &config,
-        "table = \"pin\"\n",
-        "table = \"pin\"\nraw_table = \"pin_raw\"\n",
-    );
+    keep_raw_table(&config);
     let sql = own_copy(dir, &config, "pin.sql");
     let schema = own_copy(dir, &config, "pin.schema.sql");
     (config, sql, schema)
@@ -127,12 +123,12 @@ async fn a_type_change_is_refused_then_rebuild_derives_the_table_exactly_from_th
     let (config, sql, schema) = raw_config(dir.path(), server.endpoint(), "rebuild", 40);
     // The rows carry metadata and a number within their plan's rows: a rebuild that decoded,
     // ordered or grouped the records otherwise than the engine would not give the same rows.
-    edit_sql(
+    edit_file(
         &sql,
         "  SELECT\n    \"index\",\n",
         "  SELECT\n    \"index\",\n    _sequence_number,\n    _approximate_arrival,\n",
     );
-    edit_sql(
+    edit_file(
         &sql,
         "  \"index\" AS ind,\n",
         "  \"index\" AS ind,\n  _sequence_number,\n  _approximate_arrival,\n  row_number() OVER (ORDER BY length(_sequence_number), _sequence_number) AS n_in_plan,\n",
@@ -146,9 +142,8 @@ async fn a_type_change_is_refused_then_rebuild_derives_the_table_exactly_from_th
     // Two rounds of puts, each cut short by a SIGKILL, then a drain: 302 records on each stream.
     // On pin, 300 and 301 are dead letters (`downloaded` is not a number), and so are two records
     // that are not JSON.
-    let picks: [fn(&Triple) -> &serde_json::Value; 3] = [|t| &t.pin, |t| &t.geo, |t| &t.user];
     for round in 0..2_i64 {
-        put(&server, &pipeline, &triples(round * 150, 150)).await;
+        put_triples(&server, &pipeline, &triples(round * 150, 150)).await;
         let odd_one = triples(300 + round, 1);
         let mut pin = odd_one[0].pin.clone();
         pin["downloaded"] = serde_json::json!("yes");
@@ -160,7 +155,7 @@ async fn a_type_change_is_refused_then_rebuild_derives_the_table_exactly_from_th
             ("odd".to_owned(), serde_json::to_vec(&pin).unwrap()),
         ];
         put_records(&client, &spec.stream, &odd).await;
-        for (other, pick) in pipeline.streams.iter().zip(picks).skip(1) {
+        for (other, pick) in pipeline.streams.iter().zip(PARTS).skip(1) {
             put_records(&client, &other.stream, &records(&odd_one, pick)).await;
         }
         run_then_sigkill(&config, &mut rng, 1500, round).await;
@@ -193,12 +188,12 @@ async fn a_type_change_is_refused_then_rebuild_derives_the_table_exactly_from_th
     );
 
     // A type change: the engine refuses and names rebuild.
-    edit_sql(
+    edit_file(
         &sql,
         "  CASE\n    WHEN follower_count ~",
         "  CAST(CASE\n    WHEN follower_count ~",
     );
-    edit_sql(
+    edit_file(
         &sql,
         "  END AS follower_count,",
         "  END AS DOUBLE) AS follower_count,",
@@ -257,7 +252,7 @@ async fn a_type_change_is_refused_then_rebuild_derives_the_table_exactly_from_th
 
     // A schema edit that makes `downloaded` text: the two records it refused become rows, and
     // the dead-letter table is replaced.
-    edit_sql(&schema, "  downloaded BIGINT,", "  downloaded VARCHAR,");
+    edit_file(&schema, "  downloaded BIGINT,", "  downloaded VARCHAR,");
     let pipeline = load_pipeline(&config);
     let (done, _) = rebuild_pin(&pipeline).await;
     assert_eq!(
@@ -265,7 +260,7 @@ async fn a_type_change_is_refused_then_rebuild_derives_the_table_exactly_from_th
         (302, 2),
         "the records with `downloaded: yes` moved to the table: {done:?}"
     );
-    assert!(done.dead_letter_version.is_some());
+    let dead_letter_version = done.dead_letter_version.expect("the dead letters replaced");
     assert_eq!(
         query_counts(
             &[("pin", pin)],
@@ -283,7 +278,15 @@ async fn a_type_change_is_refused_then_rebuild_derives_the_table_exactly_from_th
         [2, 2]
     );
 
-    // A rebuild stopped between its two commits: the engine does not start until it is run again.
+    // A rebuild killed between its two commits: the table rebuilt, the dead letters not (the
+    // two moved records in both tables), the mark left. The engine does not start until the
+    // rebuild is run again, which finishes it.
+    let dead_dir = PathBuf::from(dead.trim_start_matches("file://"));
+    truncate_log(&dead_dir, u64::try_from(dead_letter_version).unwrap());
+    assert_eq!(
+        query_counts(&[("d", dead)], "SELECT count(*) FROM d").await,
+        [4]
+    );
     let table = DeltaSink::open(&spec.table_uri, "t").await.unwrap();
     let manifests = ManifestLog::new(table.object_store(), &pipeline.name, &spec.stream);
     let killed = RebuildMark {
@@ -298,10 +301,15 @@ async fn a_type_change_is_refused_then_rebuild_derives_the_table_exactly_from_th
     );
     let (done, _) = rebuild_pin(&pipeline).await;
     assert_eq!((done.rows, done.dead_letters), (302, 2));
+    assert!(done.dead_letter_version.is_some());
+    assert_eq!(
+        query_counts(&[("d", dead)], "SELECT count(*) FROM d").await,
+        [2]
+    );
     assert!(manifests.rebuild_mark().await.unwrap().is_none());
 
     // The engine goes on from the same checkpoints with the new SQL: no gap, no repeat.
-    put(&server, &pipeline, &triples(302, 48)).await;
+    put_triples(&server, &pipeline, &triples(302, 48)).await;
     run_available_now(&pipeline).await;
     assert_exactly_once(&pipeline, 350).await;
 
@@ -323,7 +331,7 @@ async fn rebuild_while_an_engine_commits_loses_and_repeats_nothing() {
     set_trigger_interval(&config, "50ms");
     let pipeline = load_pipeline(&config);
     create_streams(&server.client().await, &pipeline, 2).await;
-    put(&server, &pipeline, &triples(0, 400)).await;
+    put_triples(&server, &pipeline, &triples(0, 400)).await;
     run_available_now(&pipeline).await;
 
     let engine = engine_command(&config, false).spawn().unwrap();
@@ -334,11 +342,7 @@ async fn rebuild_while_an_engine_commits_loses_and_repeats_nothing() {
             let client = crate::support::client(&endpoint).await;
             for round in 0..rounds {
                 let batch = triples(400 + round * per_round, per_round);
-                let picks: [fn(&Triple) -> &serde_json::Value; 3] =
-                    [|t| &t.pin, |t| &t.geo, |t| &t.user];
-                for (spec, pick) in pipeline.streams.iter().zip(picks) {
-                    put_records(&client, &spec.stream, &records(&batch, pick)).await;
-                }
+                put_triples_with(&client, &pipeline, &batch).await;
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         })
@@ -378,15 +382,11 @@ async fn a_raw_table_turned_on_late_is_refused() {
     let config = write_config(dir.path(), server.endpoint(), "rebuildlate", 100);
     let pipeline = load_pipeline(&config);
     create_streams(&server.client().await, &pipeline, 1).await;
-    put(&server, &pipeline, &triples(0, 20)).await;
+    put_triples(&server, &pipeline, &triples(0, 20)).await;
     run_available_now(&pipeline).await;
-    edit_config(
-        &config,
-        "table = \"pin\"\n",
-        "table = \"pin\"\nraw_table = \"pin_raw\"\n",
-    );
+    keep_raw_table(&config);
     let pipeline = load_pipeline(&config);
-    put(&server, &pipeline, &triples(20, 20)).await;
+    put_triples(&server, &pipeline, &triples(20, 20)).await;
     run_available_now(&pipeline).await;
     let error = rebuild(&pipeline, "pin", &mut |_| {})
         .await
@@ -400,8 +400,9 @@ async fn a_raw_table_turned_on_late_is_refused() {
     assert_exactly_once(&pipeline, 40).await;
 }
 
-/// A raw table turned off for a while, then on again, lacks the records read meanwhile: the next
-/// engine start notes it, and rebuild refuses rather than drop their rows.
+/// A raw table turned off for a while, then on again, lacks the records read meanwhile: rebuild
+/// finds it in the plans, the next engine start notes it in the raw table, and rebuild refuses
+/// rather than drop their rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_raw_table_turned_off_for_a_while_is_refused() {
     let server = TestKinesis::start(Kind::Embedded).await;
@@ -409,15 +410,25 @@ async fn a_raw_table_turned_off_for_a_while_is_refused() {
     let (config, _, _) = raw_config(dir.path(), server.endpoint(), "rebuildgap", 100);
     let pipeline = load_pipeline(&config);
     create_streams(&server.client().await, &pipeline, 1).await;
-    put(&server, &pipeline, &triples(0, 20)).await;
+    put_triples(&server, &pipeline, &triples(0, 20)).await;
     run_available_now(&pipeline).await;
     let with_raw = "table = \"pin\"\nraw_table = \"pin_raw\"\n";
-    edit_config(&config, with_raw, "table = \"pin\"\n");
-    put(&server, &pipeline, &triples(20, 20)).await;
+    edit_file(&config, with_raw, "table = \"pin\"\n");
+    put_triples(&server, &pipeline, &triples(20, 20)).await;
     run_available_now(&load_pipeline(&config)).await;
-    edit_config(&config, "table = \"pin\"\n", with_raw);
+    keep_raw_table(&config);
     let pipeline = load_pipeline(&config);
-    put(&server, &pipeline, &triples(40, 20)).await;
+    // Before any engine started with it again: rebuild finds the plan the raw table lacks itself.
+    let error = rebuild(&pipeline, "pin", &mut |_| {})
+        .await
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        error.contains("a process without the raw table committed it"),
+        "{error}"
+    );
+    // The next engine start records it in the raw table, for good.
+    put_triples(&server, &pipeline, &triples(40, 20)).await;
     run_available_now(&pipeline).await;
     let error = rebuild(&pipeline, "pin", &mut |_| {})
         .await
@@ -474,7 +485,7 @@ async fn a_half_committed_plan_is_left_to_the_engine() {
     );
     assert_eq!(counts().await, [100, 100]);
 
-    edit_sql(&schema, "  downloaded BIGINT,", "  downloaded VARCHAR,");
+    edit_file(&schema, "  downloaded BIGINT,", "  downloaded VARCHAR,");
     let pipeline = load_pipeline(&config);
     let error = rebuild(&pipeline, "pin", &mut |_| {})
         .await
@@ -488,10 +499,20 @@ async fn a_half_committed_plan_is_left_to_the_engine() {
 
     // Finished with the schema it was planned with, the batch lands once; then the rebuild moves
     // the record the edited schema accepts.
-    edit_sql(&schema, "  downloaded VARCHAR,", "  downloaded BIGINT,");
+    edit_file(&schema, "  downloaded VARCHAR,", "  downloaded BIGINT,");
     run_available_now(&load_pipeline(&config)).await;
     assert_eq!(counts().await, [150, 150]);
-    edit_sql(&schema, "  downloaded BIGINT,", "  downloaded VARCHAR,");
+    let raw_uri = spec.raw_uri.clone().expect("a raw table");
+    assert_eq!(
+        query_counts(
+            &[("raw", &raw_uri)],
+            "SELECT count(*), count(DISTINCT _sequence_number) FROM raw"
+        )
+        .await,
+        [152, 152],
+        "the replay committed the plan's raw rows once"
+    );
+    edit_file(&schema, "  downloaded BIGINT,", "  downloaded VARCHAR,");
     let pipeline = load_pipeline(&config);
     let (done, _) = rebuild_pin(&pipeline).await;
     assert_eq!((done.rows, done.dead_letters), (151, 1), "{done:?}");

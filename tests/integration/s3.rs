@@ -8,7 +8,9 @@ use crate::end_to_end::put_triples;
 use crate::support::data::triples;
 use crate::support::kinesis_mock::free_port;
 use crate::support::servers::{Kind, TestKinesis};
-use crate::support::{create_streams, load_pipeline, run_available_now, write_config};
+use crate::support::{
+    create_streams, keep_raw_table, load_pipeline, run_available_now, write_config,
+};
 
 struct MotoS3 {
     child: Child,
@@ -83,21 +85,16 @@ async fn tables_on_s3_are_committed_resumed_and_read_back() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), kinesis.endpoint(), "s3", 100);
     let text = std::fs::read_to_string(&config).unwrap();
-    let text = text
-        .replace(
-            &format!("table_root = \"{}\"", dir.path().join("tables").display()),
-            &format!("table_root = \"s3://{bucket}/pinterest\""),
-        )
-        .replacen(
-            "table = \"pin\"\n",
-            "table = \"pin\"\nraw_table = \"pin_raw\"\n",
-            1,
-        );
+    let text = text.replace(
+        &format!("table_root = \"{}\"", dir.path().join("tables").display()),
+        &format!("table_root = \"s3://{bucket}/pinterest\""),
+    );
     let storage = format!(
         "\n[storage]\nAWS_ENDPOINT_URL = \"{}\"\nAWS_ALLOW_HTTP = \"true\"\nAWS_REGION = \"us-east-1\"\nAWS_ACCESS_KEY_ID = \"test\"\nAWS_SECRET_ACCESS_KEY = \"test\"\n",
         s3.endpoint
     );
     std::fs::write(&config, text + &storage).unwrap();
+    keep_raw_table(&config);
     let pipeline = load_pipeline(&config);
     assert!(
         pipeline.streams[0].table_uri.starts_with("s3://"),

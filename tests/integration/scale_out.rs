@@ -18,7 +18,7 @@ use crate::support::engine::{
     assert_log_clean, engine_command, signal, table_rows, wait_with_deadline,
 };
 use crate::support::servers::{Kind, TestKinesis};
-use crate::support::{create_streams, edit_config, load_pipeline, wait_until, write_config};
+use crate::support::{create_streams, edit_file, load_pipeline, wait_until, write_config};
 
 /// A lease expires after this long in these tests (heartbeats every second).
 const LEASE: Duration = Duration::from_secs(3);
@@ -291,7 +291,7 @@ async fn two_pipelines_on_one_lease_table_each_read_their_own_shards() {
     for name in ["first", "second"] {
         let dir = tempfile::tempdir().unwrap();
         let config = lease_config(dir.path(), server.endpoint(), &dynamodb.endpoint, name);
-        edit_config(
+        edit_file(
             &config,
             "name = \"pinterest\"",
             &format!("name = \"{name}\""),

@@ -17,7 +17,7 @@ use crate::support::engine::{engine_command, table_rows, wait_with_deadline};
 use crate::support::fault_proxy::{FaultPlan, FaultProxy};
 use crate::support::servers::{Kind, TestKinesis};
 use crate::support::{
-    create_streams, edit_config, load_pipeline, put_each, put_records, query_counts,
+    create_streams, edit_file, load_pipeline, put_each, put_records, query_counts,
     run_available_now, wait_until, write_config,
 };
 
@@ -66,7 +66,7 @@ async fn an_outage_before_the_first_record_at_latest_loses_nothing() {
     let proxy = FaultProxy::start(server.endpoint(), FaultPlan::NONE).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &proxy.endpoint, "latest", 100_000);
-    edit_config(
+    edit_file(
         &config,
         "initial_position = \"trim_horizon\"",
         "initial_position = \"latest\"",
@@ -115,7 +115,7 @@ async fn an_outage_before_the_first_record_at_latest_loses_nothing() {
 fn no_credentials_fail_at_once_in_one_line_with_the_fix() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "http://127.0.0.1:9", "nocreds", 100_000);
-    edit_config(
+    edit_file(
         &config,
         "endpoint_url = \"http://127.0.0.1:9\"",
         "# no endpoint: AWS",
@@ -156,7 +156,7 @@ fn available_now_gives_up_on_an_absent_server_after_the_startup_timeout() {
         "absent",
         10,
     );
-    edit_config(
+    edit_file(
         &config,
         "startup_timeout = \"60s\"",
         "startup_timeout = \"2s\"",
@@ -301,7 +301,7 @@ async fn a_batch_holds_about_max_batch_bytes_of_large_records() {
     let server = TestKinesis::start(Kind::KinesisMock).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), server.endpoint(), "bytes", 100_000);
-    edit_config(
+    edit_file(
         &config,
         "max_batch_bytes = 67108864",
         "max_batch_bytes = 1048576",
@@ -338,7 +338,7 @@ async fn latest_with_available_now_reads_what_came_after_the_first_start() {
     let server = TestKinesis::start(Kind::KinesisMock).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), server.endpoint(), "latestnow", 100_000);
-    edit_config(
+    edit_file(
         &config,
         "initial_position = \"trim_horizon\"",
         "initial_position = \"latest\"",
@@ -362,7 +362,7 @@ async fn available_now_with_a_small_byte_budget_reads_every_shard() {
     let server = TestKinesis::start(Kind::KinesisMock).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), server.endpoint(), "budget", 100_000);
-    edit_config(
+    edit_file(
         &config,
         "max_batch_bytes = 67108864",
         "max_batch_bytes = 1048576",

@@ -9,12 +9,12 @@ use kinesis_delta::source::{BatchLimits, MemoryBudget, StartPosition, StreamSour
 use tokio_util::sync::CancellationToken;
 
 use crate::end_to_end::{assert_exactly_once, put_triples};
-use crate::support::data::{records, triples};
+use crate::support::data::{records, triples, triples_with_big_pins};
 use crate::support::engine::table_rows;
 use crate::support::fault_proxy::{FaultPlan, FaultProxy};
 use crate::support::servers::{Kind, TestKinesis};
 use crate::support::{
-    create_streams, edit_config, load_pipeline, put_each, put_records, run_available_now,
+    create_streams, edit_file, load_pipeline, put_each, put_records, run_available_now,
     set_trigger_interval, wait_until, write_config,
 };
 
@@ -26,7 +26,7 @@ async fn a_backlog_larger_than_the_memory_budget_lands_once_in_batches_the_budge
     let server = TestKinesis::start(Kind::KinesisMock).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), server.endpoint(), "budget", 100_000);
-    edit_config(
+    edit_file(
         &config,
         "memory_budget = \"128MiB\"",
         "memory_budget = \"16MiB\"",
@@ -35,10 +35,7 @@ async fn a_backlog_larger_than_the_memory_budget_lands_once_in_batches_the_budge
     let client = server.client().await;
     create_streams(&client, &pipeline, 2).await;
     // 100 pin records of about 200 KB: 20 MB in all.
-    let mut big = triples(0, 100);
-    for t in &mut big {
-        t.pin["description"] = "x".repeat(200_000).into();
-    }
+    let big = triples_with_big_pins(0, 100);
     let pin = records(&big, |t| &t.pin);
     let record_bytes = pin[0].1.len();
     // One at a time: a PutRecords call may carry at most 5 MB.

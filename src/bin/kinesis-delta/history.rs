@@ -3,7 +3,6 @@
 
 use anyhow::Context;
 use kinesis_delta::cli::HistoryArgs;
-use kinesis_delta::config::Pipeline;
 use kinesis_delta::pipeline::sql_fingerprint;
 use kinesis_delta::sink::DeltaSink;
 
@@ -14,7 +13,7 @@ pub async fn history(args: HistoryArgs) -> anyhow::Result<()> {
     let uri = if args.dead_letters {
         spec.dead_letter_uri.as_str()
     } else if args.raw {
-        Pipeline::raw_table(spec, "history --raw")?
+        spec.raw_table("history --raw")?
     } else {
         spec.table_uri.as_str()
     };

@@ -11,10 +11,10 @@ pub async fn preview(args: PreviewArgs) -> anyhow::Result<()> {
     let sample = match args.file {
         Some(path) => Sample::File(path),
         None if args.raw => Sample::Raw {
-            newest: args.newest.max(1),
+            newest: args.newest,
         },
         None => Sample::Stream {
-            newest: args.newest.max(1),
+            newest: args.newest,
             since: args.since,
         },
     };
@@ -33,7 +33,12 @@ pub async fn preview(args: PreviewArgs) -> anyhow::Result<()> {
     println!("\nrows:");
     println!(
         "{}",
-        render_table(&preview.schema, &preview.rows, args.max_rows)?
+        render_table(
+            &preview.schema,
+            &preview.rows,
+            args.max_rows,
+            "raise --max-rows"
+        )?
     );
     if !preview.dead_letters.is_empty() {
         println!("\ndead letters:");

@@ -42,11 +42,16 @@ async fn print_result(tables: &TableSet, sql: &str, args: &QueryArgs) -> anyhow:
     match (args.format, &args.output) {
         (OutputFormat::Table, None) => println!(
             "{}",
-            kinesis_delta::query::render_table(&result.schema, &result.batches, args.max_rows)?
+            kinesis_delta::query::render_table(
+                &result.schema,
+                &result.batches,
+                args.max_rows,
+                "raise --max-rows, or use --format csv"
+            )?
         ),
         (OutputFormat::Table, Some(path)) => std::fs::write(
             path,
-            kinesis_delta::query::render_table(&result.schema, &result.batches, usize::MAX)?,
+            kinesis_delta::query::render_table(&result.schema, &result.batches, usize::MAX, "")?,
         )?,
         (format, Some(path)) if format != OutputFormat::Parquet => {
             let mut file = std::fs::File::create(path)

@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 use arrow::array::RecordBatch;
 
 use super::PlanPart;
-use crate::sink::CommitInfo;
+use crate::sink::{CommitInfo, engine_commit_info};
 
 /// A short fingerprint of a stream's schema file and cleaning SQL, as written: any edit to either
 /// gives another (whitespace included).
@@ -87,21 +87,16 @@ impl Lineage<'_> {
             .iter()
             .map(|p| p.part.decoded.dead_letters.len())
             .sum();
-        let mut info = CommitInfo::new();
-        info.insert(
-            "kinesisDelta".to_owned(),
-            json!({
-                "stream": self.stream,
-                "worker": self.worker,
-                "batchId": self.batch_id,
-                "sql": self.sql,
-                "rows": rows,
-                "deadLetters": dead_letters,
-                "plans": Value::Object(plans),
-                "recordsGone": self.records_gone,
-            }),
-        );
-        info
+        engine_commit_info(json!({
+            "stream": self.stream,
+            "worker": self.worker,
+            "batchId": self.batch_id,
+            "sql": self.sql,
+            "rows": rows,
+            "deadLetters": dead_letters,
+            "plans": Value::Object(plans),
+            "recordsGone": self.records_gone,
+        }))
     }
 }
 

@@ -204,11 +204,8 @@ impl StreamJob {
             tracing::warn!(shard = %id, plan, "the raw table lacks records of plans the table holds (it was off for a while, or a process without it committed them): rebuild will refuse it");
             starts_after.insert(id.clone(), *plan);
         }
-        if let Some(raw) = &mut self.raw {
-            raw.sink
-                .commit_table_property(RAW_STARTS_AFTER, &to_json(&starts_after))
-                .await?;
-        }
+        raw.commit_table_property(RAW_STARTS_AFTER, &to_json(&starts_after))
+            .await?;
         Ok(())
     }
 }

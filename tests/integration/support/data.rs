@@ -17,6 +17,9 @@ pub struct Triple {
     pub user: Value,
 }
 
+/// Each stream's record of a triple, in the shipped config's stream order (pin, geo, user).
+pub const PARTS: [fn(&Triple) -> &Value; 3] = [|t| &t.pin, |t| &t.geo, |t| &t.user];
+
 /// A deterministic triple for id `ind`.
 pub fn triple(ind: i64) -> Triple {
     let k = ind as usize;
@@ -93,4 +96,14 @@ pub fn stream_records(stream: &str, triples: &[Triple]) -> Vec<(String, Vec<u8>)
         "geo" => records(triples, |t| &t.geo),
         _ => records(triples, |t| &t.user),
     }
+}
+
+/// Triples `from..from + n` whose pin record is about 200 KB (a long description): records large
+/// enough to test memory and batch limits.
+pub fn triples_with_big_pins(from: i64, n: i64) -> Vec<Triple> {
+    let mut big = triples(from, n);
+    for t in &mut big {
+        t.pin["description"] = "x".repeat(200_000).into();
+    }
+    big
 }

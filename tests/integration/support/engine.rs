@@ -177,3 +177,26 @@ pub fn truncate_log(table_dir: &Path, from: u64) {
         }
     }
 }
+
+/// `kinesis-delta history pin --json`, every version.
+pub fn kinesis_delta_history(config: &Path) -> Vec<serde_json::Value> {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kinesis-delta"))
+        .args(["history", "pin", "--json", "--limit", "1000", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// `kinesis-delta preview pin <args>`'s output.
+pub fn kinesis_delta_preview(config: &Path, args: &[&str]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kinesis-delta"))
+        .args(["preview", "pin", "--config"])
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout).unwrap()
+}

@@ -216,16 +216,39 @@ pub fn write_config(
     path
 }
 
-/// Replaces the first `from` in a config file with `to` (which must be there).
-pub fn edit_config(config: &Path, from: &str, to: &str) {
-    let text = std::fs::read_to_string(config).unwrap();
-    assert!(text.contains(from), "the config has `{from}`");
-    std::fs::write(config, text.replacen(from, to, 1)).unwrap();
+/// Replaces the first `from` in a file (a config, a schema or SQL file) with `to`, which must be
+/// there.
+pub fn edit_file(file: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(file).unwrap();
+    assert!(text.contains(from), "{} has `{from}`", file.display());
+    std::fs::write(file, text.replacen(from, to, 1)).unwrap();
+}
+
+/// Gives the config's pin stream the raw table `pin_raw`.
+pub fn keep_raw_table(config: &Path) {
+    edit_file(
+        config,
+        "table = \"pin\"\n",
+        "table = \"pin\"\nraw_table = \"pin_raw\"\n",
+    );
+}
+
+/// The shipped `sql/<file>` as a copy in `dir` that a test edits, named in the config instead.
+pub fn own_copy(dir: &Path, config: &Path, file: &str) -> PathBuf {
+    let copy = dir.join(file);
+    let shipped = repo().join("sql").join(file);
+    std::fs::copy(&shipped, &copy).unwrap();
+    edit_file(
+        config,
+        &format!("{}\"", shipped.display()),
+        &format!("{}\"", copy.display()),
+    );
+    copy
 }
 
 /// Sets a test config's `trigger_interval` (300 ms by default in tests).
 pub fn set_trigger_interval(config: &Path, interval: &str) {
-    edit_config(
+    edit_file(
         config,
         "trigger_interval = \"300ms\"",
         &format!("trigger_interval = \"{interval}\""),
