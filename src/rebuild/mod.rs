@@ -116,7 +116,7 @@ pub async fn rebuild(
         Err(e) => {
             // With nothing committed, a mark of this run would stop the engine for nothing (one
             // it took over from a rebuild that stopped between its commits stays, and so does
-            // this run's if the table holds its files, or that cannot be told).
+            // this run's if its table commit was made, or that cannot be told).
             if run.marked
                 && !interrupted
                 && matches!(run.table.committed_as(&run.derivation.rows).await, Ok(None))
@@ -210,6 +210,15 @@ struct Rebuild<'a> {
     marked: bool,
 }
 
+/// What the raw table was found to hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RawHolds {
+    /// Every plan with records the version read holds.
+    Yes,
+    /// Another commit pruned a plan file the check needed: the table is read again.
+    TableMovedOn,
+}
+
 /// The table's rebuild commit.
 struct TableCommitted {
     version: i64,
@@ -246,7 +255,9 @@ impl Rebuild<'_> {
             // Read after the table: every plan it records has its raw rows there.
             let raw_rows = RecordTable::open(self.raw_uri, None, self.storage).await?;
             let counts = raw_rows.plan_counts().await?;
-            self.check_raw_holds(&counts, &plans).await?;
+            if self.check_raw_holds(&counts, &plans).await? == RawHolds::TableMovedOn {
+                continue;
+            }
             self.derivation
                 .extend(&raw_rows, &counts, &plans, progress)
                 .await?;
@@ -311,7 +322,7 @@ impl Rebuild<'_> {
         &self,
         counts: &PlanCounts,
         plans: &BTreeMap<String, i64>,
-    ) -> Result<(), EngineError> {
+    ) -> Result<RawHolds, EngineError> {
         if let Some((shard, _)) = counts.iter().find(|(_, plans)| plans.contains_key(&0)) {
             return Err(refused(format!(
                 "the raw table has rows of {shard} without a plan number (written by an earlier version): rebuild cannot tell which batches they belong to"
@@ -323,13 +334,16 @@ impl Rebuild<'_> {
                 if held.is_some_and(|h| h.contains_key(&plan)) {
                     continue;
                 }
-                // A plan file with no range took no record; a missing one cannot tell.
-                if self
-                    .plan_log
-                    .get(shard, plan)
-                    .await?
-                    .is_none_or(|p| p.range.is_some())
-                {
+                // A plan file with no range took no record.
+                let took_records = match self.plan_log.get(shard, plan).await? {
+                    Some(file) => file.range.is_some(),
+                    // Pruned by a commit after the version read: read it again.
+                    None if self.committed_since(shard, last).await? => {
+                        return Ok(RawHolds::TableMovedOn);
+                    }
+                    None => true,
+                };
+                if took_records {
                     return Err(refused(format!(
                         "the table holds plan {plan} of {shard}, which took records, and the raw table {} has none of them: a process without the raw table committed it, so a rebuild would lose its rows. Give every process the raw table; a rebuild needs it from the table's first batch",
                         self.raw_uri
@@ -337,7 +351,16 @@ impl Rebuild<'_> {
                 }
             }
         }
-        Ok(())
+        Ok(RawHolds::Yes)
+    }
+
+    /// Whether the table's newest version records a plan of `shard` after `plan` (read apart
+    /// from the version the rebuild is built on).
+    async fn committed_since(&self, shard: &str, plan: i64) -> Result<bool, EngineError> {
+        let id = format!("{}{shard}", self.shard_prefix);
+        let mut newest = DeltaSink::open_with(self.table.uri(), &id, self.storage).await?;
+        let recorded = newest.recorded(std::slice::from_ref(&id)).await?;
+        Ok(recorded.get(&id).is_some_and(|&now| now > plan))
     }
 
     /// Each shard's plan, from the plans of its transaction id.

@@ -13,8 +13,8 @@ use super::SinkError;
 use super::manifest::{BatchSplit, put_json, read_json};
 use crate::source::{ShardPosition, ShardRange};
 
-/// Plans kept behind a shard's newest committed one (for inspection; only the newest committed
-/// one and the one after it are read).
+/// Plans kept behind a shard's newest committed one. The engine reads only the newest committed
+/// one and the one after it; `rebuild` reads all of them (which of them took records).
 pub const KEEP_COMMITTED: i64 = 20;
 
 /// One shard's plan number `version`.
