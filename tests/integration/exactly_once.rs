@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::end_to_end::{assert_exactly_once, put_triples};
 use crate::support::data::triples;
 use crate::support::engine::{
-    assert_log_clean, engine_command, signal, table_rows, undo_last_table_commit,
+    assert_log_clean, engine_command, signal, table_rows, undo_last_table_commit, wait_for_rows,
     wait_with_deadline,
 };
 use crate::support::fault_proxy::{FaultPlan, FaultProxy};
@@ -20,16 +20,6 @@ use crate::support::{
 };
 use kinesis_delta::config::Pipeline;
 use kinesis_delta::pipeline::{EngineError, ErrorKind};
-
-/// Waits until every table of the pipeline holds at least `n` rows.
-async fn wait_for_rows(pipeline: &Pipeline, n: i64, timeout: Duration) {
-    for spec in &pipeline.streams {
-        wait_until(&format!("{n} rows in {}", spec.name), timeout, || async {
-            table_rows(&spec.table_uri).await >= n
-        })
-        .await;
-    }
-}
 
 /// Every table and dead-letter table of the pipeline records each batch once.
 fn assert_logs_clean(dir: &Path, pipeline: &Pipeline) {

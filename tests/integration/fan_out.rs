@@ -13,7 +13,9 @@ use kinesis_delta::source::KinesisClient;
 use crate::chaos::split;
 use crate::end_to_end::{assert_exactly_once, put_triples_with};
 use crate::support::data::{PARTS, records, triples, triples_with_big_pins};
-use crate::support::engine::{engine_command, signal, table_rows, wait_with_deadline};
+use crate::support::engine::{
+    engine_command, signal, table_rows, wait_for_rows, wait_with_deadline,
+};
 use crate::support::servers::{Kind, TestKinesis};
 use crate::support::{
     create_streams, edit_file, load_pipeline, put_each, put_records, wait_until, write_config,
@@ -141,10 +143,7 @@ async fn enhanced_fan_out_lands_every_record_once_through_renewals_a_split_and_s
     // A split: the parent's subscription ends with its children, which are subscribed in turn.
     split(&client, &pipeline.streams[0].stream).await;
     put_triples_with(&client, &pipeline, &triples(900, 100)).await;
-    wait_until("all 1000 pins", Duration::from_secs(90), || async {
-        table_rows(&pin).await >= 1000
-    })
-    .await;
+    wait_for_rows(&pipeline, 1000, Duration::from_secs(90)).await;
     signal(&engine, "TERM");
     let stopped = wait_with_deadline(engine, Duration::from_secs(60), "the engine after SIGTERM");
     assert!(stopped.status.success(), "{stopped:?}");

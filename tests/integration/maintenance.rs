@@ -68,11 +68,7 @@ async fn hundreds_of_tiny_batches_end_in_a_handful_of_files() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    crate::support::wait_until("every record is committed", Duration::from_secs(60), || {
-        let pin = pin.clone();
-        async move { crate::support::engine::table_rows(&pin).await == posts }
-    })
-    .await;
+    crate::support::engine::wait_for_rows(&pipeline, posts, Duration::from_secs(60)).await;
     cancel.cancel();
     let (result, mut progress) = engine.await.unwrap();
     result.unwrap();

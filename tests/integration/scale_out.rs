@@ -11,11 +11,11 @@ use kinesis_delta::config::Pipeline;
 use kinesis_delta::lease::LeaseTable;
 
 use crate::chaos::{merge, split};
-use crate::end_to_end::{assert_exactly_once, put_triples, tables};
+use crate::end_to_end::{assert_exactly_once, put_triples};
 use crate::support::data::triples;
 use crate::support::dynalite::Dynalite;
 use crate::support::engine::{
-    assert_log_clean, engine_command, signal, table_rows, wait_with_deadline,
+    assert_log_clean, engine_command, signal, wait_for_rows, wait_with_deadline,
 };
 use crate::support::servers::{Kind, TestKinesis};
 use crate::support::{create_streams, edit_file, load_pipeline, wait_until, write_config};
@@ -108,19 +108,6 @@ impl Drop for Workers {
             let _ = child.wait();
         }
     }
-}
-
-/// Waits until every table holds `n` rows.
-async fn wait_for_rows(pipeline: &Pipeline, n: i64, timeout: Duration) {
-    wait_until(&format!("{n} rows in each table"), timeout, || async {
-        for (_, uri) in tables(pipeline) {
-            if table_rows(&uri).await < n {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
 }
 
 /// `kinesis-delta leases --json`: every shard's owner, committed plan and lag.

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::end_to_end::{assert_exactly_once, put_triples};
 use crate::support::data::{records, triples, triples_with_big_pins};
-use crate::support::engine::table_rows;
+use crate::support::engine::{table_rows, wait_for_rows};
 use crate::support::fault_proxy::{FaultPlan, FaultProxy};
 use crate::support::servers::{Kind, TestKinesis};
 use crate::support::{
@@ -102,15 +102,8 @@ async fn records_reaching_a_caught_up_engine_are_committed_without_waiting_for_t
     // The engine is now idle at the tip of every shard.
     tokio::time::sleep(Duration::from_secs(2)).await;
     put_triples(&server, &pipeline, &triples(10, 20)).await;
-    wait_until(
-        "records put while idle are committed within seconds",
-        Duration::from_secs(30),
-        || {
-            let pin = pin.clone();
-            async move { table_rows(&pin).await == 30 }
-        },
-    )
-    .await;
+    // Records put while idle are committed within seconds.
+    wait_for_rows(&pipeline, 30, Duration::from_secs(30)).await;
     cancel.cancel();
     engine.await.unwrap().unwrap();
     assert_exactly_once(&pipeline, 30).await;

@@ -5,7 +5,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::query_counts;
+use kinesis_delta::config::Pipeline;
+
+use super::{query_counts, wait_until};
 
 /// `kinesis-delta run --config <config>` (with `--available-now` when asked), quiet on stdout.
 pub fn engine_command(config: &Path, available_now: bool) -> Command {
@@ -67,6 +69,17 @@ pub async fn table_rows(uri: &str) -> i64 {
         return 0;
     }
     query_counts(&[("t", uri)], "SELECT count(*) FROM t").await[0]
+}
+
+/// Waits until every table of the pipeline holds at least `n` rows. A test that stops an engine
+/// must wait for all of them: a stop does not read on, and the streams are put one after another.
+pub async fn wait_for_rows(pipeline: &Pipeline, n: i64, timeout: Duration) {
+    for spec in &pipeline.streams {
+        wait_until(&format!("{n} rows in {}", spec.name), timeout, || async {
+            table_rows(&spec.table_uri).await >= n
+        })
+        .await;
+    }
 }
 
 /// One commit of a Delta log: its version, its `txn` actions and whether it has a `metaData`.
