@@ -102,6 +102,26 @@ impl LeaseTable {
         Ok(leases)
     }
 
+    /// The table named `table` when it exists, without creating it (for `leases`, which only
+    /// reads). `None` when DynamoDB does not know it.
+    pub async fn existing(client: Client, table: &str) -> Result<Option<Self>, LeaseError> {
+        let leases = Self {
+            client,
+            table: table.to_owned(),
+        };
+        let described = leases
+            .client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await;
+        match described {
+            Ok(_) => Ok(Some(leases)),
+            Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(None),
+            Err(e) => Err(leases.call_error("DescribeTable", &e)),
+        }
+    }
+
     async fn wait_active(&self, limit: Duration) -> Result<(), LeaseError> {
         let started = tokio::time::Instant::now();
         loop {

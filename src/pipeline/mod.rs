@@ -19,7 +19,7 @@ mod stream_job;
 
 pub use error::{EngineError, ErrorKind, SplitChange};
 pub use maintenance::{TableMaintenance, maintain_table, pipeline_tables};
-pub use status::{ShardStatus, shard_status};
+pub use status::{Owners, ShardStatus, shard_status};
 pub use stream_job::{RAW_STARTS_AFTER, RunMode, StreamJob, StreamSummary, sql_fingerprint};
 
 use tokio::sync::mpsc::UnboundedSender;

@@ -32,22 +32,42 @@ pub struct ShardStatus {
     pub millis_behind: Option<i64>,
 }
 
-/// Every listed shard of every stream of `pipeline`, with the shards the table has plans of.
-pub async fn shard_status(pipeline: &Pipeline) -> Result<Vec<ShardStatus>, EngineError> {
+/// Where the shards' owners come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owners {
+    /// The config has no `[leases]`: one process reads every shard.
+    NoLeases,
+    /// The config names a lease table that does not exist yet (no engine with `[leases]` has
+    /// started); it is not created by reading.
+    NoLeaseTable(String),
+    /// Read from the lease table.
+    LeaseTable,
+}
+
+/// Every listed shard of every stream of `pipeline`, with the shards the table has plans of, and
+/// where their owners were read from. Nothing is written, in DynamoDB or in the tables.
+pub async fn shard_status(pipeline: &Pipeline) -> Result<(Vec<ShardStatus>, Owners), EngineError> {
     let client = connect(&pipeline.kinesis).await;
-    let owners = match &pipeline.leases {
+    let mut owners = std::collections::BTreeMap::new();
+    let owners_from = match &pipeline.leases {
         Some(settings) => {
             let dynamodb =
                 connect_dynamodb(&pipeline.kinesis, settings.endpoint_url.as_deref()).await;
-            LeaseTable::open(dynamodb, &settings.table)
-                .await?
-                .list()
-                .await?
-                .into_iter()
-                .filter_map(|l| Some((l.key, l.owner?)))
-                .collect()
+            match LeaseTable::existing(dynamodb, &settings.table).await? {
+                Some(table) => {
+                    owners.extend(
+                        table
+                            .list()
+                            .await?
+                            .into_iter()
+                            .filter_map(|l| Some((l.key, l.owner?))),
+                    );
+                    Owners::LeaseTable
+                }
+                None => Owners::NoLeaseTable(settings.table.clone()),
+            }
         }
-        None => std::collections::BTreeMap::new(),
+        None => Owners::NoLeases,
     };
     let mut statuses = Vec::new();
     for spec in &pipeline.streams {
@@ -93,7 +113,7 @@ pub async fn shard_status(pipeline: &Pipeline) -> Result<Vec<ShardStatus>, Engin
             });
         }
     }
-    Ok(statuses)
+    Ok((statuses, owners_from))
 }
 
 /// `MillisBehindLatest` of one GetRecords call of one record after `last` (from the shard's

@@ -144,6 +144,21 @@ async fn workers_share_the_shards_rebalance_and_take_over_a_killed_one() {
     let config = lease_config(dir.path(), server.endpoint(), &dynamodb.endpoint, "share");
     let pipeline = load_pipeline(&config);
     create_streams(&server.client().await, &pipeline, 8).await;
+    // `leases` only reads: before any engine, every shard is free at plan 0, and the lease table
+    // is not created by looking.
+    let before = shard_status(&config);
+    assert_eq!(before.len(), 24, "{before:?}");
+    assert!(
+        before
+            .iter()
+            .all(|s| s["owner"].is_null() && s["plan"] == 0),
+        "{before:?}"
+    );
+    let lease_table = LeaseTable::existing(dynamodb.client(), "leases").await;
+    assert!(
+        lease_table.unwrap().is_none(),
+        "`leases` created the lease table"
+    );
     let leases = LeaseTable::open(dynamodb.client(), "leases").await.unwrap();
 
     let mut workers = Workers::default();

@@ -1,18 +1,22 @@
 //! `leases`: where every shard stands (owner, checkpoint, lag), as a table or `--json`.
 
 use kinesis_delta::cli::LeasesArgs;
-use kinesis_delta::pipeline::shard_status;
+use kinesis_delta::pipeline::{Owners, shard_status};
 
 #[allow(clippy::print_stdout)]
 pub async fn leases(args: LeasesArgs) -> anyhow::Result<()> {
     let pipeline = args.pipeline.pipeline()?;
-    let statuses = shard_status(&pipeline).await?;
+    let (statuses, owners) = shard_status(&pipeline).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&statuses)?);
         return Ok(());
     }
-    if pipeline.leases.is_none() {
-        println!("(no [leases] in the config: one process reads every shard)");
+    match owners {
+        Owners::NoLeases => println!("(no [leases] in the config: one process reads every shard)"),
+        Owners::NoLeaseTable(table) => println!(
+            "(the lease table `{table}` does not exist yet: no engine with [leases] has started)"
+        ),
+        Owners::LeaseTable => {}
     }
     println!(
         "{:<32} {:<22} {:<28} {:>6} {:>12}  last sequence",
