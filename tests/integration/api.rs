@@ -514,17 +514,21 @@ async fn kinesis_throttling_is_a_429_with_its_type() {
     assert!(json["message"].as_str().unwrap().contains("Rate exceeded"));
 }
 
-/// A "Kinesis" that accepts connections and never answers.
-async fn silent_endpoint() -> String {
+/// A "Kinesis" that accepts connections and never answers, and what it notifies at each
+/// connection it accepts.
+async fn silent_endpoint() -> (String, std::sync::Arc<tokio::sync::Notify>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let connected = std::sync::Arc::new(tokio::sync::Notify::new());
+    let notify = std::sync::Arc::clone(&connected);
     tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((socket, _)) = listener.accept().await {
             held.push(socket);
+            notify.notify_one();
         }
     });
-    endpoint
+    (endpoint, connected)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -533,7 +537,8 @@ async fn a_slow_kinesis_is_answered_408_and_shutdown_lets_in_flight_requests_fin
         request_timeout: Duration::from_millis(1500),
         ..ApiSettings::default()
     };
-    let app = api::app(client(&silent_endpoint().await).await, &settings);
+    let (kinesis, kinesis_called) = silent_endpoint().await;
+    let app = api::app(client(&kinesis).await, &settings);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let cancel = CancellationToken::new();
@@ -547,8 +552,11 @@ async fn a_slow_kinesis_is_answered_408_and_shutdown_lets_in_flight_requests_fin
             .await
             .map(|r| r.status().as_u16())
     });
-    // Shut down while the request is in flight: it still gets its answer.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Shut down while the request is in flight (its handler waits on Kinesis): it still gets its
+    // answer.
+    tokio::time::timeout(Duration::from_secs(10), kinesis_called.notified())
+        .await
+        .expect("the request reaches Kinesis");
     cancel.cancel();
     assert_eq!(
         request

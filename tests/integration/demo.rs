@@ -5,7 +5,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::{query_counts, repo, write_config};
+use crate::support::engine::table_rows;
+use crate::support::{query_counts, repo, wait_until, write_config};
 
 fn demo(config: &Path, data: &Path, posts: u64, rate: u32) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_kinesis-delta"));
@@ -35,20 +36,18 @@ fn accepted(stdout: &str) -> Vec<i64> {
     counts.into_iter().map(|(_, n)| n).collect()
 }
 
+/// The URI of the demo's table `name`.
+fn table_uri(data: &Path, name: &str) -> String {
+    let uri = url::Url::from_directory_path(data.join("tables").join(name)).unwrap();
+    uri.as_str().trim_end_matches('/').to_owned()
+}
+
 async fn table_counts(data: &Path) -> Vec<i64> {
     let mut counts = Vec::new();
     // Sorted by stream name, as `accepted` is: geo, pin, user.
     for name in ["geo", "pin", "user"] {
-        let uri = url::Url::from_directory_path(data.join("tables").join(name))
-            .unwrap()
-            .to_string();
-        counts.push(
-            query_counts(
-                &[("t", uri.trim_end_matches('/'))],
-                "SELECT count(*) FROM t",
-            )
-            .await[0],
-        );
+        let uri = table_uri(data, name);
+        counts.push(query_counts(&[("t", &uri)], "SELECT count(*) FROM t").await[0]);
     }
     counts
 }
@@ -90,7 +89,15 @@ async fn stopping_the_demo_mid_run_and_running_it_again_keeps_counts_exact() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Once every stream has posts in its table.
+    for name in ["geo", "pin", "user"] {
+        let uri = table_uri(&data, name);
+        wait_until(&format!("rows in {name}"), Duration::from_secs(120), || {
+            let uri = uri.clone();
+            async move { table_rows(&uri).await > 0 }
+        })
+        .await;
+    }
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()

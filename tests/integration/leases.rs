@@ -160,16 +160,18 @@ async fn workers_share_rebalance_and_take_over_a_stopped_worker() {
     workers.start("w4");
     workers.wait_for(&[2, 2, 2, 2]).await;
 
-    // One stops without a word: its leases are taken once they expire.
-    let stopped_at = Instant::now();
-    let _gone = workers.stop("w2").await;
+    // One stops without a word: its leases are taken once they expire, which is a lease duration
+    // after its last renewal at the earliest (the counter moved no earlier than that heartbeat's
+    // start, from which `safe_until` counts).
+    let gone = workers.stop("w2").await;
+    let last_renewal = gone.safe_until().unwrap().into_std() - duration;
     workers.wait_for(&[2, 3, 3]).await;
-    let unread = stopped_at.elapsed();
+    let unread = last_renewal.elapsed();
     assert!(
         unread >= duration && unread < duration * 3,
-        "a stopped worker's leases were taken after {unread:?} (lease duration {duration:?})"
+        "a stopped worker's leases were taken {unread:?} after its last renewal (lease duration {duration:?})"
     );
-    eprintln!("leases of a stopped worker taken after {unread:?} (lease duration {duration:?})");
+    eprintln!("leases of a stopped worker taken {unread:?} after its last renewal ({duration:?})");
 
     // One shuts down cleanly: its leases are free at once, well within the lease duration.
     let leaving = workers.stop("w3").await;

@@ -14,12 +14,13 @@ use crate::end_to_end::{assert_exactly_once, put_triples, put_triples_with};
 use crate::support::data::{PARTS, Triple, records, triples};
 use crate::support::engine::{
     engine_command, kinesis_delta_history, kinesis_delta_preview, read_log, run_then_sigkill,
-    signal, truncate_log, undo_last_table_commit, wait_with_deadline,
+    signal, table_rows, truncate_log, undo_last_table_commit, wait_with_deadline,
 };
 use crate::support::servers::{Kind, TestKinesis};
 use crate::support::{
     create_streams, edit_file, keep_raw_table, load_pipeline, own_copy, put_records, query,
-    query_counts, run_available_now, run_expecting_error, set_trigger_interval, write_config,
+    query_counts, run_available_now, run_expecting_error, set_trigger_interval, wait_until,
+    write_config,
 };
 use kinesis_delta::config::Pipeline;
 use kinesis_delta::query::{AsOf, TableSet};
@@ -335,29 +336,40 @@ async fn rebuild_while_an_engine_commits_loses_and_repeats_nothing() {
     run_available_now(&pipeline).await;
 
     let engine = engine_command(&config, false).spawn().unwrap();
-    let (rounds, per_round) = (20_i64, 30_i64);
+    let per_round = 30_i64;
+    let stop_putting = tokio_util::sync::CancellationToken::new();
     let putting = {
         let (endpoint, pipeline) = (server.endpoint().to_owned(), pipeline.clone());
+        let stop = stop_putting.clone();
         tokio::spawn(async move {
             let client = crate::support::client(&endpoint).await;
-            for round in 0..rounds {
-                let batch = triples(400 + round * per_round, per_round);
-                put_triples_with(&client, &pipeline, &batch).await;
+            let mut put = 400;
+            while !stop.is_cancelled() {
+                put_triples_with(&client, &pipeline, &triples(put, per_round)).await;
+                put += per_round;
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
+            put
         })
     };
+    let pin = pipeline.streams[0].table_uri.clone();
+    wait_until("the engine commits", Duration::from_secs(60), || async {
+        table_rows(&pin).await > 400
+    })
+    .await;
+    // Rebuilds until one meets an engine commit (else this test shows nothing).
     let mut attempts = Vec::new();
-    for _ in 0..3 {
+    while !attempts.iter().any(|a| *a > 1) {
+        assert!(
+            attempts.len() < 10,
+            "no rebuild met an engine commit: {attempts:?}"
+        );
         let (done, _) = rebuild_pin(&pipeline).await;
         attempts.push(done.attempts);
     }
     eprintln!("rebuild attempts while the engine committed: {attempts:?}");
-    assert!(
-        attempts.iter().any(|a| *a > 1),
-        "the engine committed while a rebuild was committing (else this test shows nothing)"
-    );
-    putting.await.unwrap();
+    stop_putting.cancel();
+    let total = putting.await.unwrap();
     signal(&engine, "TERM");
     let output = wait_with_deadline(engine, Duration::from_secs(60), "the engine");
     assert!(
@@ -365,7 +377,6 @@ async fn rebuild_while_an_engine_commits_loses_and_repeats_nothing() {
         "the engine kept running through the rebuilds: {output:?}"
     );
     run_available_now(&pipeline).await;
-    let total = 400 + rounds * per_round;
     assert_exactly_once(&pipeline, total).await;
     // And a last rebuild gives the same table.
     let (done, _) = rebuild_pin(&pipeline).await;
