@@ -33,6 +33,12 @@ pub(crate) struct LeaseService {
     shards: ShardLeases,
 }
 
+/// A shard's lease key, `<pipeline>/<stream>/<shard>`: the pipeline scopes the workers that
+/// share it, so pipelines can share one table. With no shard, the start of the stream's keys.
+pub(crate) fn lease_key(pipeline: &str, stream: &str, shard: &str) -> String {
+    format!("{pipeline}/{stream}/{shard}")
+}
+
 /// What a stream job sees of the leases.
 #[derive(Debug, Clone)]
 pub(crate) struct ShardLeases {
@@ -41,8 +47,8 @@ pub(crate) struct ShardLeases {
     wake: Arc<Notify>,
     table: LeaseTable,
     worker: String,
-    /// `<pipeline>/`: the part of the table this pipeline's processes share.
-    scope: String,
+    /// The pipeline: the part of the table its processes share.
+    pipeline: String,
     /// Reading stops this long before the leases may expire.
     margin: Duration,
 }
@@ -62,8 +68,8 @@ impl LeaseService {
             .clone()
             .unwrap_or_else(|| LeaseWorker::unique_id(&LeaseWorker::host_name()));
         tracing::info!(worker = %id, table = %settings.table, "sharing the shards through leases");
-        let scope = format!("{pipeline}/");
-        let mut worker = LeaseWorker::new(table.clone(), &id, settings.duration).within(&scope);
+        let mut worker =
+            LeaseWorker::new(table.clone(), &id, settings.duration).within(&format!("{pipeline}/"));
         let (held_tx, held) = watch::channel(Held::default());
         let (finished, mut finished_rx) = mpsc::unbounded_channel();
         let wake = Arc::new(Notify::new());
@@ -103,7 +109,7 @@ impl LeaseService {
                 wake,
                 table,
                 worker: id,
-                scope,
+                pipeline: pipeline.to_owned(),
                 margin: settings.duration / 6,
             },
         })
@@ -133,7 +139,7 @@ impl LeaseService {
 impl ShardLeases {
     /// The shards of `stream` whose leases the last successful heartbeat held.
     pub fn held(&self, stream: &str) -> BTreeSet<String> {
-        let prefix = format!("{}{stream}/", self.scope);
+        let prefix = lease_key(&self.pipeline, stream, "");
         self.held
             .borrow()
             .keys
@@ -154,7 +160,7 @@ impl ShardLeases {
     }
 
     fn key(&self, stream: &str, shard: &str) -> String {
-        format!("{}{stream}/{shard}", self.scope)
+        lease_key(&self.pipeline, stream, shard)
     }
 
     /// Adds a free lease for each of `shards` unless it has one, then asks for a heartbeat.

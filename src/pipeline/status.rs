@@ -5,9 +5,10 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::EngineError;
+use super::leases::lease_key;
 use crate::config::Pipeline;
 use crate::lease::LeaseTable;
-use crate::sink::{DeltaSink, ShardPlanLog};
+use crate::sink::{DeltaSink, ShardPlanLog, shard_app_id};
 use crate::source::{KinesisClient, connect, connect_dynamodb, list_shards};
 
 /// One shard's state.
@@ -81,7 +82,7 @@ pub async fn shard_status(pipeline: &Pipeline) -> Result<(Vec<ShardStatus>, Owne
             .map(|s| s.shard_id)
             .collect();
         shards.extend(plans.shards().await?);
-        let ids: Vec<String> = shards.iter().map(|s| format!("{app_id}/{s}")).collect();
+        let ids: Vec<String> = shards.iter().map(|s| shard_app_id(&app_id, s)).collect();
         let recorded = table.recorded(&ids).await?;
         for (shard, id) in shards.into_iter().zip(ids) {
             let plan = recorded.get(&id).copied().unwrap_or(0);
@@ -101,7 +102,7 @@ pub async fn shard_status(pipeline: &Pipeline) -> Result<(Vec<ShardStatus>, Owne
             };
             statuses.push(ShardStatus {
                 owner: owners
-                    .get(&format!("{}/{}/{shard}", pipeline.name, spec.stream))
+                    .get(&lease_key(&pipeline.name, &spec.stream, &shard))
                     .cloned(),
                 stream: spec.stream.clone(),
                 planned_at: committed.as_ref().map(|p| p.planned_at),

@@ -327,7 +327,7 @@ impl StreamJob {
 
     /// A shard's transaction id.
     fn shard_app_id(&self, shard: &str) -> String {
-        format!("{}/{shard}", self.app_id)
+        crate::sink::shard_app_id(&self.app_id, shard)
     }
 
     /// Runs batches until cancelled or, with [`RunMode::AvailableNow`], caught up; then

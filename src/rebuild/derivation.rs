@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
-use serde_json::{Value, json};
 
 use super::RebuildProgress;
 use crate::config::StreamSpec;
@@ -14,7 +13,7 @@ use crate::decode::{RecordDecoder, dead_letter_batch};
 use crate::pipeline::{EngineError, sql_fingerprint};
 use crate::query::RecordTable;
 use crate::query::records::{PlanCounts, PlanRecords};
-use crate::sink::{CommitInfo, DeltaSink, Replacement, engine_commit_info};
+use crate::sink::{CommitInfo, DeltaSink, EngineCommit, PlanCommit, RebuildCommit, Replacement};
 use crate::transform::Cleaning;
 
 /// About how many raw records are read at once.
@@ -143,19 +142,30 @@ impl Derivation {
         from: i64,
         rows: u64,
     ) -> CommitInfo {
-        let plans: serde_json::Map<String, Value> = recorded
+        let plans = recorded
             .iter()
-            .map(|(shard, plan)| (shard.clone(), json!({ "plan": plan })))
+            .map(|(shard, plan)| {
+                let plan = PlanCommit {
+                    plan: *plan,
+                    ..PlanCommit::default()
+                };
+                (shard.clone(), plan)
+            })
             .collect();
-        engine_commit_info(json!({
-            "stream": self.stream,
-            "worker": self.worker,
-            "rebuild": { "fromVersion": from, "records": self.records },
-            "sql": self.sql,
-            "rows": rows,
-            "deadLetters": self.dead_letter_count(),
-            "plans": Value::Object(plans),
-        }))
+        EngineCommit {
+            stream: Some(self.stream.clone()),
+            worker: Some(self.worker.clone()),
+            rebuild: Some(RebuildCommit {
+                from_version: from,
+                records: self.records,
+            }),
+            sql: Some(self.sql.clone()),
+            rows: Some(rows),
+            dead_letters: Some(self.dead_letter_count()),
+            plans,
+            ..EngineCommit::default()
+        }
+        .commit_info()
     }
 }
 

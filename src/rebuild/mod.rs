@@ -31,7 +31,9 @@ use crate::lease::LeaseWorker;
 use crate::pipeline::{EngineError, RAW_STARTS_AFTER};
 use crate::query::RecordTable;
 use crate::query::records::PlanCounts;
-use crate::sink::{DeltaSink, KEEP_COMMITTED, ManifestLog, RebuildMark, ShardPlanLog};
+use crate::sink::{
+    DeltaSink, KEEP_COMMITTED, ManifestLog, RebuildMark, ShardPlanLog, shard_app_id, shard_of,
+};
 
 /// How long a commit (the table's, the dead letters') is tried again while other commits keep
 /// coming first (each attempt of the table's derives only the plans committed since the last).
@@ -103,7 +105,7 @@ pub async fn rebuild(
         raw,
         raw_uri,
         storage,
-        shard_prefix: format!("{app_id}/"),
+        app_id: app_id.clone(),
         owner,
         marked: false,
     };
@@ -202,8 +204,8 @@ struct Rebuild<'a> {
     manifests: ManifestLog,
     plan_log: ShardPlanLog,
     derivation: Derivation,
-    /// `<app_id>/`: the start of each shard's transaction id.
-    shard_prefix: String,
+    /// The stream's transaction id, under which each shard's is.
+    app_id: String,
     /// This run, named in the mark.
     owner: String,
     /// This run wrote the mark.
@@ -248,7 +250,7 @@ impl Rebuild<'_> {
             let shards = self.plan_log.shards().await?;
             let ids: Vec<String> = shards
                 .iter()
-                .map(|s| format!("{}{s}", self.shard_prefix))
+                .map(|s| shard_app_id(&self.app_id, s))
                 .collect();
             let by_id = self.table.loaded_recorded(&ids).await?;
             let plans = self.by_shard(&by_id);
@@ -357,7 +359,7 @@ impl Rebuild<'_> {
     /// Whether the table's newest version records a plan of `shard` after `plan` (read apart
     /// from the version the rebuild is built on).
     async fn committed_since(&self, shard: &str, plan: i64) -> Result<bool, EngineError> {
-        let id = format!("{}{shard}", self.shard_prefix);
+        let id = shard_app_id(&self.app_id, shard);
         let mut newest = DeltaSink::open_with(self.table.uri(), &id, self.storage).await?;
         let recorded = newest.recorded(std::slice::from_ref(&id)).await?;
         Ok(recorded.get(&id).is_some_and(|&now| now > plan))
@@ -367,7 +369,7 @@ impl Rebuild<'_> {
     fn by_shard(&self, by_id: &BTreeMap<String, i64>) -> BTreeMap<String, i64> {
         by_id
             .iter()
-            .filter_map(|(id, plan)| Some((id.strip_prefix(&self.shard_prefix)?.to_owned(), *plan)))
+            .filter_map(|(id, plan)| Some((shard_of(&self.app_id, id)?.to_owned(), *plan)))
             .collect()
     }
 

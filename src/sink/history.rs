@@ -8,7 +8,7 @@ use object_store::path::Path;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{DeltaSink, SinkError};
+use super::{DeltaSink, EngineCommit, SinkError};
 
 /// One version of a table.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -83,18 +83,7 @@ impl DeltaSink {
     }
 }
 
-/// The key of the engine's own fields in a commit's `commitInfo`.
-const ENGINE_KEY: &str = "kinesisDelta";
-
-/// A `commitInfo` holding the engine's `fields` (an object) under its own key, as `history`
-/// reads them.
-pub fn engine_commit_info(fields: Value) -> super::CommitInfo {
-    let mut info = super::CommitInfo::new();
-    info.insert(ENGINE_KEY.to_owned(), fields);
-    info
-}
-
-/// A version as its `commitInfo` tells it (an engine commit's is under `kinesisDelta`).
+/// A version as its `commitInfo` tells it (an engine commit's fields are [`EngineCommit`]'s).
 fn describe(version: i64, info: Option<&Value>) -> TableVersion {
     let mut described = TableVersion {
         version,
@@ -103,26 +92,24 @@ fn describe(version: i64, info: Option<&Value>) -> TableVersion {
     let Some(info) = info else {
         return described;
     };
-    let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_owned);
     described.timestamp = info
         .get("timestamp")
         .and_then(Value::as_i64)
         .and_then(DateTime::from_timestamp_millis);
-    described.operation = text(info, "operation");
-    if let Some(engine) = info.get(ENGINE_KEY) {
-        described.batch_id = engine.get("batchId").and_then(Value::as_i64);
-        described.rows = engine.get("rows").and_then(Value::as_u64);
-        described.dead_letters = engine.get("deadLetters").and_then(Value::as_u64);
-        described.sql = text(engine, "sql");
-        described.worker = text(engine, "worker");
-        if engine.get("rebuild").is_some() {
+    described.operation = info
+        .get("operation")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    if let Some(engine) = EngineCommit::of(info) {
+        if engine.rebuild.is_some() {
             described.operation = Some("REBUILD".to_owned());
         }
-        described.shards = engine
-            .get("plans")
-            .and_then(Value::as_object)
-            .map(|plans| plans.keys().cloned().collect())
-            .unwrap_or_default();
+        described.batch_id = engine.batch_id;
+        described.rows = engine.rows;
+        described.dead_letters = engine.dead_letters;
+        described.sql = engine.sql;
+        described.worker = engine.worker;
+        described.shards = engine.plans.into_keys().collect();
     }
     described
 }
@@ -137,7 +124,8 @@ mod tests {
             "timestamp": 1_700_000_000_000_i64,
             "operation": "WRITE",
             "kinesisDelta": {"batchId": 7, "rows": 40, "deadLetters": 2, "sql": "0123456789ab",
-                "worker": "w", "plans": {"shardId-000000000000": {}, "shardId-000000000001": {}}}
+                "worker": "w", "plans": {"shardId-000000000000": {"plan": 3},
+                "shardId-000000000001": {"plan": 1}}}
         });
         let version = describe(3, Some(&info));
         assert_eq!(version.version, 3);

@@ -4,6 +4,7 @@
 //! stream-level checkpoints of earlier versions, read once to upgrade. The protocol is in
 //! `doc/DESIGN.md`.
 
+mod commit_info;
 mod delta;
 mod evolve;
 mod history;
@@ -14,13 +15,14 @@ mod schema;
 mod shard_commit;
 mod shard_plans;
 
+pub use commit_info::{EngineCommit, PlanCommit, RebuildCommit};
 pub use delta::{CommitOutcome, DeltaSink};
-pub use history::{TableVersion, engine_commit_info};
+pub use history::TableVersion;
 pub use maintenance::{Compaction, TableFiles};
 pub use manifest::{BatchManifest, BatchSplit, Fence, ManifestLog, RebuildMark, TipMarker};
 pub use replace::Replacement;
 pub use schema::delta_compatible;
-pub use shard_commit::{CommitInfo, Numbering, PlanRows, PlansCommitted};
+pub use shard_commit::{CommitInfo, Numbering, PlanRows, PlansCommitted, shard_app_id, shard_of};
 pub use shard_plans::{KEEP_COMMITTED, PlanOutcome, ShardPlan, ShardPlanLog, ShardTip};
 
 /// A Delta or object-store failure. Outside the user's hands unless the message says otherwise;

@@ -20,6 +20,17 @@ use deltalake::kernel::transaction::{CommitConflictError, TransactionError};
 use super::delta::{ContendedRounds, built_on_a_stale_version};
 use super::{DeltaSink, SinkError};
 
+/// The transaction id of one shard's plans: the stream's id (`kinesis-delta/<pipeline>/<stream>`),
+/// then the shard.
+pub fn shard_app_id(stream_app_id: &str, shard: &str) -> String {
+    format!("{stream_app_id}/{shard}")
+}
+
+/// The shard whose transaction id `id` is, among the shards of the stream `stream_app_id`.
+pub fn shard_of<'a>(stream_app_id: &str, id: &'a str) -> Option<&'a str> {
+    id.strip_prefix(stream_app_id)?.strip_prefix('/')
+}
+
 /// One plan's part of a commit.
 #[derive(Debug, Clone)]
 pub struct PlanRows {

@@ -1,15 +1,13 @@
-//! What each commit records of where its rows came from, in its `commitInfo` (read by
-//! `kinesis-delta history`): the batch, each plan's range and counts, the process, and a
-//! fingerprint of the schema and SQL that cleaned the rows. The checkpoint itself is the `txn`
-//! actions plus the plans; none of this is read back by the engine.
+//! What each commit records of where its rows came from, in its `commitInfo`
+//! ([`EngineCommit`], read by `kinesis-delta history`): the batch, each plan's range and counts,
+//! the process, and a fingerprint of the schema and SQL that cleaned the rows.
 
 use md5::{Digest, Md5};
-use serde_json::{Map, Value, json};
 
 use arrow::array::RecordBatch;
 
 use super::PlanPart;
-use crate::sink::{CommitInfo, engine_commit_info};
+use crate::sink::{CommitInfo, EngineCommit, PlanCommit};
 
 /// A short fingerprint of a stream's schema file and cleaning SQL, as written: any edit to either
 /// gives another (whitespace included).
@@ -66,20 +64,18 @@ impl Lineage<'_> {
             Table::DeadLetters => p.part.decoded.dead_letters.len(),
             Table::Raw => p.part.raw.as_ref().map_or(0, RecordBatch::num_rows),
         };
-        let plans: Map<String, Value> = committed
+        let plans = committed
             .iter()
             .map(|p| {
                 let range = p.part.plan.range.as_ref();
-                (
-                    p.part.plan.shard.clone(),
-                    json!({
-                        "plan": p.part.plan.version,
-                        "first": range.map(|r| r.first.as_str()),
-                        "last": range.map(|r| r.last.as_str()),
-                        "rows": rows_of(p),
-                        "deadLetters": p.part.decoded.dead_letters.len(),
-                    }),
-                )
+                let plan = PlanCommit {
+                    plan: p.part.plan.version,
+                    first: range.map(|r| r.first.as_str().to_owned()),
+                    last: range.map(|r| r.last.as_str().to_owned()),
+                    rows: Some(rows_of(p) as u64),
+                    dead_letters: Some(p.part.decoded.dead_letters.len() as u64),
+                };
+                (p.part.plan.shard.clone(), plan)
             })
             .collect();
         let rows: usize = committed.iter().map(|p| rows_of(p)).sum();
@@ -87,16 +83,18 @@ impl Lineage<'_> {
             .iter()
             .map(|p| p.part.decoded.dead_letters.len())
             .sum();
-        engine_commit_info(json!({
-            "stream": self.stream,
-            "worker": self.worker,
-            "batchId": self.batch_id,
-            "sql": self.sql,
-            "rows": rows,
-            "deadLetters": dead_letters,
-            "plans": Value::Object(plans),
-            "recordsGone": self.records_gone,
-        }))
+        EngineCommit {
+            stream: Some(self.stream.to_owned()),
+            worker: Some(self.worker.to_owned()),
+            batch_id: Some(self.batch_id),
+            sql: Some(self.sql.to_owned()),
+            rows: Some(rows as u64),
+            dead_letters: Some(dead_letters as u64),
+            plans,
+            records_gone: Some(self.records_gone),
+            ..EngineCommit::default()
+        }
+        .commit_info()
     }
 }
 

@@ -10,7 +10,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::StreamJob;
@@ -18,7 +17,7 @@ use crate::config::LostStreamPolicy;
 use crate::decode::{dead_letter_batch, dead_letter_schema};
 use crate::pipeline::EngineError;
 use crate::pipeline::resume::{ShardCheckpoint, incarnation_changed, lost_stream};
-use crate::sink::{BatchManifest, Fence, TipMarker, engine_commit_info};
+use crate::sink::{BatchManifest, EngineCommit, Fence, TipMarker};
 use crate::source::ReplayRules;
 
 /// The stream-level checkpoint a table was written up to: the manifest of its last batch, and the
@@ -160,9 +159,14 @@ impl StreamJob {
                 records_gone.then_some(&present),
             )
             .map_err(EngineError::SplitChanged)?;
-        let info = engine_commit_info(
-            json!({"stream": manifest.stream, "batchId": batch_id, "finishedOnUpgrade": true, "recordsGone": records_gone}),
-        );
+        let info = EngineCommit {
+            stream: Some(manifest.stream.clone()),
+            batch_id: Some(batch_id),
+            finished_on_upgrade: Some(true),
+            records_gone: Some(records_gone),
+            ..EngineCommit::default()
+        }
+        .commit_info();
         let table_holds_batch = self
             .table
             .committed_batch()
