@@ -315,11 +315,11 @@ impl Rebuild<'_> {
         )))
     }
 
-    /// The raw table (its rows per plan: `counts`) must hold every plan with records the table
-    /// records (`plans`): of each shard's last [`KEEP_COMMITTED`] plans, whose plan files say
-    /// whether they took records, those the raw table lacks must have taken none. One that did
-    /// was committed by a process without the raw table (earlier ones are noted at the next
-    /// engine start, see `rawStartsAfter`).
+    /// The raw table (its rows per plan: `counts`) must hold every plan with rows the table
+    /// records (`plans`): of each shard's last [`KEEP_COMMITTED`] plans, those the raw table lacks
+    /// must have taken no record (their plan files say) or added no row (their commits say).
+    /// One that did was committed by a process without the raw table (earlier ones are noted at
+    /// the next engine start, see `rawStartsAfter`).
     async fn check_raw_holds(
         &self,
         counts: &PlanCounts,
@@ -345,7 +345,9 @@ impl Rebuild<'_> {
                     }
                     None => true,
                 };
-                if took_records {
+                // Its commit says it added no rows (records gone under `restart`, or all dead
+                // letters): no row of it to lose.
+                if took_records && self.table.rows_of_plan(shard, plan).await? != Some(0) {
                     return Err(refused(format!(
                         "the table holds plan {plan} of {shard}, which took records, and the raw table {} has none of them: a process without the raw table committed it, so a rebuild would lose its rows. Give every process the raw table; a rebuild needs it from the table's first batch",
                         self.raw_uri

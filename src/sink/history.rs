@@ -10,6 +10,9 @@ use serde_json::Value;
 
 use super::{DeltaSink, EngineCommit, SinkError};
 
+/// How many versions back [`DeltaSink::rows_of_plan`] reads commit files.
+pub const PLAN_SEARCH_VERSIONS: usize = 1000;
+
 /// One version of a table.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct TableVersion {
@@ -51,6 +54,36 @@ impl DeltaSink {
             history.push(describe(version, info.as_ref()));
         }
         Ok(history)
+    }
+
+    /// The rows the table's commit of plan `plan` of `shard` added, as its `commitInfo` says.
+    /// `None` when that cannot be told: the commit is not among the last
+    /// [`PLAN_SEARCH_VERSIONS`] of the loaded version (or its file is gone), or it does not say.
+    pub async fn rows_of_plan(&self, shard: &str, plan: i64) -> Result<Option<u64>, SinkError> {
+        let Some(newest) = self.version() else {
+            return Ok(None);
+        };
+        for version in (0..=newest).rev().take(PLAN_SEARCH_VERSIONS) {
+            let Some(info) = self.commit_info_of(version).await? else {
+                break;
+            };
+            // A rebuild's commit lists plans it did not commit.
+            let Some(engine) = info
+                .as_ref()
+                .and_then(EngineCommit::of)
+                .filter(|e| e.rebuild.is_none())
+            else {
+                continue;
+            };
+            match engine.plans.get(shard) {
+                Some(found) if found.plan == plan => return Ok(found.rows),
+                // Each shard's plans are committed in order: it is further back than any commit
+                // of this one.
+                Some(found) if found.plan < plan => break,
+                _ => {}
+            }
+        }
+        Ok(None)
     }
 
     /// The `commitInfo` of version `version` (`Some(None)`: a commit without one), or `None`
@@ -139,5 +172,76 @@ mod tests {
         let other = describe(4, Some(&serde_json::json!({"operation": "OPTIMIZE"})));
         assert_eq!(other.batch_id, None);
         assert!(describe(5, None).operation.is_none());
+    }
+
+    /// A plan's rows are read from the commit that recorded it, counting down from the newest
+    /// version; a rebuild's commit, which lists plans it did not commit, is passed over; a plan
+    /// whose commit is not found is not told.
+    #[tokio::test]
+    async fn the_rows_a_plan_added_are_read_from_its_commit() {
+        use std::sync::Arc;
+
+        use arrow::array::{Int64Array, RecordBatch};
+        use arrow::datatypes::{DataType, Field, Schema};
+
+        use crate::sink::{Numbering, PlanCommit, PlanRows, RebuildCommit};
+
+        let dir = tempfile::tempdir().unwrap();
+        let uri = crate::sink::local_table_uri(dir.path(), "t");
+        let mut table = DeltaSink::open(&uri, "unused").await.unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("ind", DataType::Int64, false)]));
+        let (a, b) = ("shardId-a", "shardId-b");
+        let listing = |shard: &str, plan: i64, rows: Option<u64>| {
+            let plan = PlanCommit {
+                plan,
+                rows,
+                ..PlanCommit::default()
+            };
+            std::collections::BTreeMap::from([(shard.to_owned(), plan)])
+        };
+        // Plan 1 of `a` with two rows, plan 2 with none, then a commit labelled a rebuild.
+        for (plan, values, rebuild) in [
+            (1, vec![1, 2], false),
+            (2, vec![], false),
+            (3, vec![3], true),
+        ] {
+            let rows = RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![Arc::new(Int64Array::from(values))],
+            )
+            .unwrap();
+            let commit = if rebuild {
+                EngineCommit {
+                    rebuild: Some(RebuildCommit::default()),
+                    plans: listing(a, 2, None),
+                    ..EngineCommit::default()
+                }
+            } else {
+                EngineCommit {
+                    plans: listing(a, plan, Some(rows.num_rows() as u64)),
+                    ..EngineCommit::default()
+                }
+            };
+            let id = if rebuild { b } else { a };
+            let plans = [PlanRows {
+                app_id: format!("kinesis-delta/p/s/{id}"),
+                version: if rebuild { 1 } else { plan },
+                rows: vec![rows],
+            }];
+            table
+                .commit_plans(
+                    &schema,
+                    &plans,
+                    Numbering::Consecutive,
+                    commit.commit_info(),
+                )
+                .await
+                .unwrap();
+        }
+        table.load_newest().await.unwrap();
+        assert_eq!(table.rows_of_plan(a, 2).await.unwrap(), Some(0));
+        assert_eq!(table.rows_of_plan(a, 1).await.unwrap(), Some(2));
+        assert_eq!(table.rows_of_plan(a, 3).await.unwrap(), None);
+        assert_eq!(table.rows_of_plan(b, 1).await.unwrap(), None);
     }
 }

@@ -16,13 +16,13 @@ use crate::support::engine::{
     engine_command, kinesis_delta_history, kinesis_delta_preview, read_log, run_then_sigkill,
     signal, table_rows, truncate_log, undo_last_table_commit, wait_with_deadline,
 };
-use crate::support::servers::{Kind, TestKinesis};
+use crate::support::servers::{Kind, TestKinesis, lose_server_state};
 use crate::support::{
     create_streams, edit_file, keep_raw_table, load_pipeline, own_copy, put_records, query,
     query_counts, run_available_now, run_expecting_error, set_trigger_interval, wait_until,
     write_config,
 };
-use kinesis_delta::config::Pipeline;
+use kinesis_delta::config::{LostStreamPolicy, Pipeline};
 use kinesis_delta::query::{AsOf, TableSet};
 use kinesis_delta::rebuild::{RebuildProgress, Rebuilt, rebuild};
 use kinesis_delta::sink::{DeltaSink, ManifestLog, RebuildMark};
@@ -382,6 +382,55 @@ async fn rebuild_while_an_engine_commits_loses_and_repeats_nothing() {
     let (done, _) = rebuild_pin(&pipeline).await;
     assert_eq!((done.records, done.rows), (total as u64, total as u64));
     assert_exactly_once(&pipeline, total).await;
+}
+
+/// A plan finished under `on_lost_stream = "restart"` with none of its records (they were gone)
+/// keeps its range, and the raw table has no rows of it; its table commit added none either, so a
+/// rebuild drops nothing. Before, rebuild's own check refused it, and so did the raw table's start
+/// check once the engine started again (its plan was the shard's newest).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_finished_without_its_records_is_no_gap_in_the_raw_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = TestKinesis::start(Kind::Embedded).await;
+    let (config, _, _) = raw_config(dir.path(), first.endpoint(), "rawgone", 100_000);
+    let pipeline = load_pipeline(&config);
+    create_streams(&first.client().await, &pipeline, 1).await;
+    put_triples(&first, &pipeline, &triples(0, 100)).await;
+    run_available_now(&pipeline).await;
+    put_triples(&first, &pipeline, &triples(100, 20)).await;
+    run_available_now(&pipeline).await;
+    // As if the engine stopped before pin's raw and table commits of its second plan, and the
+    // server then lost its state: that plan's records are gone.
+    let tables = dir.path().join("tables");
+    undo_last_table_commit(&tables.join("pin_raw"));
+    undo_last_table_commit(&tables.join("pin"));
+    let (second, mut pipeline) = lose_server_state(first, &pipeline, 1).await;
+    pipeline.engine.on_lost_stream = LostStreamPolicy::Restart;
+    run_available_now(&pipeline).await;
+    let plans = shard_plans(&pipeline).await;
+    assert_eq!(plans.values().max(), Some(&2), "{plans:?}");
+
+    // Rebuild's own check, then the next start's.
+    let (done, _) = rebuild_pin(&pipeline).await;
+    assert_eq!((done.records, done.rows), (100, 100));
+    run_available_now(&pipeline).await;
+    let (done, _) = rebuild_pin(&pipeline).await;
+    assert_eq!((done.records, done.rows), (100, 100));
+
+    put_triples(&second, &pipeline, &triples(120, 50)).await;
+    run_available_now(&pipeline).await;
+    let (done, _) = rebuild_pin(&pipeline).await;
+    assert_eq!((done.records, done.rows), (150, 150));
+    let counts = query_counts(
+        &[("pin", &pipeline.streams[0].table_uri)],
+        "SELECT count(*), count(DISTINCT ind), count(*) FILTER (WHERE ind BETWEEN 100 AND 119) FROM pin",
+    )
+    .await;
+    assert_eq!(
+        counts,
+        [150, 150, 0],
+        "the gone plan's records, and no other"
+    );
 }
 
 /// A raw table turned on after the table held batches lacks their records: rebuild refuses
