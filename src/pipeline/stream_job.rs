@@ -77,10 +77,31 @@ struct PlanPart {
     decoded: DecodedBatch,
     /// Its Kinesis records as read, for the raw table (when the stream keeps one).
     raw: Option<RecordBatch>,
+    /// How many Kinesis records it holds (under `restart`, those of its range that remained).
+    records: usize,
 }
 
-/// Each shard's records decoded, and as raw rows when the stream keeps a raw table.
-type Decoded = BTreeMap<String, (DecodedBatch, Option<RecordBatch>)>;
+impl PlanPart {
+    fn new(plan: ShardPlan, read: ShardRead) -> Self {
+        Self {
+            plan,
+            decoded: read.decoded,
+            raw: read.raw,
+            records: read.records,
+        }
+    }
+}
+
+/// One shard's records of a batch: decoded, as raw rows when the stream keeps a raw table, and
+/// how many.
+struct ShardRead {
+    decoded: DecodedBatch,
+    raw: Option<RecordBatch>,
+    records: usize,
+}
+
+/// Each shard's records read.
+type Decoded = BTreeMap<String, ShardRead>;
 
 /// A batch ready to commit: one part per shard.
 struct PlannedBatch {
@@ -408,7 +429,12 @@ impl StreamJob {
                 } else {
                     None
                 };
-                decoded.insert(shard, (batch, raw));
+                let read = ShardRead {
+                    decoded: batch,
+                    raw,
+                    records: records.len(),
+                };
+                decoded.insert(shard, read);
             }
             Ok::<_, String>((decoded, t.elapsed()))
         });

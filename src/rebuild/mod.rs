@@ -315,9 +315,9 @@ impl Rebuild<'_> {
         )))
     }
 
-    /// The raw table (its rows per plan: `counts`) must hold every plan with rows the table
+    /// The raw table (its rows per plan: `counts`) must hold every plan with records the table
     /// records (`plans`): of each shard's last [`KEEP_COMMITTED`] plans, those the raw table lacks
-    /// must have taken no record (their plan files say) or added no row (their commits say).
+    /// must have taken no record (their plan files say) or committed none (their commits say).
     /// One that did was committed by a process without the raw table (earlier ones are noted at
     /// the next engine start, see `rawStartsAfter`).
     async fn check_raw_holds(
@@ -345,9 +345,9 @@ impl Rebuild<'_> {
                     }
                     None => true,
                 };
-                // Its commit says it added no rows (records gone under `restart`, or all dead
-                // letters): no row of it to lose.
-                if took_records && self.table.rows_of_plan(shard, plan).await? != Some(0) {
+                // Its commit says it held none of its records (they were gone, under `restart`):
+                // nothing of it to lose.
+                if took_records && self.table.records_of_plan(shard, plan).await? != Some(0) {
                     return Err(refused(format!(
                         "the table holds plan {plan} of {shard}, which took records, and the raw table {} has none of them: a process without the raw table committed it, so a rebuild would lose its rows. Give every process the raw table; a rebuild needs it from the table's first batch",
                         self.raw_uri

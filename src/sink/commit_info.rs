@@ -56,6 +56,7 @@ pub struct EngineCommit {
 #[serde(rename_all = "camelCase")]
 pub struct PlanCommit {
     /// Its number under the shard's transaction id.
+    #[serde(default)]
     pub plan: i64,
     /// The sequence number of its first record (none: it took no record).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -63,6 +64,10 @@ pub struct PlanCommit {
     /// The sequence number of its last record.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last: Option<String>,
+    /// The Kinesis records it committed: under `on_lost_stream = "restart"`, those of its range
+    /// that remained.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub records: Option<u64>,
     /// Its rows in this table.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rows: Option<u64>,

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::{DeltaSink, EngineCommit, SinkError};
 
-/// How many versions back [`DeltaSink::rows_of_plan`] reads commit files.
+/// How many versions back [`DeltaSink::records_of_plan`] reads commit files.
 pub const PLAN_SEARCH_VERSIONS: usize = 1000;
 
 /// One version of a table.
@@ -56,10 +56,11 @@ impl DeltaSink {
         Ok(history)
     }
 
-    /// The rows the table's commit of plan `plan` of `shard` added, as its `commitInfo` says.
-    /// `None` when that cannot be told: the commit is not among the last
-    /// [`PLAN_SEARCH_VERSIONS`] of the loaded version (or its file is gone), or it does not say.
-    pub async fn rows_of_plan(&self, shard: &str, plan: i64) -> Result<Option<u64>, SinkError> {
+    /// The Kinesis records the table's commit of plan `plan` of `shard` held, as its
+    /// `commitInfo` says. `None` when that cannot be told: the commit is not among the last
+    /// [`PLAN_SEARCH_VERSIONS`] of the loaded version (or its file is gone), or it does not say
+    /// (made by an earlier version).
+    pub async fn records_of_plan(&self, shard: &str, plan: i64) -> Result<Option<u64>, SinkError> {
         let Some(newest) = self.version() else {
             return Ok(None);
         };
@@ -76,7 +77,7 @@ impl DeltaSink {
                 continue;
             };
             match engine.plans.get(shard) {
-                Some(found) if found.plan == plan => return Ok(found.rows),
+                Some(found) if found.plan == plan => return Ok(found.records),
                 // Each shard's plans are committed in order: it is further back than any commit
                 // of this one.
                 Some(found) if found.plan < plan => break,
@@ -174,11 +175,11 @@ mod tests {
         assert!(describe(5, None).operation.is_none());
     }
 
-    /// A plan's rows are read from the commit that recorded it, counting down from the newest
+    /// A plan's records are read from the commit that recorded it, counting down from the newest
     /// version; a rebuild's commit, which lists plans it did not commit, is passed over; a plan
     /// whose commit is not found is not told.
     #[tokio::test]
-    async fn the_rows_a_plan_added_are_read_from_its_commit() {
+    async fn the_records_a_plan_held_are_read_from_its_commit() {
         use std::sync::Arc;
 
         use arrow::array::{Int64Array, RecordBatch};
@@ -191,10 +192,10 @@ mod tests {
         let mut table = DeltaSink::open(&uri, "unused").await.unwrap();
         let schema = Arc::new(Schema::new(vec![Field::new("ind", DataType::Int64, false)]));
         let (a, b) = ("shardId-a", "shardId-b");
-        let listing = |shard: &str, plan: i64, rows: Option<u64>| {
+        let listing = |shard: &str, plan: i64, records: Option<u64>| {
             let plan = PlanCommit {
                 plan,
-                rows,
+                records,
                 ..PlanCommit::default()
             };
             std::collections::BTreeMap::from([(shard.to_owned(), plan)])
@@ -239,9 +240,9 @@ mod tests {
                 .unwrap();
         }
         table.load_newest().await.unwrap();
-        assert_eq!(table.rows_of_plan(a, 2).await.unwrap(), Some(0));
-        assert_eq!(table.rows_of_plan(a, 1).await.unwrap(), Some(2));
-        assert_eq!(table.rows_of_plan(a, 3).await.unwrap(), None);
-        assert_eq!(table.rows_of_plan(b, 1).await.unwrap(), None);
+        assert_eq!(table.records_of_plan(a, 2).await.unwrap(), Some(0));
+        assert_eq!(table.records_of_plan(a, 1).await.unwrap(), Some(2));
+        assert_eq!(table.records_of_plan(a, 3).await.unwrap(), None);
+        assert_eq!(table.records_of_plan(b, 1).await.unwrap(), None);
     }
 }

@@ -130,7 +130,7 @@ impl StreamJob {
             position: ShardPosition::default(),
             stream_created_ms: self.stream_now.created_ms,
             shard_start: self.source.shard_starts().get(shard).cloned(),
-            split: Some(self.split_rule.record(&self.nothing())),
+            split: Some(self.split_rule.record(&self.read_nothing().decoded)),
             planned_at: Utc::now(),
             worker: self.worker.clone(),
         };

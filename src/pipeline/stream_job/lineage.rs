@@ -72,6 +72,7 @@ impl Lineage<'_> {
                     plan: p.part.plan.version,
                     first: range.map(|r| r.first.as_str().to_owned()),
                     last: range.map(|r| r.last.as_str().to_owned()),
+                    records: Some(p.part.records as u64),
                     rows: Some(rows_of(p) as u64),
                     dead_letters: Some(p.part.decoded.dead_letters.len() as u64),
                 };
@@ -127,6 +128,7 @@ mod tests {
                 dead_letters: Vec::new(),
             },
             raw: None,
+            records: 0,
         }
     }
 

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{PlanPart, PlannedBatch, StreamJob};
+use super::{PlanPart, PlannedBatch, ShardRead, StreamJob};
 use crate::config::LostStreamPolicy;
 use crate::decode::DecodedBatch;
 use crate::pipeline::EngineError;
@@ -106,20 +106,16 @@ impl StreamJob {
         let (mut decoded, decode) = self.decode(by_shard).await?;
         let mut parts = Vec::with_capacity(readable.len() + abandoned.len());
         for plan in readable {
-            let (decoded, raw) = decoded
+            let read = decoded
                 .remove(&plan.shard)
-                .unwrap_or_else(|| (self.nothing(), None));
-            self.check_split(&plan, &decoded, records_gone.then_some(&present))
+                .unwrap_or_else(|| self.read_nothing());
+            self.check_split(&plan, &read.decoded, records_gone.then_some(&present))
                 .map_err(EngineError::SplitChanged)?;
-            parts.push(PlanPart { plan, decoded, raw });
+            parts.push(PlanPart::new(plan, read));
         }
         for plan in abandoned {
             // Its shard goes on from where resuming put it.
-            parts.push(PlanPart {
-                plan,
-                decoded: self.nothing(),
-                raw: None,
-            });
+            parts.push(PlanPart::new(plan, self.read_nothing()));
         }
         Ok(Some(PlannedBatch {
             parts,
@@ -133,11 +129,16 @@ impl StreamJob {
         }))
     }
 
-    /// A decoded batch of no records.
-    pub(super) fn nothing(&self) -> DecodedBatch {
-        DecodedBatch {
+    /// No records read.
+    pub(super) fn read_nothing(&self) -> ShardRead {
+        let decoded = DecodedBatch {
             rows: arrow::array::RecordBatch::new_empty(self.decoder.row_schema()),
             dead_letters: Vec::new(),
+        };
+        ShardRead {
+            decoded,
+            raw: None,
+            records: 0,
         }
     }
 

@@ -61,21 +61,21 @@ impl StreamJob {
         let starts = self.source.shard_starts();
         let mut parts = Vec::with_capacity(decoded.len());
         let mut theirs = Vec::new();
-        for (shard, (decoded, raw)) in decoded {
+        for (shard, read) in decoded {
             let plan = ShardPlan {
                 version: self.committed.get(&shard).copied().unwrap_or(0) + 1,
                 range: collected.ranges.get(&shard).cloned(),
                 position: positions.get(&shard).cloned().unwrap_or_default(),
                 stream_created_ms: self.stream_now.created_ms,
                 shard_start: starts.get(&shard).cloned(),
-                split: Some(self.split_rule.record(&decoded)),
+                split: Some(self.split_rule.record(&read.decoded)),
                 planned_at: Utc::now(),
                 worker: self.worker.clone(),
                 shard,
             };
             let existing = match self.plans.create(&plan).await? {
                 PlanOutcome::Created => {
-                    parts.push(PlanPart { plan, decoded, raw });
+                    parts.push(PlanPart::new(plan, read));
                     continue;
                 }
                 PlanOutcome::Existing(existing) => existing,
@@ -95,13 +95,9 @@ impl StreamJob {
                 // Another attempt planned the same records (an earlier run of this worker that
                 // stopped before committing, say): its plan is the part.
                 existing if existing.range == plan.range => {
-                    self.check_split(&existing, &decoded, None)
+                    self.check_split(&existing, &read.decoded, None)
                         .map_err(EngineError::SplitChanged)?;
-                    parts.push(PlanPart {
-                        plan: *existing,
-                        decoded,
-                        raw,
-                    });
+                    parts.push(PlanPart::new(*existing, read));
                 }
                 // Another worker planned this shard's next part first: read its plan instead, and
                 // drop what was read past it.

@@ -143,8 +143,8 @@ impl StreamJob {
     /// Where the raw table starts, for `rebuild`, which needs it from the table's first plan.
     /// For a raw table this process may create: after the plan each shard of the table (`table`,
     /// read just before) is at, and any batch of an earlier version. For one that exists: after
-    /// a plan that the table records with rows and the raw table lacks (it was off for a while),
-    /// recorded in its property with a commit of its own.
+    /// a plan whose records the table committed and the raw table lacks (it was off for a
+    /// while), recorded in its property with a commit of its own.
     async fn record_raw_start(
         &mut self,
         shards: &BTreeSet<String>,
@@ -186,13 +186,13 @@ impl StreamJob {
             }
             for plan in raw_plan + 1..=table_plan {
                 // A plan with no range took no record (a pruned one cannot tell), and one whose
-                // commit added no row (its records gone under `restart`) has none to lose.
+                // commit held none (its records gone, under `restart`) has none to lose.
                 let took_records = self
                     .plans
                     .get(shard, plan)
                     .await?
                     .is_none_or(|p| p.range.is_some());
-                if took_records && self.table.rows_of_plan(shard, plan).await? != Some(0) {
+                if took_records && self.table.records_of_plan(shard, plan).await? != Some(0) {
                     gaps.push((id.clone(), table_plan));
                     break;
                 }

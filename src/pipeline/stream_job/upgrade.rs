@@ -150,7 +150,10 @@ impl StreamJob {
             .decode(BTreeMap::from([(String::new(), records)]))
             .await?;
         // The batch of an earlier version is finished without raw rows (it had no raw table).
-        let (decoded, _) = decoded.remove("").unwrap_or_else(|| (self.nothing(), None));
+        let decoded = decoded
+            .remove("")
+            .unwrap_or_else(|| self.read_nothing())
+            .decoded;
         self.split_rule
             .check(
                 manifest.split.as_ref(),

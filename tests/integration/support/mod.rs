@@ -224,13 +224,18 @@ pub fn edit_file(file: &Path, from: &str, to: &str) {
     std::fs::write(file, text.replacen(from, to, 1)).unwrap();
 }
 
+/// The config's pin stream without and with the raw table `pin_raw`.
+const WITHOUT_RAW: &str = "table = \"pin\"\n";
+const WITH_RAW: &str = "table = \"pin\"\nraw_table = \"pin_raw\"\n";
+
 /// Gives the config's pin stream the raw table `pin_raw`.
 pub fn keep_raw_table(config: &Path) {
-    edit_file(
-        config,
-        "table = \"pin\"\n",
-        "table = \"pin\"\nraw_table = \"pin_raw\"\n",
-    );
+    edit_file(config, WITHOUT_RAW, WITH_RAW);
+}
+
+/// Takes the raw table `pin_raw` from the config's pin stream again.
+pub fn drop_raw_table(config: &Path) {
+    edit_file(config, WITH_RAW, WITHOUT_RAW);
 }
 
 /// The shipped `sql/<file>` as a copy in `dir` that a test edits, named in the config instead.
