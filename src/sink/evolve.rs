@@ -80,11 +80,20 @@ pub fn target_schema(table: &SchemaRef, sql: &SchemaRef) -> Result<SchemaRef, Ve
     Ok(Arc::new(Schema::new(fields)))
 }
 
-/// Types equal for Delta: a list's item name and nullability are the writer's business.
-fn types_match(a: &arrow::datatypes::DataType, b: &arrow::datatypes::DataType) -> bool {
-    use arrow::datatypes::DataType::List;
+/// Types equal for Delta, at any depth: a list's item name (Delta's `element`, Arrow's `item`) and
+/// the nullability of nested fields are the writer's business; struct fields must match by name,
+/// in order, and type.
+fn types_match(a: &DataType, b: &DataType) -> bool {
     match (a, b) {
-        (List(x), List(y)) => types_match(x.data_type(), y.data_type()),
+        (DataType::List(x), DataType::List(y)) | (DataType::Map(x, _), DataType::Map(y, _)) => {
+            types_match(x.data_type(), y.data_type())
+        }
+        (DataType::Struct(x), DataType::Struct(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y.iter())
+                    .all(|(f, g)| f.name() == g.name() && types_match(f.data_type(), g.data_type()))
+        }
         _ => a == b,
     }
 }

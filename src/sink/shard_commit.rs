@@ -470,4 +470,66 @@ mod tests {
         expected.sort_unstable();
         assert_eq!(values(&uri).await, expected);
     }
+
+    /// Nested types as the SQL makes them (a list in a struct, a list of structs) read back from
+    /// Delta with other names for list items: a restarted engine, and its next plan, find the
+    /// same types, not a type change.
+    #[tokio::test]
+    async fn nested_lists_keep_their_type_through_the_table() {
+        let rows = datafusion::prelude::SessionContext::new()
+            .sql(
+                "SELECT CAST(1 AS BIGINT) AS ind, named_struct('tags', make_array('a', 'b')) AS s, \
+                 make_array(named_struct('x', 1)) AS l",
+            )
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let schema = rows[0].schema();
+        let dir = tempfile::tempdir().unwrap();
+        let uri = table_uri(&dir);
+        let plan = |version| PlanRows {
+            app_id: "kinesis-delta/p/s/a".into(),
+            version,
+            rows: rows.clone(),
+        };
+        let mut first = DeltaSink::open(&uri, "unused").await.unwrap();
+        first
+            .commit_plans(
+                &schema,
+                &[plan(1)],
+                Numbering::Consecutive,
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        let mut restarted = DeltaSink::open(&uri, "unused").await.unwrap();
+        restarted.check_schema(&schema).unwrap();
+        let second = restarted
+            .commit_plans(
+                &schema,
+                &[plan(2)],
+                Numbering::Consecutive,
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(second.committed, ["kinesis-delta/p/s/a"]);
+        let tables =
+            crate::query::TableSet::open_tables(&[("t".to_owned(), uri)], &[], &Default::default())
+                .await
+                .unwrap();
+        let read = tables
+            .sql("SELECT count(*) FROM t WHERE s.tags[2] = 'b' AND get_field(l[1], 'x') = 1")
+            .await
+            .unwrap();
+        let counted = read.batches[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap()
+            .value(0);
+        assert_eq!(counted, 2, "both plans' nested values");
+    }
 }
