@@ -2,7 +2,8 @@
 //!
 //! Delta has no nanosecond or zone-less `timestamp` without extra table features: timestamps become
 //! microsecond UTC (Delta `timestamp`). View types become plain ones. Every column is nullable, so a
-//! later batch with a NULL never conflicts with the table created from the first one.
+//! later batch with a NULL never conflicts with the table created from the first one. The same
+//! holds inside lists, structs and maps (a map's keys stay non-null).
 
 use std::sync::Arc;
 
@@ -33,6 +34,15 @@ fn storable_type(data_type: &DataType) -> DataType {
         | DataType::ListView(item)
         | DataType::FixedSizeList(item, _) => DataType::List(Arc::new(storable_field(item))),
         DataType::Struct(fields) => DataType::Struct(fields.iter().map(storable_field).collect()),
+        // Keys stay non-null (Delta and Arrow require it); values are stored as a column is.
+        DataType::Map(entries, _) => match entries.data_type() {
+            DataType::Struct(pair) if pair.len() == 2 => {
+                let key = Field::new(pair[0].name(), storable_type(pair[0].data_type()), false);
+                let pair = DataType::Struct(vec![key, storable_field(&pair[1])].into());
+                DataType::Map(Arc::new(Field::new(entries.name(), pair, false)), false)
+            }
+            _ => data_type.clone(),
+        },
         other => other.clone(),
     }
 }

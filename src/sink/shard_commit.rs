@@ -471,15 +471,15 @@ mod tests {
         assert_eq!(values(&uri).await, expected);
     }
 
-    /// Nested types as the SQL makes them (a list in a struct, a list of structs) read back from
-    /// Delta with other names for list items: a restarted engine, and its next plan, find the
-    /// same types, not a type change.
+    /// Nested types as the SQL makes them (a list in a struct, a list of structs, a map) read back
+    /// from Delta with other names for list items: a restarted engine, and its next plan, find
+    /// the same types, not a type change.
     #[tokio::test]
     async fn nested_lists_keep_their_type_through_the_table() {
         let rows = datafusion::prelude::SessionContext::new()
             .sql(
                 "SELECT CAST(1 AS BIGINT) AS ind, named_struct('tags', make_array('a', 'b')) AS s, \
-                 make_array(named_struct('x', 1)) AS l",
+                 make_array(named_struct('x', 1)) AS l, map(['k'], [1]) AS m",
             )
             .await
             .unwrap()
@@ -531,5 +531,65 @@ mod tests {
             .unwrap()
             .value(0);
         assert_eq!(counted, 2, "both plans' nested values");
+    }
+
+    /// A map's values get Delta's types as a column's do: an unsigned value is stored as LONG,
+    /// and one too large for it is refused, never wrapped.
+    #[tokio::test]
+    async fn a_maps_values_are_stored_as_a_columns_are() {
+        let rows = |sql: &'static str| async move {
+            datafusion::prelude::SessionContext::new()
+                .sql(sql)
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap()
+        };
+        let commit = |rows: Vec<RecordBatch>, name: &'static str| {
+            let dir = tempfile::tempdir().unwrap();
+            async move {
+                let uri = crate::sink::local_table_uri(dir.path(), name);
+                let mut table = DeltaSink::open(&uri, "unused").await.unwrap();
+                let plan = PlanRows {
+                    app_id: "kinesis-delta/p/s/a".into(),
+                    version: 1,
+                    rows: rows.clone(),
+                };
+                let done = table
+                    .commit_plans(
+                        &rows[0].schema(),
+                        &[plan],
+                        Numbering::Consecutive,
+                        Default::default(),
+                    )
+                    .await
+                    .map(|_| ());
+                (done, uri, dir)
+            }
+        };
+        let too_large =
+            rows("SELECT map(['big'], [arrow_cast(18446744073709551615, 'UInt64')]) AS m").await;
+        let (refused, _, _) = commit(too_large, "large").await;
+        let refused = refused.unwrap_err().to_string();
+        assert!(
+            refused.contains("Can't cast value 18446744073709551615"),
+            "{refused}"
+        );
+        let fits = rows("SELECT map(['small'], [arrow_cast(7, 'UInt64')]) AS m").await;
+        let (done, uri, _dir) = commit(fits, "fits").await;
+        done.unwrap();
+        let tables =
+            crate::query::TableSet::open_tables(&[("t".to_owned(), uri)], &[], &Default::default())
+                .await
+                .unwrap();
+        let read = tables
+            .sql("SELECT arrow_typeof(m['small']), m['small'] = 7 FROM t")
+            .await
+            .unwrap();
+        let text = arrow::util::pretty::pretty_format_batches(&read.batches)
+            .unwrap()
+            .to_string();
+        assert!(text.contains("Int64") && text.contains("true"), "{text}");
     }
 }
