@@ -508,16 +508,22 @@ impl StreamJob {
         // The side tables first: a plan the table holds is never committed to them again.
         let mut raw_plans = Vec::new();
         for (part, cleaned) in planned.parts.iter().zip(&rows) {
-            if let Some(read) = &part.raw {
-                let batch = raw_records_batch(read, part.plan.version).map_err(|e| {
+            let raw_rows = match &part.raw {
+                Some(read) => vec![raw_records_batch(read, part.plan.version).map_err(|e| {
                     EngineError::Internal(format!("raw rows of {}: {e}", cleaned.app_id))
-                })?;
-                raw_plans.push(PlanRows {
-                    app_id: cleaned.app_id.clone(),
-                    version: part.plan.version,
-                    rows: vec![batch],
-                });
-            }
+                })?],
+                // A plan finished under `restart` with none of its records: the raw table
+                // records it, with no rows, so that its checks know it lacks nothing.
+                None if self.raw.is_some() && part.plan.range.is_some() && part.records == 0 => {
+                    Vec::new()
+                }
+                None => continue,
+            };
+            raw_plans.push(PlanRows {
+                app_id: cleaned.app_id.clone(),
+                version: part.plan.version,
+                rows: raw_rows,
+            });
         }
         let recorded = if dead_rows.is_empty() && raw_plans.is_empty() {
             BTreeMap::new()

@@ -106,6 +106,7 @@ pub async fn rebuild(
         raw_uri,
         storage,
         app_id: app_id.clone(),
+        stream: spec.stream.clone(),
         owner,
         marked: false,
     };
@@ -206,6 +207,8 @@ struct Rebuild<'a> {
     derivation: Derivation,
     /// The stream's transaction id, under which each shard's is.
     app_id: String,
+    /// The Kinesis stream.
+    stream: String,
     /// This run, named in the mark.
     owner: String,
     /// This run wrote the mark.
@@ -257,7 +260,9 @@ impl Rebuild<'_> {
             // Read after the table: every plan it records has its raw rows there.
             let raw_rows = RecordTable::open(self.raw_uri, None, self.storage).await?;
             let counts = raw_rows.plan_counts().await?;
-            if self.check_raw_holds(&counts, &plans).await? == RawHolds::TableMovedOn {
+            let raw_recorded = self.raw.recorded(&ids).await?;
+            let in_raw = self.by_shard(&raw_recorded);
+            if self.check_raw_holds(&counts, &in_raw, &plans).await? == RawHolds::TableMovedOn {
                 continue;
             }
             self.derivation
@@ -323,6 +328,7 @@ impl Rebuild<'_> {
     async fn check_raw_holds(
         &self,
         counts: &PlanCounts,
+        in_raw: &BTreeMap<String, i64>,
         plans: &BTreeMap<String, i64>,
     ) -> Result<RawHolds, EngineError> {
         if let Some((shard, _)) = counts.iter().find(|(_, plans)| plans.contains_key(&0)) {
@@ -345,9 +351,16 @@ impl Rebuild<'_> {
                     }
                     None => true,
                 };
-                // Its commit says it held none of its records (they were gone, under `restart`):
-                // nothing of it to lose.
-                if took_records && self.table.records_of_plan(shard, plan).await? != Some(0) {
+                // The raw table's newest plan of the shard, with no rows: it committed none of
+                // its records (they were gone, under `restart`). An older one: its table commit
+                // says so. Either way nothing of it is lost.
+                let committed_none = in_raw.get(shard) == Some(&plan)
+                    || self
+                        .table
+                        .records_of_plan(&self.stream, shard, plan)
+                        .await?
+                        == Some(0);
+                if took_records && !committed_none {
                     return Err(refused(format!(
                         "the table holds plan {plan} of {shard}, which took records, and the raw table {} has none of them: a process without the raw table committed it, so a rebuild would lose its rows. Give every process the raw table; a rebuild needs it from the table's first batch",
                         self.raw_uri

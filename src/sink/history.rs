@@ -56,11 +56,16 @@ impl DeltaSink {
         Ok(history)
     }
 
-    /// The Kinesis records the table's commit of plan `plan` of `shard` held, as its
+    /// The Kinesis records the table's commit of plan `plan` of `shard` of `stream` held, as its
     /// `commitInfo` says. `None` when that cannot be told: the commit is not among the last
     /// [`PLAN_SEARCH_VERSIONS`] of the loaded version (or its file is gone), or it does not say
     /// (made by an earlier version).
-    pub async fn records_of_plan(&self, shard: &str, plan: i64) -> Result<Option<u64>, SinkError> {
+    pub async fn records_of_plan(
+        &self,
+        stream: &str,
+        shard: &str,
+        plan: i64,
+    ) -> Result<Option<u64>, SinkError> {
         let Some(newest) = self.version() else {
             return Ok(None);
         };
@@ -68,11 +73,12 @@ impl DeltaSink {
             let Some(info) = self.commit_info_of(version).await? else {
                 break;
             };
-            // A rebuild's commit lists plans it did not commit.
+            // A rebuild's commit lists plans it did not commit; another stream's shards have the
+            // same ids.
             let Some(engine) = info
                 .as_ref()
                 .and_then(EngineCommit::of)
-                .filter(|e| e.rebuild.is_none())
+                .filter(|e| e.rebuild.is_none() && e.stream.as_deref() == Some(stream))
             else {
                 continue;
             };
@@ -175,9 +181,9 @@ mod tests {
         assert!(describe(5, None).operation.is_none());
     }
 
-    /// A plan's records are read from the commit that recorded it, counting down from the newest
-    /// version; a rebuild's commit, which lists plans it did not commit, is passed over; a plan
-    /// whose commit is not found is not told.
+    /// A plan's records are read from the commit of its stream that recorded it, counting down
+    /// from the newest version; a rebuild's commit, which lists plans it did not commit, is passed
+    /// over; a plan whose commit is not found is not told.
     #[tokio::test]
     async fn the_records_a_plan_held_are_read_from_its_commit() {
         use std::sync::Arc;
@@ -213,12 +219,14 @@ mod tests {
             .unwrap();
             let commit = if rebuild {
                 EngineCommit {
+                    stream: Some("s".into()),
                     rebuild: Some(RebuildCommit::default()),
                     plans: listing(a, 2, None),
                     ..EngineCommit::default()
                 }
             } else {
                 EngineCommit {
+                    stream: Some("s".into()),
                     plans: listing(a, plan, Some(rows.num_rows() as u64)),
                     ..EngineCommit::default()
                 }
@@ -240,9 +248,13 @@ mod tests {
                 .unwrap();
         }
         table.load_newest().await.unwrap();
-        assert_eq!(table.records_of_plan(a, 2).await.unwrap(), Some(0));
-        assert_eq!(table.records_of_plan(a, 1).await.unwrap(), Some(2));
-        assert_eq!(table.records_of_plan(a, 3).await.unwrap(), None);
-        assert_eq!(table.records_of_plan(b, 1).await.unwrap(), None);
+        let records_of = |shard, plan| table.records_of_plan("s", shard, plan);
+        assert_eq!(records_of(a, 2).await.unwrap(), Some(0));
+        assert_eq!(records_of(a, 1).await.unwrap(), Some(2));
+        assert_eq!(records_of(a, 3).await.unwrap(), None);
+        assert_eq!(records_of(b, 1).await.unwrap(), None);
+        // Another stream's shard of the same id is not this one.
+        let other = table.records_of_plan("other", a, 2).await.unwrap();
+        assert_eq!(other, None);
     }
 }

@@ -385,9 +385,11 @@ async fn rebuild_while_an_engine_commits_loses_and_repeats_nothing() {
 }
 
 /// A plan finished under `on_lost_stream = "restart"` with none of its records (they were gone)
-/// keeps its range, and the raw table has no rows of it; its table commit added none either, so a
-/// rebuild drops nothing. Before, rebuild's own check refused it, and so did the raw table's start
-/// check once the engine started again (its plan was the shard's newest).
+/// keeps its range, and the raw table has no rows of it: the raw table records it with no rows,
+/// and the table's commit of it says it held no record, so a rebuild drops nothing. Before,
+/// rebuild's own check refused it, and so did the raw table's start check once the engine started
+/// again (its plan was the shard's newest); with only the table's commit to say so, both refused
+/// again once that commit was 1,000 versions back (review finding).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plan_finished_without_its_records_is_no_gap_in_the_raw_table() {
     let dir = tempfile::tempdir().unwrap();
@@ -409,14 +411,26 @@ async fn a_plan_finished_without_its_records_is_no_gap_in_the_raw_table() {
     run_available_now(&pipeline).await;
     let plans = shard_plans(&pipeline).await;
     assert_eq!(plans.values().max(), Some(&2), "{plans:?}");
+    let raw_records_plan_2 = read_log(&tables.join("pin_raw"))
+        .iter()
+        .any(|entry| entry.txns.iter().any(|(_, plan)| *plan == 2));
+    assert!(
+        raw_records_plan_2,
+        "the raw table records the plan, with no rows"
+    );
 
-    // Rebuild's own check, then the next start's.
+    // Rebuild's own check, then the next start's, with the table's commit of the plan saying
+    // nothing (as once it is 1,000 versions back): the raw table's record of it is enough.
+    let commit_of_plan_2 = silence_commit_info(&tables.join("pin"), 2);
     let (done, _) = rebuild_pin(&pipeline).await;
     assert_eq!((done.records, done.rows), (100, 100));
     run_available_now(&pipeline).await;
     let (done, _) = rebuild_pin(&pipeline).await;
     assert_eq!((done.records, done.rows), (100, 100));
 
+    // With a newer plan in the raw table, the table's commit of the plan says it held nothing.
+    let (path, text) = commit_of_plan_2;
+    std::fs::write(path, text).unwrap();
     put_triples(&second, &pipeline, &triples(120, 50)).await;
     run_available_now(&pipeline).await;
     let (done, _) = rebuild_pin(&pipeline).await;
@@ -431,6 +445,29 @@ async fn a_plan_finished_without_its_records_is_no_gap_in_the_raw_table() {
         [150, 150, 0],
         "the gone plan's records, and no other"
     );
+}
+
+/// Takes the engine's fields out of the `commitInfo` of the commit of `plan` in the local table at
+/// `table_dir`; returns the commit file and its text, to put back.
+fn silence_commit_info(table_dir: &Path, plan: i64) -> (PathBuf, String) {
+    let entry = read_log(table_dir)
+        .into_iter()
+        .find(|entry| entry.txns.iter().any(|(_, p)| *p == plan))
+        .unwrap();
+    let path = table_dir.join(format!("_delta_log/{:020}.json", entry.version));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let silenced: Vec<String> = text
+        .lines()
+        .map(|line| {
+            let mut action: serde_json::Value = serde_json::from_str(line).unwrap();
+            if let Some(info) = action["commitInfo"].as_object_mut() {
+                info.remove("kinesisDelta");
+            }
+            action.to_string()
+        })
+        .collect();
+    std::fs::write(&path, silenced.join("\n") + "\n").unwrap();
+    (path, text)
 }
 
 /// A raw table turned on after the table held batches lacks their records: rebuild refuses

@@ -46,7 +46,8 @@ impl SideTable {
     /// Commits the `plans` the table does not hold yet (`recorded`: the table's plan of each
     /// transaction id). A plan the table holds had its side rows committed with it, or is a
     /// lagging worker's stale plan: never committed again. The side table's numbers have gaps
-    /// (plans with no side rows are not in it).
+    /// (plans with no side rows are not in it, but for the raw table's record of a plan finished
+    /// with none of its records).
     pub async fn commit(
         &mut self,
         schema: &SchemaRef,
@@ -192,7 +193,9 @@ impl StreamJob {
                     .get(shard, plan)
                     .await?
                     .is_none_or(|p| p.range.is_some());
-                if took_records && self.table.records_of_plan(shard, plan).await? != Some(0) {
+                let stream = self.source.stream();
+                if took_records && self.table.records_of_plan(stream, shard, plan).await? != Some(0)
+                {
                     gaps.push((id.clone(), table_plan));
                     break;
                 }
