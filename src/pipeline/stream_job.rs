@@ -508,22 +508,16 @@ impl StreamJob {
         // The side tables first: a plan the table holds is never committed to them again.
         let mut raw_plans = Vec::new();
         for (part, cleaned) in planned.parts.iter().zip(&rows) {
-            let raw_rows = match &part.raw {
-                Some(read) => vec![raw_records_batch(read, part.plan.version).map_err(|e| {
+            if let Some(read) = &part.raw {
+                let batch = raw_records_batch(read, part.plan.version).map_err(|e| {
                     EngineError::Internal(format!("raw rows of {}: {e}", cleaned.app_id))
-                })?],
-                // A plan finished under `restart` with none of its records: the raw table
-                // records it, with no rows, so that its checks know it lacks nothing.
-                None if self.raw.is_some() && part.plan.range.is_some() && part.records == 0 => {
-                    Vec::new()
-                }
-                None => continue,
-            };
-            raw_plans.push(PlanRows {
-                app_id: cleaned.app_id.clone(),
-                version: part.plan.version,
-                rows: raw_rows,
-            });
+                })?;
+                raw_plans.push(PlanRows {
+                    app_id: cleaned.app_id.clone(),
+                    version: part.plan.version,
+                    rows: vec![batch],
+                });
+            }
         }
         let recorded = if dead_rows.is_empty() && raw_plans.is_empty() {
             BTreeMap::new()
@@ -559,6 +553,28 @@ impl StreamJob {
             .await?;
         write += done.write;
         commit += done.commit;
+        if let Some(raw) = &mut self.raw {
+            // Plans this commit recorded with none of their records (gone, under `restart`).
+            let without_records: Vec<PlanRows> = planned
+                .parts
+                .iter()
+                .zip(&rows)
+                .filter(|(part, cleaned)| {
+                    part.plan.range.is_some()
+                        && part.records == 0
+                        && done.committed.contains(&cleaned.app_id)
+                })
+                .map(|(part, cleaned)| PlanRows {
+                    app_id: cleaned.app_id.clone(),
+                    version: part.plan.version,
+                    rows: Vec::new(),
+                })
+                .collect();
+            raw.record_without_rows(without_records, &|kept| {
+                lineage.commit_info(kept, Table::Raw)
+            })
+            .await?;
+        }
 
         let mut rows_in = 0;
         let mut rows_out = 0;

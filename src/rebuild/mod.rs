@@ -257,11 +257,12 @@ impl Rebuild<'_> {
                 .collect();
             let by_id = self.table.loaded_recorded(&ids).await?;
             let plans = self.by_shard(&by_id);
-            // Read after the table: every plan it records has its raw rows there.
-            let raw_rows = RecordTable::open(self.raw_uri, None, self.storage).await?;
-            let counts = raw_rows.plan_counts().await?;
+            // Read after the table: every plan it records has its raw rows there. The raw table's
+            // plans before its rows: a plan it records is then in the rows read.
             let raw_recorded = self.raw.recorded(&ids).await?;
             let in_raw = self.by_shard(&raw_recorded);
+            let raw_rows = RecordTable::open(self.raw_uri, None, self.storage).await?;
+            let counts = raw_rows.plan_counts().await?;
             if self.check_raw_holds(&counts, &in_raw, &plans).await? == RawHolds::TableMovedOn {
                 continue;
             }

@@ -11,6 +11,7 @@ use arrow::datatypes::SchemaRef;
 
 use super::StreamJob;
 use crate::config::{ConfigError, MaintenanceSettings};
+use crate::decode::raw_records_schema;
 use crate::pipeline::EngineError;
 use crate::pipeline::maintenance::Maintainer;
 use crate::sink::{CommitInfo, DeltaSink, Numbering, PlanRows};
@@ -46,8 +47,7 @@ impl SideTable {
     /// Commits the `plans` the table does not hold yet (`recorded`: the table's plan of each
     /// transaction id). A plan the table holds had its side rows committed with it, or is a
     /// lagging worker's stale plan: never committed again. The side table's numbers have gaps
-    /// (plans with no side rows are not in it, but for the raw table's record of a plan finished
-    /// with none of its records).
+    /// (plans with no side rows are not in it, but for [`Self::record_without_rows`]).
     pub async fn commit(
         &mut self,
         schema: &SchemaRef,
@@ -73,6 +73,24 @@ impl SideTable {
             commit: done.commit,
             rows,
         })
+    }
+
+    /// Records `plans`, which the table's commit just recorded with none of their records (they
+    /// were gone, under `restart`), with no rows: the raw table's checks then know they lack
+    /// nothing, however old the table's commit of them gets. Made after the table's commit, so
+    /// that only a commit that held no records vouches; a plan the raw table recorded first (from
+    /// another process's read, with its rows) keeps that.
+    pub async fn record_without_rows(
+        &mut self,
+        plans: Vec<PlanRows>,
+        info: &(dyn Fn(&[&str]) -> CommitInfo + Sync),
+    ) -> Result<(), EngineError> {
+        if !plans.is_empty() {
+            self.sink
+                .commit_plans_with(&raw_records_schema(), &plans, Numbering::Gaps, info)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Maintenance between the stream's commits, after one that added rows here.
