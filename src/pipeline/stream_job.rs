@@ -570,10 +570,13 @@ impl StreamJob {
                     rows: Vec::new(),
                 })
                 .collect();
-            raw.record_without_rows(without_records, &|kept| {
-                lineage.commit_info(kept, Table::Raw)
-            })
-            .await?;
+            let recorded = raw
+                .record_without_rows(without_records, &|kept| {
+                    lineage.commit_info(kept, Table::Raw)
+                })
+                .await?;
+            write += recorded.write;
+            commit += recorded.commit;
         }
 
         let mut rows_in = 0;

@@ -14,7 +14,7 @@ use crate::config::{ConfigError, MaintenanceSettings};
 use crate::decode::raw_records_schema;
 use crate::pipeline::EngineError;
 use crate::pipeline::maintenance::Maintainer;
-use crate::sink::{CommitInfo, DeltaSink, Numbering, PlanRows};
+use crate::sink::{CommitInfo, DeltaSink, EngineCommit, Numbering, PlanCommit, PlanRows};
 
 /// The raw table's property that says after which plan of each shard (and which stream-level
 /// batch of an earlier version) of the table it starts: `{}` when it holds every plan.
@@ -84,13 +84,19 @@ impl SideTable {
         &mut self,
         plans: Vec<PlanRows>,
         info: &(dyn Fn(&[&str]) -> CommitInfo + Sync),
-    ) -> Result<(), EngineError> {
-        if !plans.is_empty() {
-            self.sink
-                .commit_plans_with(&raw_records_schema(), &plans, Numbering::Gaps, info)
-                .await?;
+    ) -> Result<SideCommitted, EngineError> {
+        if plans.is_empty() {
+            return Ok(SideCommitted::default());
         }
-        Ok(())
+        let done = self
+            .sink
+            .commit_plans_with(&raw_records_schema(), &plans, Numbering::Gaps, info)
+            .await?;
+        Ok(SideCommitted {
+            write: done.write,
+            commit: done.commit,
+            rows: 0,
+        })
     }
 
     /// Maintenance between the stream's commits, after one that added rows here.
@@ -197,12 +203,15 @@ impl StreamJob {
         else {
             return Ok(()); // made by an earlier version: rebuild refuses it anyway
         };
+        let stream = self.source.stream();
         let mut gaps = Vec::new();
+        let mut unrecorded = BTreeMap::new();
         for (shard, id) in shards.iter().zip(app_ids) {
             let (raw_plan, table_plan) = (in_raw[id], table[id]);
             if starts_after.get(id).is_some_and(|&p| p >= table_plan) {
                 continue;
             }
+            let mut newest_held_none = false;
             for plan in raw_plan + 1..=table_plan {
                 // A plan with no range took no record (a pruned one cannot tell), and one whose
                 // commit held none (its records gone, under `restart`) has none to lose.
@@ -211,13 +220,48 @@ impl StreamJob {
                     .get(shard, plan)
                     .await?
                     .is_none_or(|p| p.range.is_some());
-                let stream = self.source.stream();
-                if took_records && self.table.records_of_plan(stream, shard, plan).await? != Some(0)
-                {
+                if !took_records {
+                    continue;
+                }
+                if self.table.records_of_plan(stream, shard, plan).await? != Some(0) {
                     gaps.push((id.clone(), table_plan));
                     break;
                 }
+                newest_held_none = plan == table_plan;
             }
+            // The table's newest plan held none of the records it took, and the raw table's
+            // record of that (made after the table's commit) is missing: the process stopped in
+            // between. Made now, while the table's commit can still say so.
+            if newest_held_none {
+                let plan = PlanCommit {
+                    plan: table_plan,
+                    records: Some(0),
+                    rows: Some(0),
+                    ..PlanCommit::default()
+                };
+                unrecorded.insert(shard.clone(), (id.clone(), plan));
+            }
+        }
+        if !unrecorded.is_empty() {
+            let plans: Vec<PlanRows> = unrecorded
+                .values()
+                .map(|(id, plan)| PlanRows {
+                    app_id: id.clone(),
+                    version: plan.plan,
+                    rows: Vec::new(),
+                })
+                .collect();
+            let info = EngineCommit {
+                stream: Some(stream.to_owned()),
+                worker: Some(self.worker.clone()),
+                plans: unrecorded.into_iter().map(|(s, (_, p))| (s, p)).collect(),
+                ..EngineCommit::default()
+            }
+            .commit_info();
+            raw.commit_plans_with(&raw_records_schema(), &plans, Numbering::Gaps, &|_| {
+                info.clone()
+            })
+            .await?;
         }
         if gaps.is_empty() {
             return Ok(());
