@@ -211,7 +211,7 @@ impl StreamJob {
             if starts_after.get(id).is_some_and(|&p| p >= table_plan) {
                 continue;
             }
-            let mut newest_held_none = false;
+            let (mut gap, mut held_none) = (false, None);
             for plan in raw_plan + 1..=table_plan {
                 // A plan with no range took no record (a pruned one cannot tell), and one whose
                 // commit held none (its records gone, under `restart`) has none to lose.
@@ -225,16 +225,17 @@ impl StreamJob {
                 }
                 if self.table.records_of_plan(stream, shard, plan).await? != Some(0) {
                     gaps.push((id.clone(), table_plan));
+                    gap = true;
                     break;
                 }
-                newest_held_none = plan == table_plan;
+                held_none = Some(plan);
             }
-            // The table's newest plan held none of the records it took, and the raw table's
-            // record of that (made after the table's commit) is missing: the process stopped in
-            // between. Made now, while the table's commit can still say so.
-            if newest_held_none {
+            // The newest plan that took records held none of them, and the raw table's record
+            // of that (made after the table's commit) is missing: the process stopped in between.
+            // Made now, while the table's commit can still say so.
+            if let (false, Some(plan)) = (gap, held_none) {
                 let plan = PlanCommit {
-                    plan: table_plan,
+                    plan,
                     records: Some(0),
                     rows: Some(0),
                     ..PlanCommit::default()
@@ -251,17 +252,28 @@ impl StreamJob {
                     rows: Vec::new(),
                 })
                 .collect();
-            let info = EngineCommit {
-                stream: Some(stream.to_owned()),
-                worker: Some(self.worker.clone()),
-                plans: unrecorded.into_iter().map(|(s, (_, p))| (s, p)).collect(),
-                ..EngineCommit::default()
+            let worker = &self.worker;
+            let info = |kept: &[&str]| {
+                let plans = unrecorded
+                    .iter()
+                    .filter(|(_, (id, _))| kept.contains(&id.as_str()))
+                    .map(|(shard, (_, plan))| (shard.clone(), plan.clone()))
+                    .collect();
+                EngineCommit {
+                    stream: Some(stream.to_owned()),
+                    worker: Some(worker.clone()),
+                    plans,
+                    ..EngineCommit::default()
+                }
+                .commit_info()
+            };
+            // Only rebuild needs it: the next start tries again.
+            let recorded = raw
+                .commit_plans_with(&raw_records_schema(), &plans, Numbering::Gaps, &info)
+                .await;
+            if let Err(e) = recorded {
+                tracing::warn!(error = %e, "could not record in the raw table the plans that held none of their records; the next start tries again");
             }
-            .commit_info();
-            raw.commit_plans_with(&raw_records_schema(), &plans, Numbering::Gaps, &|_| {
-                info.clone()
-            })
-            .await?;
         }
         if gaps.is_empty() {
             return Ok(());
